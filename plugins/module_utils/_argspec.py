@@ -1,0 +1,40 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Argument specs shared by modules (documented once in doc_fragments/_index_trust.py).
+
+Private to the collection; not a public API.
+"""
+
+from __future__ import annotations
+
+from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
+
+DEFAULT_STATE_DIR = "/var/lib/vmcloud/index"
+
+INDEX_TRUST_ARGSPEC = {
+    "trust_anchors": {"type": "list", "elements": "path", "required": True},
+    "endorsers": {"type": "list", "elements": "str", "default": []},
+    "crl": {"type": "list", "elements": "path", "default": []},
+    "threshold": {"type": "int", "default": 1},
+    "legacy": {"type": "bool", "default": False},
+    "endorser_certificates": {"type": "list", "elements": "path", "default": []},
+    "max_size": {"type": "int", "default": DEFAULT_MAX_SIZE},
+    "clock_skew": {"type": "int", "default": DEFAULT_CLOCK_SKEW},
+    "state_dir": {"type": "path", "default": DEFAULT_STATE_DIR},
+    "reference_time": {"type": "str"},
+}
+
+SELECTION_ARGSPEC = {
+    "approved": {"type": "list", "elements": "raw"},
+    "blocked": {"type": "list", "elements": "raw", "default": []},
+    "rules": {"type": "list", "elements": "str", "default": []},
+    "host": {"type": "str"},
+    "subcluster": {"type": "str"},
+    "cluster": {"type": "str"},
+}
+
+FETCH_ARGSPEC = {
+    "timeout": {"type": "int", "default": 30},
+    "validate_certs": {"type": "bool", "default": True},
+    "ca_path": {"type": "path"},
+}

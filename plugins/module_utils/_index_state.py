@@ -1,0 +1,101 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Rollback and replay protection: the last accepted index version per index URL.
+
+Private to the collection; not a public API. The high-water mark is one small JSON
+file per index URL in ``state_dir``, written atomically; a refused index never
+touches it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from ._errors import IndexRefused
+from ._index import IndexPolicy, VerifiedIndex, verify_index
+from ._io import write_atomic
+
+
+def state_path(state_dir: str, url: str) -> str:
+    key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
+    return os.path.join(state_dir, f"index-{key}.json")
+
+
+def read_high_water_mark(state_dir: str, url: str) -> Optional[Dict[str, Any]]:
+    path = state_path(state_dir, url)
+    try:
+        with open(path, "rb") as handle:
+            mark = json.loads(handle.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        # A damaged mark must not silently reset protection to "anything goes".
+        raise IndexRefused(
+            "state-unreadable", f"cannot read the high-water mark {path} ({exc}); inspect or remove it by hand"
+        ) from exc
+    if not isinstance(mark, dict) or mark.get("url") != url or not isinstance(mark.get("version"), int):
+        raise IndexRefused("state-unreadable", f"the high-water mark {path} is not for {url}; inspect it by hand")
+    return mark
+
+
+def check_rollback(index: VerifiedIndex, mark: Optional[Dict[str, Any]]) -> bool:
+    """True when ``index`` moves the mark forward; False when it is the accepted one again."""
+    if mark is None or index.version is None:
+        return index.version is not None
+    last = mark["version"]
+    if index.version < last:
+        raise IndexRefused(
+            "rollback",
+            f"index version {index.version} is lower than the last accepted version {last} for "
+            f"{index.url}; refusing (rollback)",
+        )
+    if index.version == last:
+        if index.digest != mark.get("digest"):
+            raise IndexRefused(
+                "rollback",
+                f"index version {index.version} for {index.url} differs from the accepted version "
+                f"{last} with the same number; refusing (an endorser must bump the version)",
+            )
+        return False
+    return True
+
+
+def write_high_water_mark(state_dir: str, index: VerifiedIndex, now: datetime.datetime) -> None:
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    record = {
+        "url": index.url,
+        "version": index.version,
+        "digest": index.digest,
+        "expires": index.expires,
+        "accepted_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    write_atomic(state_path(state_dir, index.url), (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+
+
+@dataclass
+class AcceptedIndex:
+    index: VerifiedIndex
+    previous_version: Optional[int]
+    advanced: bool
+
+
+def accept_index(
+    data: bytes, policy: IndexPolicy, state_dir: Optional[str], persist: bool, origin: str = "the index"
+) -> AcceptedIndex:
+    """Verify ``data`` and, unless ``persist`` is false (check mode), advance the high-water mark.
+
+    Legacy lists carry no version: they are verified but leave no mark (see docs/trust.md).
+    """
+    index = verify_index(data, policy, origin)
+    if index.format != "v2" or state_dir is None:
+        return AcceptedIndex(index=index, previous_version=None, advanced=False)
+    mark = read_high_water_mark(state_dir, index.url)
+    advanced = check_rollback(index, mark)
+    if advanced and persist:
+        write_high_water_mark(state_dir, index, policy.trust.now)
+    return AcceptedIndex(index=index, previous_version=mark["version"] if mark else None, advanced=advanced)
