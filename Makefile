@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Debian packages the controller side needs: Python venvs, OpenSSL for the demo CA,
 # the BitTorrent tools that endorser tooling and engine tests run for real, and
 # Podman (with runc, see ../shared/TESTBED.md) plus debootstrap for the lab.
-DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent podman runc debootstrap \
+DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman runc debootstrap \
                    uidmap slirp4netns iptables
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor integration \
