@@ -186,7 +186,7 @@ _V2_IMAGE_KEYS = {
 }
 
 
-def _normalise_v2_image(entry: Any, position: int) -> Dict[str, Any]:
+def normalise_v2_image(entry: Any, position: int) -> Dict[str, Any]:
     where = f"images[{position}]"
     if not isinstance(entry, dict):
         raise IndexRefused("entry-malformed", f"{where}: expected a mapping")
@@ -234,13 +234,30 @@ def _normalise_v2_image(entry: Any, position: int) -> Dict[str, Any]:
     }
 
 
-def _parse_v2(document: Any, policy: IndexPolicy, origin: str) -> VerifiedIndex:
+@dataclass
+class SignedFields:
+    """The checked header and normalised entries of a v2 ``signed`` mapping."""
+
+    version: int
+    created: datetime.datetime
+    expires: datetime.datetime
+    url: str
+    endorser: str
+    images: List[Dict[str, Any]]
+
+
+def check_v2_document(document: Any, origin: str) -> Dict[str, Any]:
+    """The top level of a v2 document: ``signed`` and ``signatures``, nothing unsigned beside them."""
     if not isinstance(document, dict) or "signed" not in document:
         raise IndexRefused("index-malformed", f"{origin}: expected a mapping with 'signed' and 'signatures'")
     unsigned = sorted(set(document) - {"signed", "signatures"})
     if unsigned:
         raise IndexRefused("index-malformed", f"{origin}: unsigned top-level keys {unsigned} are not allowed")
-    signed = document["signed"]
+    return document
+
+
+def check_signed_fields(signed: Any, origin: str) -> SignedFields:
+    """Shape, header fields and every entry of ``signed``; shared by the reader and the endorser tools."""
     if not isinstance(signed, dict):
         raise IndexRefused("index-malformed", f"{origin}: 'signed' must be a mapping")
     if signed.get("_type") != INDEX_TYPE:
@@ -250,60 +267,66 @@ def _parse_v2(document: Any, policy: IndexPolicy, origin: str) -> VerifiedIndex:
             "index-spec-version",
             f"{origin}: spec_version {signed.get('spec_version')!r} is not supported (this reader knows 2)",
         )
-    signed_bytes = canonical_signed_bytes(signed)
-    signers, problems = _verify_v2_signatures(document.get("signatures"), signed_bytes, policy)
-    _check_threshold(signers, problems, policy.threshold)
-
     version = signed.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise IndexRefused("index-malformed", f"signed.version must be an integer >= 1, got {version!r}")
     created = parse_utc_timestamp(signed.get("created"), "signed.created")
     expires = parse_utc_timestamp(signed.get("expires"), "signed.expires")
-    now = policy.trust.now
-    if expires <= now:
-        raise IndexRefused(
-            "index-expired",
-            f"index version {version} expired at {signed['expires']} (reference time "
-            f"{now.strftime('%Y-%m-%dT%H:%M:%SZ')}); the endorser must publish a fresh index",
-        )
-    if created > now + datetime.timedelta(seconds=policy.clock_skew):
-        raise IndexRefused(
-            "index-from-future",
-            f"index version {version} was created at {signed['created']}, more than "
-            f"{policy.clock_skew} s after the reference time {now.strftime('%Y-%m-%dT%H:%M:%SZ')}; "
-            "check the clocks",
-        )
     url = signed.get("url")
     if not isinstance(url, str) or not url:
         raise IndexRefused("index-malformed", "signed.url must be the address where the index is published")
-    if policy.fetched_url is not None and url != policy.fetched_url:
-        raise IndexRefused(
-            "url-mismatch",
-            f"the index says it is published at {url} but was fetched from {policy.fetched_url}",
-        )
     endorser = signed.get("endorser")
     if not isinstance(endorser, str) or not endorser:
         raise IndexRefused("index-malformed", "signed.endorser must be a non-empty string")
     images = signed.get("images")
     if not isinstance(images, list):
         raise IndexRefused("index-malformed", "signed.images must be a list")
-    normalised = [_normalise_v2_image(entry, i) for i, entry in enumerate(images)]
-    _check_unique_uuids(normalised)
+    normalised = [normalise_v2_image(entry, i) for i, entry in enumerate(images)]
+    check_unique_uuids(normalised)
+    return SignedFields(version, created, expires, url, endorser, normalised)
+
+
+def _parse_v2(document: Any, policy: IndexPolicy, origin: str) -> VerifiedIndex:
+    signed = check_v2_document(document, origin)["signed"]
+    signed_bytes = canonical_signed_bytes(signed)
+    signers, problems = _verify_v2_signatures(document.get("signatures"), signed_bytes, policy)
+    _check_threshold(signers, problems, policy.threshold)
+
+    fields = check_signed_fields(signed, origin)
+    now = policy.trust.now
+    if fields.expires <= now:
+        raise IndexRefused(
+            "index-expired",
+            f"index version {fields.version} expired at {signed['expires']} (reference time "
+            f"{now.strftime('%Y-%m-%dT%H:%M:%SZ')}); the endorser must publish a fresh index",
+        )
+    if fields.created > now + datetime.timedelta(seconds=policy.clock_skew):
+        raise IndexRefused(
+            "index-from-future",
+            f"index version {fields.version} was created at {signed['created']}, more than "
+            f"{policy.clock_skew} s after the reference time {now.strftime('%Y-%m-%dT%H:%M:%SZ')}; "
+            "check the clocks",
+        )
+    if policy.fetched_url is not None and fields.url != policy.fetched_url:
+        raise IndexRefused(
+            "url-mismatch",
+            f"the index says it is published at {fields.url} but was fetched from {policy.fetched_url}",
+        )
     return VerifiedIndex(
         format="v2",
-        url=url,
-        version=version,
+        url=fields.url,
+        version=fields.version,
         created=signed["created"],
         expires=signed["expires"],
-        endorser=endorser,
+        endorser=fields.endorser,
         digest=hashlib.sha256(signed_bytes).hexdigest(),
         signers=signers,
-        images=normalised,
+        images=fields.images,
         problems=problems,
     )
 
 
-def _decode_signature(text: Any, where: str) -> bytes:
+def decode_signature(text: Any, where: str) -> bytes:
     if not isinstance(text, str):
         raise ValueError(f"{where}: signature must be base64 text")
     compact = "".join(text.split())
@@ -346,7 +369,7 @@ def _verify_v2_signatures(signatures: Any, data: bytes, policy: IndexPolicy):
             continue
         try:
             chain = load_pem_certificates(item["certificate"].encode("ascii", "replace"), where)
-            signature = _decode_signature(item.get("signature"), where)
+            signature = decode_signature(item.get("signature"), where)
             _verify_one(chain[0], chain[1:], signature, data, policy)
         except (IndexRefused, ValueError) as exc:
             problems.append(f"{where}: {exc}")
@@ -365,7 +388,7 @@ def _check_threshold(signers: List[Dict[str, str]], problems: List[str], thresho
     )
 
 
-def _check_unique_uuids(images: List[Dict[str, Any]]) -> None:
+def check_unique_uuids(images: List[Dict[str, Any]]) -> None:
     seen: Dict[str, int] = {}
     for position, image in enumerate(images):
         if image["uuid"] in seen:
@@ -389,7 +412,7 @@ def split_legacy_document(data: bytes) -> tuple:
     signed = data[: starts[0]]
     text = data[starts[0] + len(LEGACY_SIGNATURE_KEY):].decode("ascii", "replace")
     try:
-        signature = _decode_signature(text, "x509-signature")
+        signature = decode_signature(text, "x509-signature")
     except ValueError as exc:
         raise IndexRefused("signature-malformed", str(exc)) from exc
     return signed, signature
@@ -402,7 +425,7 @@ def _legacy_created(value: Any, where: str) -> Optional[str]:
         parsed = email.utils.parsedate_to_datetime(str(value))
     except (TypeError, ValueError) as exc:
         raise IndexRefused("entry-malformed", f"{where}: {value!r} is not an RFC 2822 date") from exc
-    return parsed.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _legacy_compressed(value: Any, where: str) -> bool:
@@ -495,7 +518,7 @@ def _parse_legacy(data: bytes, policy: IndexPolicy, origin: str) -> VerifiedInde
         if not isinstance(key, str) or not key.startswith("torrent-id"):
             raise IndexRefused("index-malformed", f"{origin}: unexpected top-level key {key!r}")
         images.append(_normalise_legacy_entry(key, entry))
-    _check_unique_uuids(images)
+    check_unique_uuids(images)
     return VerifiedIndex(
         format="legacy",
         url=policy.fetched_url,
