@@ -27,7 +27,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._trust import TrustS
 from tests.unit import index_factory as factory  # noqa: E402
 from tests.unit import pki  # noqa: E402
 
-NOW = datetime.datetime(2026, 11, 24, 10, 0, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 24, 10, 0, 0, tzinfo=datetime.UTC)
 
 
 def build(count: int, syntax: str):

@@ -21,7 +21,7 @@ from ._trust import TrustStore, load_crls, load_pem_certificates, load_trust_anc
 
 def reference_time(value: Optional[str]) -> datetime.datetime:
     if not value:
-        return datetime.datetime.now(datetime.timezone.utc)
+        return datetime.datetime.now(datetime.UTC)
     return parse_utc_timestamp(value, "reference_time")
 
 

@@ -9,6 +9,7 @@ and the directory is fsynced so the rename itself survives a crash.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from typing import Optional
@@ -36,10 +37,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644, owner: Optional[tupl
             os.chown(tmp_path, owner[0], owner[1])
         os.replace(tmp_path, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_path)
-        except FileNotFoundError:
-            pass
         raise
     fsync_directory(directory)
 

@@ -201,7 +201,7 @@ def select_images(images: Sequence[Dict[str, Any]], approvals: Approvals, host: 
         for image in candidates:
             consider(image, ref.source)
 
-    for rule, source in zip(approvals.rules, approvals.rule_sources):
+    for rule, source in zip(approvals.rules, approvals.rule_sources, strict=True):
         for uuid in _rule_uuids(rule, source, images):
             if uuid in by_uuid:
                 consider(by_uuid[uuid], source)

@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtensionOID
 from ._errors import IndexRefused
 
 MAX_CHAIN_DEPTH = 6
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def _utc(naive_or_aware: datetime.datetime) -> datetime.datetime:
@@ -167,7 +167,7 @@ def _is_ca(cert: x509.Certificate) -> bool:
     return bool(usage.key_cert_sign)
 
 
-def _may_sign_data(cert: x509.Certificate) -> bool:
+def may_sign_data(cert: x509.Certificate) -> bool:
     try:
         usage = cert.extensions.get_extension_for_oid(ExtensionOID.KEY_USAGE).value
     except x509.ExtensionNotFound:
@@ -219,7 +219,7 @@ class TrustStore:
     def verify_endorser(self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate] = ()) -> None:
         """Check that ``leaf`` chains to an anchor, is in validity, unrevoked and pinned."""
         self._check_time(leaf)
-        if not _may_sign_data(leaf):
+        if not may_sign_data(leaf):
             raise IndexRefused(
                 "certificate-usage", f"certificate {subject_of(leaf)} does not allow digitalSignature"
             )

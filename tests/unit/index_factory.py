@@ -55,7 +55,7 @@ def image(n: int, **overrides: Any) -> Dict[str, Any]:
         "torrent": {
             "url": f"http://catalogue/torrents/{family}_{version}.torrent",
             "sha256": hashlib.sha256(f"torrent-{family}-{version}".encode()).hexdigest(),
-            "info_hash": hashlib.sha1(f"info-{family}-{version}".encode()).hexdigest(),
+            "info_hash": hashlib.sha1(f"info-{family}-{version}".encode(), usedforsecurity=False).hexdigest(),
         },
         "web_seeds": [f"http://catalogue/images/{family}_{version}.img.gz"],
         "targets": {"hosts": [], "subclusters": [], "clusters": []},

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 BASE_TIME = datetime.datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 
 
@@ -28,7 +28,7 @@ def new_key(key_type: str):
     if key_type == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if key_type == "rsa1024":
-        return rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        return rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - refusal tests
     if key_type == "ec":
         return ec.generate_private_key(ec.SECP256R1())
     if key_type == "ec384":

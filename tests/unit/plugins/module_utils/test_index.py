@@ -16,12 +16,11 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import Index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index import IndexPolicy, parse_size, verify_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index_state import accept_index, read_high_water_mark
 from ansible_collections.vmcloud.fleet.plugins.module_utils._trust import TrustStore, subject_of
-
 from tests.unit import index_factory as factory
 from tests.unit import pki
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "legacy"
-NOW = datetime.datetime(2026, 11, 24, 10, 0, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 24, 10, 0, 0, tzinfo=datetime.UTC)
 
 
 @pytest.fixture(scope="module")
