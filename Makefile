@@ -58,7 +58,14 @@ integration: setup
 	pytest tests/integration
 
 bench: setup
-	python benchmarks/run.py
+	python benchmarks/bench_index.py
+
+# The Podman lab of hypervisor containers (docs/lab.md); idempotent, image build cached.
+lab: setup
+	lab/lab up
+
+lab-down:
+	lab/lab down
 
 demo: setup
 	tools/demo

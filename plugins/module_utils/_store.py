@@ -267,5 +267,30 @@ class ImageStore:
         self._save_manifest(manifest)
         return {"changed": True, "uuid": uuid, "action": "removed", "path": path}
 
-    def managed(self) -> Iterable[str]:
-        return sorted(self.manifest())
+    def holdings(self) -> list:
+        """Every managed image with its state: present (verified, unchanged), corrupt or missing."""
+        held = []
+        for uuid, entry in sorted(self.manifest().items()):
+            path = os.path.join(self.root, entry["file"])
+            image = {"uuid": uuid, "file": entry["source_file"], "compressed": entry["file"] != entry["source_file"],
+                     "sha256": entry.get("source_sha256")}
+            if not os.path.exists(path):
+                state = "missing"
+            elif self.is_current(image, entry):
+                state = "present"
+            else:
+                state = "corrupt"
+            held.append({"uuid": uuid, "name": entry.get("name"), "version": entry.get("version"),
+                         "path": path, "size": entry.get("size"), "sha256": entry.get("sha256"), "state": state})
+        return held
+
+    def retire_all_but(self, keep: Iterable[str], check_mode: bool = False) -> Dict[str, Any]:
+        """Retire every managed image whose uuid is not in ``keep`` (files nobody declared are not
+        touched here: they are not in the manifest)."""
+        wanted = set(keep)
+        outcomes = [self.retire(uuid, check_mode) for uuid in sorted(self.manifest()) if uuid not in wanted]
+        return {
+            "changed": any(o["changed"] for o in outcomes),
+            "retired": [o["uuid"] for o in outcomes if o["action"] == "removed"],
+            "held_open": [o for o in outcomes if o["action"] == "held-open"],
+        }

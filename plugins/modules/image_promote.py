@@ -38,8 +38,14 @@ options:
     description: The downloaded file (the torrent's content). Required with O(state=present).
     type: path
   uuid:
-    description: Uuid of the image to retire. Required with O(state=absent).
+    description: Uuid of the image to retire. With O(state=absent), give this or O(keep).
     type: str
+  keep:
+    description:
+      - With O(state=absent), retire every image vmcloud put in the store whose uuid is not in this
+        list (the host's desired set). Files nobody declared are left alone.
+    type: list
+    elements: str
   state:
     description: V(present) verifies and promotes; V(absent) retires a managed image.
     type: str
@@ -54,6 +60,12 @@ EXAMPLES = r"""
     image: "{{ item }}"
     staged: "/var/lib/vmcloud/staging/{{ item.uuid }}/{{ item.file }}"
   loop: "{{ vmcloud_index.selection.desired }}"
+
+- name: Retire every managed image that is no longer desired
+  vmcloud.fleet.image_promote:
+    store: /var/lib/vmcloud/images
+    keep: "{{ vmcloud_index.selection.desired_uuids }}"
+    state: absent
 
 - name: Retire a superseded image
   vmcloud.fleet.image_promote:
@@ -79,6 +91,18 @@ action:
   returned: success
   type: str
   sample: promoted
+retired:
+  description: Uuids removed from the store, with O(keep).
+  returned: with keep
+  type: list
+  elements: str
+  sample: [cernvm_1276695059-img-1277992808]
+held_open:
+  description: Images not removed because a process holds them open, with O(keep).
+  returned: with keep
+  type: list
+  elements: dict
+  sample: [{uuid: slc5-img-1, path: /var/lib/vmcloud/images/slc5.img, pids: [4242], action: held-open}]
 pids:
   description: Processes holding the image open, when O(state=absent) could not remove it.
   returned: when action is held-open
@@ -100,9 +124,11 @@ def main() -> None:
             image=dict(type="dict"),
             staged=dict(type="path"),
             uuid=dict(type="str"),
+            keep=dict(type="list", elements="str"),
             state=dict(type="str", choices=["present", "absent"], default="present"),
         ),
-        required_if=[("state", "present", ["image", "staged"]), ("state", "absent", ["uuid"])],
+        required_if=[("state", "present", ["image", "staged"]), ("state", "absent", ["uuid", "keep"], True)],
+        mutually_exclusive=[("uuid", "keep")],
         supports_check_mode=True,
     )
     store = ImageStore(module.params["store"])
@@ -116,6 +142,12 @@ def main() -> None:
             result["diff"] = {
                 "before": {image["uuid"]: "present" if not outcome.changed else "missing or changed"},
                 "after": {image["uuid"]: "present"},
+            }
+        elif module.params["keep"] is not None:
+            result = store.retire_all_but(module.params["keep"], check_mode=module.check_mode)
+            result["diff"] = {
+                "before": {"managed": sorted(store.manifest())},
+                "after": {"managed": sorted(set(store.manifest()) - set(result["retired"]))},
             }
         else:
             result = store.retire(module.params["uuid"], check_mode=module.check_mode)

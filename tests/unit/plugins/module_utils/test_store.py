@@ -193,3 +193,29 @@ def test_retire_never_removes_a_file_held_open(staged, store):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_retire_all_but_keeps_the_desired_and_unknown_files(tmp_path, store):
+    for name in ("a", "b", "c"):
+        path = tmp_path / f"{name}.img"
+        path.write_bytes(name.encode() * 1000)
+        store.promote(entry_for(path, uuid=name), str(path))
+    stranger = Path(store.root) / "nobody-declared.img"
+    stranger.write_bytes(b"x")
+    assert store.retire_all_but(["b"], check_mode=True)["retired"] == ["a", "c"]
+    assert sorted(store.manifest()) == ["a", "b", "c"]
+    result = store.retire_all_but(["b"])
+    assert result["changed"] and result["retired"] == ["a", "c"] and result["held_open"] == []
+    assert sorted(os.listdir(store.root)) == [".vmcloud", "b.img", "nobody-declared.img"]
+    assert store.retire_all_but(["b"])["changed"] is False
+
+
+def test_holdings_report_present_corrupt_and_missing(tmp_path, store):
+    paths = {}
+    for name in ("a", "b", "c"):
+        path = tmp_path / f"{name}.img"
+        path.write_bytes(name.encode() * 1000)
+        paths[name] = Path(store.promote(entry_for(path, uuid=name), str(path)).path)
+    paths["b"].write_bytes(b"tampered")
+    paths["c"].unlink()
+    assert {h["uuid"]: h["state"] for h in store.holdings()} == {"a": "present", "b": "corrupt", "c": "missing"}
