@@ -1,0 +1,95 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""vmcloud.fleet.torrent_info against an in-memory rtorrent (the real one: the lab roles)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_rtorrent import RtorrentEngine
+from ansible_collections.vmcloud.fleet.plugins.modules import torrent_info
+from tests.unit.fake_rtorrent import INFO_HASH, TORRENT, FakeRtorrent
+
+OTHER_HASH = "ab" * 20
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    fake = FakeRtorrent()
+    made = []
+
+    def engine_for(name, **options):
+        made.append((name, options))
+        return RtorrentEngine(proxy=fake, **options)
+
+    monkeypatch.setattr(torrent_info, "engine_for", engine_for)
+    fake.made = made
+    return fake
+
+
+@pytest.fixture
+def seeding(fake):
+    """The fake engine with the test torrent loaded, complete, 120000 bytes uploaded."""
+    RtorrentEngine(proxy=fake).add(TORRENT, "/srv/images")
+    fake.downloads[INFO_HASH.upper()].update(
+        {"d.complete": 1, "d.completed_bytes": 40000, "d.up.total": 120000, "d.ratio": 3000, "d.peers_connected": 2}
+    )
+    return fake
+
+
+def run(capsys, **args):
+    with patch_module_args(args), pytest.raises(SystemExit):
+        torrent_info.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_empty_engine(capsys, fake):
+    result = run(capsys)
+    assert result["changed"] is False
+    assert result["torrents"] == [] and result["missing"] == []
+    assert result["engine"]["name"] == "rtorrent" and result["engine"]["torrents"] == 0
+    assert fake.made == [("rtorrent", {"socket": "/run/rtorrent/rpc.socket", "timeout": 30.0})]
+
+
+def test_lists_status_and_totals(capsys, seeding):
+    result = run(capsys)
+    assert [t["info_hash"] for t in result["torrents"]] == [INFO_HASH]
+    torrent = result["torrents"][0]
+    assert torrent["state"] == "seeding" and torrent["complete"] is True
+    assert torrent["uploaded_bytes"] == 120000 and torrent["ratio"] == 3.0 and torrent["progress"] == 1.0
+    assert torrent["directory"] == "/srv/images"
+    engine = result["engine"]
+    assert engine["torrents"] == 1 and engine["complete"] == 1
+    assert engine["states"]["seeding"] == 1 and engine["states"]["downloading"] == 0
+    assert engine["uploaded_bytes"] == 120000 and engine["peers"] == 2
+
+
+def test_selection_reports_missing_and_keeps_engine_totals(capsys, seeding):
+    result = run(capsys, info_hashes=[OTHER_HASH.upper()])
+    assert result["torrents"] == []
+    assert result["missing"] == [OTHER_HASH]
+    assert result["engine"]["torrents"] == 1
+    selected = run(capsys, info_hashes=[INFO_HASH.upper(), OTHER_HASH])
+    assert [t["info_hash"] for t in selected["torrents"]] == [INFO_HASH]
+    assert selected["missing"] == [OTHER_HASH]
+
+
+def test_read_only_in_check_mode(capsys, seeding):
+    before = len(seeding.calls)
+    result = run(capsys, _ansible_check_mode=True)
+    assert result["changed"] is False and len(result["torrents"]) == 1
+    assert [call[0] for call in seeding.calls[before:]] == ["d.multicall2"]
+
+
+def test_malformed_info_hash(capsys, fake):
+    result = run(capsys, info_hashes=["not-a-hash"])
+    assert result["failed"] is True and result["rule"] == "info-hash-malformed"
+
+
+def test_unreachable_engine(capsys, tmp_path):
+    result = run(capsys, socket=str(tmp_path / "no.socket"), rpc_timeout=2)
+    assert result["failed"] is True and result["rule"] == "engine-unreachable"
+    assert "no.socket" in result["msg"]
