@@ -7,7 +7,18 @@ Private to the collection; not a public API.
 
 from __future__ import annotations
 
+from ._engine import ENGINES
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
+from ._sync import (
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RPC_TIMEOUT,
+    DEFAULT_SOCKET,
+    DEFAULT_STAGING_DIR,
+    DEFAULT_STORE_DIR,
+    DEFAULT_TORRENT_DIR,
+    MAX_TORRENT_BYTES,
+)
 
 DEFAULT_STATE_DIR = "/var/lib/vmcloud/index"
 
@@ -37,4 +48,16 @@ FETCH_ARGSPEC = {
     "timeout": {"type": "int", "default": 30},
     "validate_certs": {"type": "bool", "default": True},
     "ca_path": {"type": "path"},
+}
+
+SYNC_ARGSPEC = {
+    "store_dir": {"type": "path", "default": DEFAULT_STORE_DIR},
+    "staging_dir": {"type": "path", "default": DEFAULT_STAGING_DIR},
+    "torrent_dir": {"type": "path", "default": DEFAULT_TORRENT_DIR},
+    "engine": {"type": "str", "choices": list(ENGINES), "default": "rtorrent"},
+    "socket": {"type": "path", "default": DEFAULT_SOCKET},
+    "rpc_timeout": {"type": "float", "default": DEFAULT_RPC_TIMEOUT},
+    "download_timeout": {"type": "int", "default": DEFAULT_DOWNLOAD_TIMEOUT},
+    "poll_interval": {"type": "float", "default": DEFAULT_POLL_INTERVAL},
+    "torrent_max_size": {"type": "int", "default": MAX_TORRENT_BYTES},
 }

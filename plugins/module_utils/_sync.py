@@ -1,0 +1,491 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The pull path of a hypervisor as one call: what the image_sync module and ``imgdist sync`` share.
+
+Private to the collection; not a public API. Plain Python (no ansible import): it runs on
+hypervisors under Debian's python3.
+
+``sync`` does what the hypervisor role's tasks do, in the same order and with the same paths:
+
+1. fetch and verify the signed index, advance the rollback mark (``fetch_and_accept``) and keep
+   a copy of it at ``<state_dir>/verified-index.yaml`` for offline checks;
+2. select the host's images (``selection_for``: endorsed, approved, targeted, not blocked);
+3. per desired image: fetch its .torrent (size-capped), verify it against the index entry
+   (SHA-256 of the file and info-hash; SHA-1 for legacy lists) and write it atomically to
+   ``<torrent_dir>/<info_hash>.torrent``; hand it to the engine with its data in
+   ``<staging_dir>/<info_hash>`` (``reconcile``: added when absent, restarted when stopped);
+4. wait for the downloads (one deadline for all of them: the engine downloads them in
+   parallel), and promote each into the store (``ImageStore.promote``: SHA-256 checked while
+   copying or unpacking, atomic);
+5. retire what is no longer desired: drop it from the engine, remove its staging directory and
+   its .torrent, and retire it from the store (``retire_all_but``; a file a process holds open
+   stays, and is reported).
+
+A failure on one image (a .torrent that does not verify, a download timeout, a SHA-256 mismatch)
+is recorded for that image (``failures``) and the others go on; a refused index or malformed approvals stop the
+run before anything changes. Check mode reads everything (the index, .torrent files, the engine,
+the store) and returns the same report a real run would, changing nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
+
+from ._engine import TorrentEngine, TorrentStatus, reconcile
+from ._errors import VmcloudError
+from ._fetch import read_source
+from ._index_service import fetch_and_accept, selection_for
+from ._io import fsync_directory, write_atomic
+from ._store import ImageStore
+from ._torrent import (
+    MAX_TORRENT_BYTES,
+    TorrentError,
+    TorrentInfo,
+    check_info_hash,
+    parse_torrent,
+    read_torrent_file,
+    verify_torrent,
+)
+
+DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
+DEFAULT_STAGING_DIR = "/var/lib/vmcloud/staging"
+DEFAULT_TORRENT_DIR = "/var/lib/vmcloud/torrents"
+DEFAULT_SOCKET = "/run/rtorrent/rpc.socket"
+DEFAULT_DOWNLOAD_TIMEOUT = 3600
+DEFAULT_POLL_INTERVAL = 2.0
+DEFAULT_RPC_TIMEOUT = 30.0
+VERIFIED_INDEX_NAME = "verified-index.yaml"
+
+# The options of the pull path beyond the index trust, selection and fetch options of _argspec
+# (documented in plugins/modules/image_sync.py; imgdist maps its config file onto them).
+
+_INFO_HASH_NAME = re.compile(r"\A[0-9a-f]{40}\Z")
+_TORRENT_FILE_NAME = re.compile(r"\A([0-9a-f]{40})\.torrent\Z")
+
+# Called with the image entry and the engine's status at each poll while waiting.
+ProgressCallback = Callable[[Dict[str, Any], TorrentStatus], None]
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def torrent_path(options: Mapping[str, Any], image: Dict[str, Any]) -> str:
+    return os.path.join(options["torrent_dir"], image["torrent"]["info_hash"] + ".torrent")
+
+
+def staging_path(options: Mapping[str, Any], image: Dict[str, Any]) -> str:
+    return os.path.join(options["staging_dir"], image["torrent"]["info_hash"])
+
+
+def staged_file(options: Mapping[str, Any], image: Dict[str, Any]) -> str:
+    return os.path.join(staging_path(options, image), image["file"])
+
+
+def verified_index_path(state_dir: str) -> str:
+    return os.path.join(state_dir, VERIFIED_INDEX_NAME)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class ImageOutcome:
+    """What happened (or, in check mode, would happen) to one desired image."""
+
+    uuid: str
+    name: str
+    version: Any
+    info_hash: str
+    path: str  # where the store keeps it
+    torrent: str = "pending"  # present, fetched
+    engine: str = "pending"  # none, add, start
+    store: str = "pending"  # present, promoted, repaired
+    status: Optional[Dict[str, Any]] = None  # the engine's view after the run
+    failure: Optional[Dict[str, str]] = None  # {step, rule, message}
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+@dataclass
+class SyncReport:
+    """The outcome of ``sync``: lists of uuids per action, failures, and the store before/after."""
+
+    check_mode: bool
+    index: Dict[str, Any]
+    desired: List[str]
+    selection: Dict[str, Any]  # what was left out, and why (not_endorsed, not_approved, ...)
+    images: List[ImageOutcome] = field(default_factory=list)
+    index_saved: bool = False
+    retired: List[str] = field(default_factory=list)  # uuids retired from the store
+    removed: List[str] = field(default_factory=list)  # info-hashes dropped from engine/staging/torrents
+    held_open: List[Dict[str, Any]] = field(default_factory=list)
+    failures: List[Dict[str, Any]] = field(default_factory=list)  # not "failed": Ansible reserves that key
+    held_before: List[str] = field(default_factory=list)
+    held: List[str] = field(default_factory=list)  # uuids the store holds after the run
+
+    def _where(self, attribute: str, values: Iterable[str]) -> List[str]:
+        wanted = set(values)
+        return [image.uuid for image in self.images if getattr(image, attribute) in wanted]
+
+    @property
+    def fetched(self) -> List[str]:
+        return self._where("torrent", ["fetched"])
+
+    @property
+    def added(self) -> List[str]:
+        return self._where("engine", ["add"])
+
+    @property
+    def started(self) -> List[str]:
+        return self._where("engine", ["start"])
+
+    @property
+    def promoted(self) -> List[str]:
+        return self._where("store", ["promoted", "repaired"])
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.index.get("advanced")
+            or self.index_saved
+            or self.fetched
+            or self.added
+            or self.started
+            or self.promoted
+            or self.retired
+            or self.removed
+        )
+
+    def fail(self, step: str, exc: BaseException, image: Optional[ImageOutcome] = None,
+             info_hash: Optional[str] = None) -> None:
+        rule, message = describe_error(exc)
+        failure = {"uuid": image.uuid if image else None, "info_hash": image.info_hash if image else info_hash,
+                   "step": step, "rule": rule, "message": message}
+        if image is not None:
+            image.failure = {"step": step, "rule": rule, "message": message}
+        self.failures.append(failure)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "changed": self.changed,
+            "check_mode": self.check_mode,
+            "index": self.index,
+            "index_saved": self.index_saved,
+            "desired": self.desired,
+            "fetched": self.fetched,
+            "added": self.added,
+            "started": self.started,
+            "promoted": self.promoted,
+            "retired": self.retired,
+            "removed": self.removed,
+            "held_open": self.held_open,
+            "failures": self.failures,
+            "held": self.held,
+            "held_before": self.held_before,
+            "selection": self.selection,
+            "images": [asdict(image) for image in self.images],
+        }
+
+
+def describe_error(exc: BaseException) -> tuple:
+    """(rule, message) of an error, for the report; one line each."""
+    if isinstance(exc, VmcloudError):
+        return exc.rule, " ".join(exc.message.split())
+    if isinstance(exc, OSError):
+        return "io-error", " ".join(str(exc).split())
+    return "internal-error", f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------- .torrent files
+
+
+def check_torrent_for(image: Dict[str, Any], data: bytes, max_bytes: int = MAX_TORRENT_BYTES) -> TorrentInfo:
+    """Verify .torrent bytes against the index entry of ``image``.
+
+    v2 entries: SHA-256 of the file, single file, info-hash, content name and size
+    (``verify_torrent``). Legacy entries carry the SHA-1 of the file instead and no exact size.
+    """
+    torrent = image["torrent"]
+    if torrent.get("sha256"):
+        return verify_torrent(data, sha256=torrent["sha256"], info_hash=torrent["info_hash"],
+                              name=image["file"], size=image["size"], max_bytes=max_bytes)
+    actual = hashlib.sha1(data).hexdigest()  # noqa: S324 - the 2010 index records SHA-1 of the .torrent
+    if actual != torrent.get("sha1"):
+        raise TorrentError(
+            "torrent-sha1-mismatch",
+            f"the .torrent's SHA-1 is {actual}, the legacy index says {torrent.get('sha1')}; refusing it",
+        )
+    info = parse_torrent(data, max_bytes=max_bytes)
+    check_info_hash(info, torrent["info_hash"])
+    if info.name != image["file"]:
+        raise TorrentError(
+            "torrent-name-mismatch", f"the .torrent names its file {info.name!r}, the index says {image['file']!r}"
+        )
+    return info
+
+
+def local_torrent(path: str, image: Dict[str, Any], max_bytes: int) -> Optional[bytes]:
+    """The .torrent already at ``path`` when it verifies against ``image``; None otherwise."""
+    try:
+        data = read_torrent_file(path, max_bytes=max_bytes)
+    except TorrentError:
+        return None
+    try:
+        check_torrent_for(image, data, max_bytes)
+    except VmcloudError:
+        return None
+    return data
+
+
+def obtain_torrent(options: Mapping[str, Any], image: Dict[str, Any], check_mode: bool) -> tuple:
+    """(bytes, fetched): the verified .torrent of ``image``, fetched and written atomically when needed.
+
+    In check mode a missing .torrent is still fetched and verified (a read), but not written.
+    """
+    path = torrent_path(options, image)
+    max_bytes = options.get("torrent_max_size") or MAX_TORRENT_BYTES
+    data = local_torrent(path, image, max_bytes)
+    if data is not None:
+        return data, False
+    data, _ = read_source(
+        image["torrent"]["url"],
+        max_size=max_bytes,
+        timeout=options.get("timeout", 30),
+        ca_path=options.get("ca_path"),
+        validate_certs=options.get("validate_certs", True),
+    )
+    check_torrent_for(image, data, max_bytes)
+    if not check_mode:
+        os.makedirs(options["torrent_dir"], mode=0o755, exist_ok=True)
+        write_atomic(path, data, mode=0o644)
+    return data, True
+
+
+# --------------------------------------------------------------------------- retirement plan
+
+
+def retired_info_hashes(
+    desired_hashes: Iterable[str],
+    staged_names: Iterable[str],
+    torrent_names: Iterable[str],
+    engine_statuses: Iterable[TorrentStatus],
+    staging_dir: str,
+) -> List[str]:
+    """Info-hashes whose torrent, staging directory or .torrent file must go.
+
+    Ours are what has a staging directory (``<staging_dir>/<info_hash>``), a .torrent file
+    (``<info_hash>.torrent``) or an engine entry downloading into its own staging directory;
+    those of no desired image go. Anything else (other names, other engine directories) is
+    not ours and is left alone.
+    """
+    staging_dir = os.path.normpath(staging_dir)
+    ours: Set[str] = {name for name in staged_names if _INFO_HASH_NAME.match(name)}
+    ours.update(match.group(1) for match in map(_TORRENT_FILE_NAME.match, torrent_names) if match)
+    ours.update(
+        status.info_hash for status in engine_statuses
+        if os.path.normpath(status.directory) == os.path.join(staging_dir, status.info_hash)
+    )
+    return sorted(ours - set(desired_hashes))
+
+
+def _list_dir(path: str) -> List[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def _staged_names(staging_dir: str) -> List[str]:
+    return [name for name in _list_dir(staging_dir) if os.path.isdir(os.path.join(staging_dir, name))]
+
+
+# --------------------------------------------------------------------------- the pull path
+
+
+def _saved_index_differs(path: str, data: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read() != data
+    except FileNotFoundError:
+        return True
+
+
+def save_verified_index(state_dir: str, data: bytes, check_mode: bool) -> bool:
+    """Keep the verified index for offline checks (``imgdist check``); return whether it changed."""
+    path = verified_index_path(state_dir)
+    differs = _saved_index_differs(path, data)
+    if differs and not check_mode:
+        os.makedirs(state_dir, mode=0o755, exist_ok=True)
+        write_atomic(path, data, mode=0o644)
+    return differs
+
+
+def _outcome_for(store: ImageStore, image: Dict[str, Any]) -> ImageOutcome:
+    return ImageOutcome(
+        uuid=image["uuid"], name=image["name"], version=image["version"],
+        info_hash=image["torrent"]["info_hash"], path=store.path_of(image),
+    )
+
+
+def _hand_to_engine(options, engine, image, outcome, check_mode) -> None:
+    data, fetched = obtain_torrent(options, image, check_mode)
+    outcome.torrent = "fetched" if fetched else "present"
+    reconciled = reconcile(
+        engine,
+        info_hash=outcome.info_hash,
+        state="present",
+        directory=staging_path(options, image),
+        torrent_bytes=data,
+        check_mode=check_mode,
+    )
+    outcome.engine = reconciled.action
+
+
+def _wait_and_promote(options, engine, store, image, outcome, deadline, progress, clock, sleep) -> None:
+    """Wait for the download unless the store already holds the image, then promote it.
+
+    ``outcome.store`` is "downloaded" between the two, so a failure names its step.
+    """
+    if store.is_current(image):
+        outcome.store = "present"
+        return
+    engine.wait_complete(
+        outcome.info_hash,
+        timeout=max(0.0, deadline - clock()),
+        poll_interval=options.get("poll_interval") or DEFAULT_POLL_INTERVAL,
+        on_progress=(lambda status: progress(image, status)) if progress else None,
+        clock=clock,
+        sleep=sleep,
+    )
+    outcome.store = "downloaded"
+    outcome.store = store.promote(image, staged_file(options, image)).action
+
+
+def _retire(options, engine, store, report, desired_hashes, check_mode) -> None:
+    staging_dir, torrent_dir = options["staging_dir"], options["torrent_dir"]
+    try:
+        statuses = engine.list()
+    except (VmcloudError, OSError) as exc:
+        report.fail("retire", exc)
+        statuses = []
+    for info_hash in retired_info_hashes(
+        desired_hashes, _staged_names(staging_dir), _list_dir(torrent_dir), statuses, staging_dir
+    ):
+        try:
+            reconcile(engine, info_hash=info_hash, state="absent", check_mode=check_mode)
+            if not check_mode:
+                _remove_tree(os.path.join(staging_dir, info_hash))
+                _unlink(os.path.join(torrent_dir, info_hash + ".torrent"))
+        except (VmcloudError, OSError) as exc:
+            report.fail("retire", exc, info_hash=info_hash)
+            continue
+        report.removed.append(info_hash)
+    try:
+        retired = store.retire_all_but(report.desired, check_mode=check_mode)
+    except (VmcloudError, OSError) as exc:
+        report.fail("retire", exc)
+        return
+    report.retired = retired["retired"]
+    report.held_open = [
+        {"uuid": held["uuid"], "path": held["path"], "pids": held["pids"]} for held in retired["held_open"]
+    ]
+
+
+def _remove_tree(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    fsync_directory(os.path.dirname(path))
+
+
+def _index_summary(accepted) -> Dict[str, Any]:
+    index = accepted.index
+    return {"format": index.format, "url": index.url, "version": index.version,
+            "previous_version": accepted.previous_version, "advanced": accepted.advanced,
+            "expires": index.expires, "digest": index.digest}
+
+
+def _left_out(selection: Mapping[str, Any]) -> Dict[str, Any]:
+    return {key: selection[key] for key in ("host", "not_endorsed", "not_approved", "not_targeted", "blocked")}
+
+
+def sync(
+    config: Mapping[str, Any],
+    engine: TorrentEngine,
+    check_mode: bool,
+    progress: Optional[ProgressCallback] = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SyncReport:
+    """Bring the host to its desired image set; see the module docstring for the sequence.
+
+    ``config`` uses the option names of _argspec (``src``, ``trust_anchors``, ``approved``,
+    ``host``, ...) and of ``SYNC_ARGSPEC``. Raises ``IndexRefused`` (nothing changed) when the
+    index fails verification and ``ApprovalConfigError`` when the approvals are malformed;
+    every per-image problem is in the report's ``failures`` instead.
+    """
+    options = dict(config)
+    accepted, data = fetch_and_accept(options, persist=not check_mode)
+    selection = selection_for(accepted.index.images, options)
+    store = ImageStore(options["store_dir"])
+    held_before = sorted(store.manifest())
+    report = SyncReport(
+        check_mode=check_mode,
+        index=_index_summary(accepted),
+        desired=list(selection["desired_uuids"]),
+        selection=_left_out(selection),
+        held_before=held_before,
+    )
+    report.index_saved = save_verified_index(options["state_dir"], data, check_mode)
+    desired = selection["desired"]
+    report.images = [_outcome_for(store, image) for image in desired]
+
+    for image, outcome in zip(desired, report.images, strict=True):
+        try:
+            _hand_to_engine(options, engine, image, outcome, check_mode)
+        except (VmcloudError, OSError) as exc:
+            report.fail("torrent" if outcome.torrent == "pending" else "engine", exc, outcome)
+
+    deadline = clock() + float(options.get("download_timeout", DEFAULT_DOWNLOAD_TIMEOUT))
+    for image, outcome in zip(desired, report.images, strict=True):
+        if not outcome.ok:
+            continue
+        try:
+            if check_mode:
+                outcome.store = store.promote(image, staged_file(options, image), check_mode=True).action
+            else:
+                _wait_and_promote(options, engine, store, image, outcome, deadline, progress, clock, sleep)
+        except (VmcloudError, OSError) as exc:
+            report.fail("download" if outcome.store == "pending" else "promote", exc, outcome)
+            if outcome.store == "downloaded":
+                outcome.store = "pending"
+
+    _retire(options, engine, store, report, [image["torrent"]["info_hash"] for image in desired], check_mode)
+
+    for outcome in report.images:
+        try:
+            status = engine.status(outcome.info_hash)
+        except (VmcloudError, OSError):
+            status = None
+        outcome.status = status.to_dict() if status else None
+    if check_mode:
+        report.held = sorted((set(held_before) | set(report.promoted)) - set(report.retired))
+    else:
+        report.held = sorted(store.manifest())
+    return report

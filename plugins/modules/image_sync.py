@@ -1,0 +1,333 @@
+#!/usr/bin/python
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: image_sync
+short_description: Bring a hypervisor to its desired set of VM images, over BitTorrent
+version_added: 0.1.0
+description:
+  - The whole pull path of a hypervisor in one task, the same library call as C(imgdist sync).
+  - Fetches and verifies the endorsers' signed index (as M(vmcloud.fleet.image_index) does, rollback
+    mark included) and keeps a copy of it at C(<state_dir>/verified-index.yaml) for offline checks.
+  - Selects the host's images (endorsed, approved, targeted at the host, not blocked).
+  - For each of them, fetches its .torrent (at most O(torrent_max_size) bytes), verifies it against the
+    index entry (SHA-256 of the file and info-hash; SHA-1 for legacy lists) and writes it atomically to
+    C(<torrent_dir>/<info_hash>.torrent); hands it to the BitTorrent engine with its data in
+    C(<staging_dir>/<info_hash>) (loaded when absent, restarted when stopped); waits for the downloads;
+    and promotes each image into O(store_dir), verifying its SHA-256 while copying (and unpacking) it.
+  - Then retires what is no longer desired, dropping it from the engine, removing its staging
+    directory and .torrent, and removing it from the store, except files a process holds open
+    (reported in RV(held_open)).
+  - A failure on one image (a .torrent that does not verify, a download timeout, a SHA-256 mismatch)
+    is reported in RV(failures) and the other images go on; the task then fails with rule
+    C(images-failed) after doing everything it could. A refused index changes nothing.
+author:
+  - vmcloud developers
+extends_documentation_fragment:
+  - vmcloud.fleet._attributes
+  - vmcloud.fleet._attributes.STATE_CHANGING
+  - vmcloud.fleet._index_trust
+  - vmcloud.fleet._index_trust.SELECTION
+  - vmcloud.fleet._index_trust.FETCH
+options:
+  src:
+    description:
+      - Where the index is published (C(http://) or C(https://) URL), or a local file path.
+      - For a URL, the index's own C(url) field must equal it (rule C(url-mismatch)).
+    type: str
+    required: true
+  store_dir:
+    description:
+      - The image store; verified images are kept here, compressed ones unpacked.
+      - Must be on the same filesystem as O(staging_dir).
+    type: path
+    default: /var/lib/vmcloud/images
+  staging_dir:
+    description:
+      - Where the engine downloads and keeps seeding, one directory per info-hash.
+      - Directories here named by an info-hash of no desired image are removed.
+    type: path
+    default: /var/lib/vmcloud/staging
+  torrent_dir:
+    description:
+      - Where the verified .torrent files are kept, as C(<info_hash>.torrent).
+    type: path
+    default: /var/lib/vmcloud/torrents
+  torrent_max_size:
+    description:
+      - Refuse a .torrent larger than this many bytes, before parsing it.
+    type: int
+    default: 33554432
+  engine:
+    description:
+      - The BitTorrent engine running on the host.
+    type: str
+    choices: [rtorrent]
+    default: rtorrent
+  socket:
+    description:
+      - Path of rtorrent's SCGI unix socket (C(network.scgi.open_local) in its configuration).
+    type: path
+    default: /run/rtorrent/rpc.socket
+  rpc_timeout:
+    description:
+      - Seconds allowed for each call to the engine.
+    type: float
+    default: 30
+  download_timeout:
+    description:
+      - Seconds to wait for all the downloads together (the engine runs them in parallel).
+      - An image not complete by then is reported in RV(failures) with rule C(download-timeout) and its
+        progress; it stays in the engine and keeps downloading, and a later run promotes it.
+    type: int
+    default: 3600
+  poll_interval:
+    description:
+      - Seconds between progress checks while waiting.
+    type: float
+    default: 2
+notes:
+  - Check mode verifies the index, reads (and verifies) the .torrent files it would fetch, and asks the
+    engine and the store what they hold; it returns the same lists a real run would, and writes
+    nothing (neither the rollback mark, nor files, nor engine calls that change state). It does not wait.
+  - Staging directories are created by the engine itself (it runs as its own user).
+seealso:
+  - module: vmcloud.fleet.image_index
+  - module: vmcloud.fleet.torrent_download
+  - module: vmcloud.fleet.image_promote
+  - name: Trust model
+    description: What is verified, and what legacy mode gives up.
+    link: https://example.invalid/vmcloud/fleet/docs/trust.md
+"""
+
+EXAMPLES = r"""
+- name: Bring this hypervisor to its desired images
+  vmcloud.fleet.image_sync:
+    src: http://catalogue/index.yaml
+    trust_anchors: [/etc/vmcloud/trust/anchors]
+    crl: [/etc/vmcloud/trust/crl]
+    endorsers: ["CN=cern-it,O=CERN"]
+    approved: "{{ vmcloud_approved_images }}"
+    blocked: "{{ vmcloud_blocked_images | default([]) }}"
+    rules: "{{ vmcloud_approval_rules | default([]) }}"
+    host: "{{ inventory_hostname }}"
+    subcluster: "{{ vmcloud_subcluster | default(omit, true) }}"
+    cluster: "{{ vmcloud_cluster | default(omit, true) }}"
+    download_timeout: 1800
+
+- name: Preview what a sync would fetch, promote and retire
+  vmcloud.fleet.image_sync:
+    src: http://catalogue/index.yaml
+    trust_anchors: [/etc/vmcloud/trust/anchors]
+    approved: "{{ vmcloud_approved_images }}"
+    host: "{{ inventory_hostname }}"
+  check_mode: true
+  register: vmcloud_sync_plan
+"""
+
+RETURN = r"""
+check_mode:
+  description: Whether this was a check-mode run (every list then says what would be done).
+  returned: success
+  type: bool
+  sample: false
+index:
+  description: The verified index.
+  returned: success
+  type: dict
+  sample:
+    format: v2
+    url: http://catalogue/index.yaml
+    version: 7
+    previous_version: 6
+    advanced: true
+    expires: "2026-12-24T10:00:00Z"
+    digest: 0f3c1e5b3f0e4b8b9a1f2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071
+index_saved:
+  description: Whether C(<state_dir>/verified-index.yaml) was (or would be) rewritten.
+  returned: success
+  type: bool
+  sample: true
+desired:
+  description: Uuids of the images the host should hold (endorsed, approved, targeted, not blocked).
+  returned: success
+  type: list
+  elements: str
+  sample: [cernvm_1276695059-img-1277992808]
+fetched:
+  description: Uuids whose .torrent was (or would be) fetched and written.
+  returned: success
+  type: list
+  elements: str
+  sample: [cernvm_1276695059-img-1277992808]
+added:
+  description: Uuids handed to the engine in this run.
+  returned: success
+  type: list
+  elements: str
+  sample: [cernvm_1276695059-img-1277992808]
+started:
+  description: Uuids whose torrent was stopped in the engine and was restarted.
+  returned: success
+  type: list
+  elements: str
+  sample: []
+promoted:
+  description: Uuids verified and put (or put back, when changed on disk) into the store.
+  returned: success
+  type: list
+  elements: str
+  sample: [cernvm_1276695059-img-1277992808]
+retired:
+  description: Uuids removed from the store because they are no longer desired.
+  returned: success
+  type: list
+  elements: str
+  sample: [cernvm_1276695059-img-1276000000]
+removed:
+  description: Info-hashes of no desired image dropped from the engine, with their staging directory and .torrent.
+  returned: success
+  type: list
+  elements: str
+  sample: [83f4e6f8cb70e0b6d8cbf31afbab911ef2ca3095]
+held_open:
+  description: Images that should be retired but stay, because a process (a running VM) holds them open.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{uuid: cernvm_1276695059-img-1276000000, path: /var/lib/vmcloud/images/cernvm.img, pids: [4242]}]
+failures:
+  description:
+    - Per-image problems; the other images went on. C(step) is one of V(torrent), V(engine), V(download),
+      V(promote), V(retire); C(rule) names what failed (for example C(download-timeout), C(sha256-mismatch),
+      C(torrent-sha256-mismatch)).
+  returned: success, and when some image failed
+  type: list
+  elements: dict
+  sample:
+    - uuid: slc5_demo-2
+      info_hash: 83f4e6f8cb70e0b6d8cbf31afbab911ef2ca3095
+      step: download
+      rule: download-timeout
+      message: "83f4... is not complete after 3600 s: 0 of 8388608 bytes, 0 peers, state downloading; ..."
+held:
+  description: Uuids the store holds after the run (predicted in check mode).
+  returned: success
+  type: list
+  elements: str
+  sample: [cernvm_1276695059-img-1277992808]
+held_before:
+  description: Uuids the store held before the run.
+  returned: success
+  type: list
+  elements: str
+  sample: []
+selection:
+  description: Approvals that could not be met on this host, and why.
+  returned: success
+  type: dict
+  contains:
+    host:
+      description: The host name images were matched against.
+      type: str
+    not_endorsed:
+      description: Approvals that match no verified image.
+      type: list
+      elements: dict
+    not_approved:
+      description: Uuids of endorsed images targeted at the host that the site did not approve.
+      type: list
+      elements: str
+    not_targeted:
+      description: Approved images whose targets exclude the host.
+      type: list
+      elements: dict
+    blocked:
+      description: Approved images that a block entry removed.
+      type: list
+      elements: dict
+  sample: {host: hv01, not_endorsed: [], not_approved: [], not_targeted: [], blocked: []}
+images:
+  description: Per desired image, what happened at each step, and the engine's view after the run.
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - uuid: cernvm_1276695059-img-1277992808
+      name: cernvm_1276695059-img
+      version: 1277992808
+      info_hash: 83f4e6f8cb70e0b6d8cbf31afbab911ef2ca3095
+      path: /var/lib/vmcloud/images/cernvm_1276695059.img
+      torrent: fetched
+      engine: add
+      store: promoted
+      status: {state: seeding, complete: true, ratio: 0.0}
+      failure: null
+  contains:
+    torrent:
+      description: V(present) (already verified on disk) or V(fetched).
+      type: str
+    engine:
+      description: V(none), V(add) or V(start).
+      type: str
+    store:
+      description: V(present), V(promoted) or V(repaired); V(pending) when a step failed.
+      type: str
+    failure:
+      description: The step, rule and message of this image's failure; null when it went through.
+      type: dict
+rule:
+  description: The rule that failed, on failure.
+  returned: failure
+  type: str
+  sample: images-failed
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import (
+    FETCH_ARGSPEC,
+    INDEX_TRUST_ARGSPEC,
+    SELECTION_ARGSPEC,
+    SYNC_ARGSPEC,
+)
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import engine_for
+from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import sync
+
+
+def main() -> None:
+    argument_spec = dict(
+        src=dict(type="str", required=True),
+        **INDEX_TRUST_ARGSPEC,
+        **SELECTION_ARGSPEC,
+        **FETCH_ARGSPEC,
+        **SYNC_ARGSPEC,
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    try:
+        engine = engine_for(params["engine"], socket=params["socket"], timeout=params["rpc_timeout"])
+        report = sync(params, engine, check_mode=module.check_mode)
+    except VmcloudError as exc:
+        module.fail_json(msg=str(exc), rule=exc.rule)
+    except OSError as exc:
+        module.fail_json(msg=f"io-error: {exc}", rule="io-error")
+    result = report.to_dict()
+    result["diff"] = {"before": {"held": report.held_before}, "after": {"held": report.held}}
+    if report.failures:
+        first = report.failures[0]
+        module.fail_json(
+            msg=f"images-failed: {len(report.failures)} problem(s), the other images went on; first: "
+            f"{first['uuid'] or first['info_hash']}: {first['rule']}: {first['message']}",
+            rule="images-failed",
+            **result,
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

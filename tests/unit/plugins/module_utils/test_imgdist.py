@@ -1,0 +1,429 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The imgdist command: parsing, the seed's enable/disable output, configuration, check's exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
+    EXIT_CONFIG,
+    EXIT_DISABLED,
+    EXIT_IMAGES_FAILED,
+    EXIT_INDEX_REFUSED,
+    EXIT_NOT_APPROVED,
+    EXIT_NOT_ENDORSED,
+    EXIT_NOT_VERIFIED,
+    EXIT_OK,
+    EXIT_USAGE,
+    build_parser,
+    check_config,
+    image_state,
+    main,
+    options_from,
+    progress_bar,
+)
+from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
+from tests.unit.sync_world import FakeClock, FakeEngine, World
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+
+
+def run(*argv: str) -> tuple:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize(
+    ("argv", "action", "command"),
+    [
+        (["--enable"], "enable", None),
+        (["--disable"], "disable", None),
+        (["--list_unknown_files"], "list_unknown_files", None),
+        (["--list-unknown-files", "--json"], "list_unknown_files", None),
+        (["status"], None, "status"),
+        (["--json", "status"], None, "status"),
+        (["sync", "--check"], None, "sync"),
+        (["-c", "/etc/x.yml", "check", "img-1", "--json"], None, "check"),
+    ],
+)
+def test_parses_seed_flags_and_commands(argv, action, command):
+    args = build_parser().parse_args(argv)
+    assert (args.action, args.command) == (action, command)
+
+
+def test_json_and_config_go_before_or_after_the_command():
+    parser = build_parser()
+    assert parser.parse_args(["status", "--json"]).json is True
+    assert parser.parse_args(["--json", "status"]).json is True
+    assert parser.parse_args(["status"]).json is False
+    assert parser.parse_args(["check", "x", "-c", "/a.yml"]).config == "/a.yml"
+    assert parser.parse_args(["-c", "/b.yml", "check", "x"]).config == "/b.yml"
+    assert parser.parse_args(["check", "x"]).config is None  # then /etc/vmcloud/imgdist.yml, which may be absent
+    assert parser.parse_args(["sync"]).check is False
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--enable", "--disable"], ["--enable", "status"], ["check"], ["frobnicate"], ["sync", "--force"]],
+)
+def test_usage_errors_exit_64_not_2(argv):
+    code, out, err = run(*argv)
+    assert code == EXIT_USAGE and out == ""
+    assert err.startswith("usage: imgdist") and re.search(r"^imgdist( check| sync)?: error: ", err, re.MULTILINE)
+
+
+def test_help_lists_the_exit_codes():
+    code, text, _ = run("--help")
+    assert code == EXIT_OK
+    assert text.startswith("usage: imgdist [-c CONFIG] [--json] {--enable | --disable | --list_unknown_files}")
+    assert "  3   sync: imgdist is disabled on this host" in text and "  12  check:" in text
+
+
+# --------------------------------------------------------------------------- enable / disable, as the seed
+
+
+@pytest.fixture
+def flag_config(tmp_path):
+    path = tmp_path / "imgdist.yml"
+    path.write_text(yaml.safe_dump({"disabled_flag": str(tmp_path / "state" / "disabled")}))
+    return str(path), tmp_path / "state" / "disabled"
+
+
+def test_disable_prints_the_seed_lines(flag_config):
+    config, flag = flag_config
+    assert run("-c", config, "--disable") == (EXIT_OK, "current state: enable\ndisable\n", "")
+    assert flag.read_text().startswith("disabled by imgdist at ")
+    assert [p.name for p in flag.parent.iterdir()] == ["disabled"]  # no temporary left behind
+    assert run("-c", config, "--disable") == (EXIT_OK, "current state: disable\ndisable\n", "")
+    assert run("-c", config, "--enable") == (EXIT_OK, "current state: disable\nenable\n", "")
+    assert not flag.exists()
+    assert run("-c", config, "--enable") == (EXIT_OK, "current state: enable\nenable\n", "")
+
+
+def test_disable_json(flag_config):
+    config, _ = flag_config
+    code, out, _ = run("-c", config, "--disable", "--json")
+    assert code == EXIT_OK and json.loads(out) == {"previous": "enable", "state": "disable"}
+
+
+def test_a_missing_default_config_is_fine_for_status_but_not_for_sync(tmp_path, monkeypatch):
+    monkeypatch.setattr(_imgdist, "DEFAULT_CONFIG", str(tmp_path / "absent.yml"))
+    monkeypatch.setattr(_imgdist, "collect_status", lambda config: {
+        "host": config["host"], "enabled": True, "index": None, "problems": [], "images": []})
+    assert run("status") == (EXIT_OK, f"host {socket.gethostname()}: enabled\nno images desired or held\n", "")
+    code, _, err = run("sync")
+    assert code == EXIT_CONFIG
+    assert err == f"imgdist: config-missing: {tmp_path}/absent.yml does not exist; the agent role writes it " \
+                  "(or pass --config)\n"
+    code, _, err = run("-c", str(tmp_path / "other.yml"), "status")  # an explicit --config must exist
+    assert code == EXIT_CONFIG and "config-missing" in err
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_config_defaults_and_mapping():
+    config = check_config({"index_url": "http://c/index.yaml", "trust_anchors": "/etc/vmcloud/trust/anchors"}, "f")
+    assert config["host"] == socket.gethostname()
+    assert config["trust_anchors"] == ["/etc/vmcloud/trust/anchors"]
+    options = options_from(config)
+    assert options["src"] == "http://c/index.yaml"
+    assert options["download_timeout"] == 3600 and options["timeout"] == 30
+    assert options["store_dir"] == "/var/lib/vmcloud/images"
+    assert options["staging_dir"] == "/var/lib/vmcloud/staging"
+    assert options["torrent_dir"] == "/var/lib/vmcloud/torrents"
+    assert options["state_dir"] == "/var/lib/vmcloud/index"
+    assert options["approved"] == [] and options["rules"] == []
+    assert config["disabled_flag"] == "/var/lib/vmcloud/disabled"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"approved": []}, "unknown key 'approved'; did you mean 'approved_images'?"),
+        ({"zzz": 1}, "unknown key 'zzz'; known keys: index_url, trust_anchors"),
+        ({"threshold": "two"}, "key 'threshold' must be an integer, got 'two'"),
+        ({"threshold": True}, "key 'threshold' must be an integer, got True"),
+        ({"store_dir": "images"}, "key 'store_dir' must be an absolute path, got 'images'"),
+        ({"trust_anchors": ["ca.pem"]}, "key 'trust_anchors' must be a list of absolute paths"),
+        ({"engine": "transmission"}, "key 'engine' must be one of rtorrent, got 'transmission'"),
+        ({"approved_images": {"name": "x"}}, "key 'approved_images' must be a list"),
+        ({"legacy": "yes"}, "key 'legacy' must be true or false"),
+        (["index_url"], "expected a mapping of keys, got list"),
+    ],
+)
+def test_config_refusals_name_the_key(tmp_path, document, message):
+    path = tmp_path / "imgdist.yml"
+    path.write_text(yaml.safe_dump(document))
+    code, out, err = run("-c", str(path), "status")
+    assert code == EXIT_CONFIG and out == ""
+    assert err.startswith(f"imgdist: config-invalid: {path}: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_config_needs_the_index_keys_for_sync(tmp_path):
+    path = tmp_path / "imgdist.yml"
+    path.write_text("store_dir: /tmp/x\n")
+    code, _, err = run("-c", str(path), "sync")
+    assert code == EXIT_CONFIG and "key 'index_url' is required for this command" in err
+
+
+def test_malformed_yaml_is_one_line(tmp_path):
+    path = tmp_path / "imgdist.yml"
+    path.write_text("index_url: [unclosed\n")
+    code, _, err = run("-c", str(path), "status")
+    assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- a host after a sync
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch) -> World:
+    world = World(tmp_path)
+    world.publish("alma", 9, compressed=True)
+    world.publish("slc", 5)
+    world.write_index(3)
+    monkeypatch.setattr(_sync, "read_source", world.fetcher())
+    world.engine = FakeEngine.serving(world)
+    monkeypatch.setattr(_imgdist, "engine_for", lambda *a, **k: world.engine)
+    return world
+
+
+def write_config(world: World, **overrides) -> str:
+    document = {
+        "index_url": str(world.index_path),
+        "trust_anchors": [str(world.root / "trust" / "ca.pem")],
+        "approved_images": [{"name": "alma", "version": "latest"}, {"name": "slc", "version": 5}],
+        "host": "hv1",
+        "store_dir": world.host_path("images"),
+        "staging_dir": world.host_path("staging"),
+        "torrent_dir": world.host_path("torrents"),
+        "state_dir": world.host_path("index"),
+        "disabled_flag": world.host_path("disabled"),
+        "timeout": 5,
+        "poll_interval": 0.01,
+    }
+    document.update(overrides)
+    path = world.root / "imgdist.yml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def test_sync_then_check_each_condition(world):
+    config = write_config(world)
+    code, out, err = run("-c", config, "sync")
+    assert (code, err) == (EXIT_OK, "")
+    assert "alma-9: .torrent fetched, added to the engine, promoted to " in out
+    assert out.endswith("2 ok, 0 failed; changed\n")
+    store = ImageStore(world.host_path("images"))
+    alma = world.published["alma-9"]
+
+    assert run("-c", config, "check", "alma-9")[0] == EXIT_OK
+    code, out, _ = run("-c", config, "check", store.path_of(alma.entry))
+    assert code == EXIT_OK and out.startswith("ok: alma-9 is endorsed (the verified index version 3), approved")
+
+    code, out, _ = run("-c", config, "check", "centos-7")
+    assert (code, out) == (EXIT_NOT_ENDORSED, "not-endorsed: centos-7 is not in the verified index version 3\n")
+
+    blocked = write_config(world, blocked_images=[{"name": "slc"}])
+    code, out, _ = run("-c", blocked, "check", "slc-5")
+    assert code == EXIT_NOT_APPROVED
+    assert out == "not-approved: slc-5 is approved by vmcloud_approved_images[1] but blocked by " \
+                  "vmcloud_blocked_images[0]\n"
+    unapproved = write_config(world, approved_images=[{"name": "alma"}])
+    code, out, _ = run("-c", unapproved, "check", "slc-5")
+    assert code == EXIT_NOT_APPROVED and "slc-5 is endorsed but not approved for host hv1" in out
+
+    config = write_config(world)
+    path = store.path_of(alma.entry)
+    with open(path, "r+b") as handle:
+        handle.write(b"\xff")
+    code, out, _ = run("-c", config, "check", "alma-9", "--json")
+    result = json.loads(out)
+    assert code == EXIT_NOT_VERIFIED
+    assert (result["endorsed"], result["approved"], result["verified"], result["ok"]) == (True, True, False, False)
+    assert result["rule"] == "not-verified" and "changed since it was verified" in result["reason"]
+    os.unlink(path)
+    code, out, _ = run("-c", config, "check", "alma-9")
+    assert code == EXIT_NOT_VERIFIED and "is not in the store" in out
+
+
+def test_check_without_a_kept_index(world):
+    code, out, _ = run("-c", write_config(world), "check", "alma-9")
+    assert code == EXIT_NOT_ENDORSED and out.startswith("index-missing: there is no verified index at ")
+
+
+def test_check_reverifies_the_kept_index_and_never_advances_the_mark(world):
+    config = write_config(world)
+    kept = world.root / "host" / "index" / "verified-index.yaml"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(world.index_document(7, [p.entry for p in world.published.values()]))
+    assert run("-c", config, "check", "alma-9")[0] == EXIT_NOT_VERIFIED  # endorsed and approved, not stored
+    assert os.listdir(kept.parent) == ["verified-index.yaml"]  # no rollback mark written
+
+    kept.write_bytes(kept.read_bytes().replace(b"alma", b"alma", 1).replace(b"version: 9", b"version: 8", 1))
+    code, out, err = run("-c", config, "check", "alma-9")
+    assert code == EXIT_INDEX_REFUSED and out.startswith("threshold-not-met: ")
+
+    kept.write_bytes(world.index_document(7, [], expires="2020-01-01T00:00:00Z", created="2019-12-01T00:00:00Z"))
+    code, out, _ = run("-c", config, "check", "alma-9", "--json")
+    assert code == EXIT_INDEX_REFUSED and json.loads(out)["rule"] == "index-expired"
+
+
+def test_check_refuses_a_kept_index_older_than_the_mark(world):
+    config = write_config(world)
+    assert run("-c", config, "sync")[0] == EXIT_OK  # mark at version 3
+    kept = world.root / "host" / "index" / "verified-index.yaml"
+    kept.write_bytes(world.index_document(2, [p.entry for p in world.published.values()]))
+    code, out, _ = run("-c", config, "check", "alma-9")
+    assert code == EXIT_INDEX_REFUSED and out.startswith("rollback: index version 2 is lower than")
+
+
+def test_sync_refuses_when_disabled(world):
+    config = write_config(world)
+    run("-c", config, "--disable")
+    code, out, err = run("-c", config, "sync")
+    assert (code, out) == (EXIT_DISABLED, "")
+    assert err == f"imgdist: host-disabled: imgdist is disabled on this host ({world.host_path('disabled')} " \
+                  "exists); run imgdist --enable to sync\n"
+    assert not os.path.exists(world.host_path("images"))
+
+
+def test_sync_exit_2_on_a_refused_index_printing_the_rule(world):
+    config = write_config(world)
+    world.write_index(1, expires="2020-01-01T00:00:00Z", created="2019-12-01T00:00:00Z")
+    code, out, err = run("-c", config, "sync", "--json")
+    assert code == EXIT_INDEX_REFUSED
+    assert err.startswith("imgdist: index-expired: index version 1 expired at 2020-01-01T00:00:00Z")
+    assert json.loads(out)["rule"] == "index-expired"
+    assert not os.path.exists(world.host_path("index"))
+
+
+def test_sync_exit_5_when_the_index_is_unreachable(world):
+    config = write_config(world, index_url=str(world.root / "nowhere.yaml"))
+    code, out, err = run("-c", config, "sync")
+    assert (code, out) == (5, "")
+    assert err == f"imgdist: fetch-failed: cannot read {world.root}/nowhere.yaml: No such file or directory\n"
+
+
+def test_progress_line_on_a_terminal(world):
+    stream = io.StringIO()
+    line = _imgdist.ProgressLine(stream)
+    slc = world.published["slc-5"]
+    world.engine.add(slc.torrent, world.host_path("staging/x"))
+    status = world.engine.status(slc.info_hash)
+    line(slc.entry, status.__class__(**{**status.__dict__, "completed_bytes": 0, "complete": False}))
+    line.close()
+    line(slc.entry, status)
+    line.close()
+    assert stream.getvalue() == ("\rslc-5 [------------------------]   0.0% 0 B/s 1 peer(s)\n"
+                                 "\rslc-5 [########################] 100.0% 0 B/s 1 peer(s)\n")
+
+
+def test_sync_exit_1_when_an_image_failed(world, monkeypatch):
+    config = write_config(world, timeout=1)
+    del world.engine.swarm[world.published["alma-9"].info_hash]
+    clock = FakeClock()
+    real_sync = _sync.sync
+    monkeypatch.setattr(_imgdist, "sync", lambda *a, **k: real_sync(*a, **k, clock=clock, sleep=clock.sleep))
+    code, out, _ = run("-c", config, "sync", "--json")
+    report = json.loads(out)
+    assert code == EXIT_IMAGES_FAILED
+    assert [(f["uuid"], f["rule"]) for f in report["failures"]] == [("alma-9", "download-timeout")]
+    assert report["promoted"] == ["slc-5"]
+
+
+def test_sync_check_changes_nothing(world):
+    config = write_config(world)
+    code, out, _ = run("-c", config, "sync", "--check")
+    assert code == EXIT_OK and "would be promoted" in out and out.endswith("would change\n")
+    assert not os.path.exists(world.host_path("images")) and world.engine.torrents == {}
+
+
+def test_approval_errors_are_config_errors(world):
+    config = write_config(world, approved_images=[{"name": "alma", "verison": 3}])
+    code, _, err = run("-c", config, "sync")
+    assert code == EXIT_CONFIG and err.startswith("imgdist: approval-invalid: vmcloud_approved_images[0]: unknown key")
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_per_image(world):
+    config = write_config(world)
+    run("-c", config, "sync")
+    world.publish("alma", 10, compressed=True)
+    world.write_index(4)
+    kept = world.root / "host" / "index" / "verified-index.yaml"
+    kept.write_bytes(world.index_path.read_bytes())  # as if the next sync had verified it, not downloaded yet
+    alma10 = world.published["alma-10"]
+    world.engine.add(alma10.torrent, world.host_path(f"staging/{alma10.info_hash}"))  # nobody seeds it yet
+    code, out, _ = run("-c", config, "status", "--json")
+    report = json.loads(out)
+    assert code == EXIT_OK and report["enabled"] is True and report["index"]["version"] == 4
+    states = {row["uuid"]: (row["state"], row["desired"]) for row in report["images"]}
+    assert states == {"alma-10": ("downloading", True), "slc-5": ("ready", True), "alma-9": ("retiring", False)}
+
+    code, out, _ = run("-c", config, "status")
+    lines = out.splitlines()
+    assert lines[0] == "host hv1: enabled"
+    assert lines[1].startswith("index: version 4 from ")
+    assert any(line.startswith("alma-10  downloading  [------------------------]   0.0%") for line in lines)
+    assert any(line.startswith("slc-5    ready        seeding, ratio 0.00, 1 peer(s)") for line in lines)
+
+
+def test_status_reports_problems_without_failing(world):
+    config = write_config(world)
+    run("-c", config, "--disable")
+    code, out, _ = run("-c", config, "status")
+    assert code == EXIT_OK
+    assert out.splitlines()[:2] == ["host hv1: DISABLED (imgdist --enable)",
+                                    "problem: index: index-missing: there is no verified index at "
+                                    f"{world.host_path('index')}/verified-index.yaml; run imgdist sync first"]
+
+
+def test_progress_bar_and_states():
+    assert progress_bar(0.5, width=10) == "[#####-----]"
+    assert progress_bar(1.7, width=4) == "[####]"
+    assert image_state("present", None, True) == "ready"
+    assert image_state(None, None, True) == "pending"
+    assert image_state("present", None, False) == "retiring"
+
+
+# --------------------------------------------------------------------------- unknown files
+
+
+def test_list_unknown_files_says_it_is_not_wired_yet(flag_config):
+    config, _ = flag_config
+    code, out, err = run("-c", config, "--list_unknown_files")
+    assert code == 5 and out == "" and err.startswith("imgdist: not-available: ")
+
+
+# --------------------------------------------------------------------------- as installed on a hypervisor
+
+
+def test_runs_as_a_module_without_ansible(tmp_path, flag_config):
+    """``python3 -m`` from a directory holding ansible_collections/, with ansible not importable."""
+    config, _ = flag_config
+    env = {"PYTHONPATH": os.path.join(REPO, "collections"), "PATH": os.environ.get("PATH", "/usr/bin")}
+    probe = "import sys; sys.modules['ansible'] = None; import runpy; sys.argv = ['imgdist'] + sys.argv[1:]; " \
+            "runpy.run_module('ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist', run_name='__main__')"
+    done = subprocess.run([sys.executable, "-c", probe, "-c", config, "--disable"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "current state: enable\ndisable\n", "")

@@ -1,0 +1,253 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The pull path as one call: planning, check mode = plan, per-image failures, retirement."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _sync
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import TorrentStatus
+from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import IndexRefused
+from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
+from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import (
+    check_torrent_for,
+    retired_info_hashes,
+    sync,
+)
+from tests.unit.sync_world import FakeClock, FakeEngine, World, sha256_of, snapshot
+
+ACTIONS = ("desired", "fetched", "added", "started", "promoted", "retired", "removed", "held", "held_before")
+H1, H2, H3 = "1" * 40, "2" * 40, "3" * 40
+
+
+def lists_of(report) -> dict:
+    data = report.to_dict()
+    return {key: data[key] for key in ACTIONS} | {
+        "failed": [(f["uuid"], f["step"], f["rule"]) for f in data["failures"]],
+        "changed": data["changed"],
+        "images": [(i["uuid"], i["torrent"], i["engine"], i["store"]) for i in data["images"]],
+    }
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch) -> World:
+    world = World(tmp_path)
+    world.publish("alma", 9, compressed=True)
+    world.publish("slc", 5)
+    world.write_index(1)
+    world.fetches = []
+    monkeypatch.setattr(_sync, "read_source", world.fetcher(world.fetches))
+    return world
+
+
+def host_state(world: World) -> dict:
+    return snapshot(world.root / "host")
+
+
+def status(info_hash: str, directory: str) -> TorrentStatus:
+    return TorrentStatus(info_hash, "x", 1, 1, True, "seeding", 0, 0, 0, 0.0, 0, "", directory, directory + "/x")
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_retirement_plan_takes_only_what_is_ours_and_not_desired():
+    staging = "/var/lib/vmcloud/staging"
+    planned = retired_info_hashes(
+        desired_hashes=[H1],
+        staged_names=[H1, H2, "lost+found", "ABC"],
+        torrent_names=[f"{H1}.torrent", f"{H3}.torrent", "notes.txt", f"{H2}.torrent.tmp"],
+        engine_statuses=[status(H1, f"{staging}/{H1}"), status("4" * 40, f"{staging}/{'4' * 40}/"),
+                         status("5" * 40, "/srv/origin"), status("6" * 40, f"{staging}/{'7' * 40}")],
+        staging_dir=staging + "/",
+    )
+    assert planned == [H2, H3, "4" * 40]
+
+
+def test_torrent_checked_against_its_index_entry(world):
+    alma = world.published["alma-9"]
+    assert check_torrent_for(alma.entry, alma.torrent).info_hash == alma.info_hash
+    with pytest.raises(Exception) as excinfo:
+        check_torrent_for(alma.entry, alma.torrent + b" ")
+    assert excinfo.value.rule == "torrent-sha256-mismatch"
+    slc = world.published["slc-5"]
+    with pytest.raises(Exception) as excinfo:
+        check_torrent_for(dict(alma.entry, torrent=dict(alma.entry["torrent"], sha256=slc.entry["torrent"]["sha256"])),
+                          slc.torrent)
+    assert excinfo.value.rule == "torrent-info-hash-mismatch"
+
+
+def test_legacy_entries_are_checked_by_sha1(world):
+    import hashlib
+
+    slc = world.published["slc-5"]
+    legacy = dict(slc.entry, size=None, sha256=None,
+                  torrent={"url": slc.entry["torrent"]["url"], "sha256": None, "info_hash": slc.info_hash,
+                           "sha1": hashlib.sha1(slc.torrent, usedforsecurity=False).hexdigest()})
+    assert check_torrent_for(legacy, slc.torrent).name == slc.entry["file"]
+    with pytest.raises(Exception) as excinfo:
+        check_torrent_for(dict(legacy, torrent=dict(legacy["torrent"], sha1="0" * 40)), slc.torrent)
+    assert excinfo.value.rule == "torrent-sha1-mismatch"
+    with pytest.raises(Exception) as excinfo:
+        check_torrent_for(dict(legacy, file="other.img"), slc.torrent)
+    assert excinfo.value.rule == "torrent-name-mismatch"
+
+
+# --------------------------------------------------------------------------- check mode = plan
+
+
+def test_check_apply_check_apply(world):
+    engine = FakeEngine.serving(world)
+    options = world.options()
+    planned = sync(options, engine, check_mode=True)
+    assert host_state(world) == {} and engine.calls == [] and engine.torrents == {}
+    applied = sync(options, engine, check_mode=False)
+    assert lists_of(planned) == lists_of(applied)
+    assert applied.changed and applied.promoted == ["alma-9", "slc-5"] == applied.held
+    assert applied.fetched == applied.added == ["alma-9", "slc-5"] and applied.failures == []
+
+    for published in world.published.values():
+        stored = ImageStore(options["store_dir"]).path_of(published.entry)
+        assert sha256_of(stored) == published.content_sha256
+        assert (world.root / "host/torrents" / f"{published.info_hash}.torrent").read_bytes() == published.torrent
+        assert engine.torrents[published.info_hash]["directory"] == world.host_path(f"staging/{published.info_hash}")
+    assert (world.root / "host/index/verified-index.yaml").read_bytes() == world.index_path.read_bytes()
+
+    before = host_state(world)
+    again_planned = sync(options, engine, check_mode=True)
+    again = sync(options, engine, check_mode=False)
+    assert lists_of(again_planned) == lists_of(again)
+    assert not again.changed and again.fetched == again.added == again.promoted == again.retired == []
+    assert [image.store for image in again.images] == ["present", "present"]
+    assert host_state(world) == before
+    assert len(world.fetches) == 2 + 2  # the first check mode reads the .torrents too, writes none
+
+
+def test_check_mode_writes_no_mark(world):
+    options = world.options()
+    sync(options, FakeEngine.serving(world), check_mode=True)
+    assert not os.path.exists(options["state_dir"])
+
+
+def test_report_to_dict_has_the_documented_keys(world):
+    report = sync(world.options(), FakeEngine.serving(world), check_mode=False).to_dict()
+    assert set(report) == {"changed", "check_mode", "index", "index_saved", "desired", "fetched", "added",
+                           "started", "promoted", "retired", "removed", "held_open", "failures", "held",
+                           "held_before", "selection", "images"}
+    assert report["index"]["version"] == 1 and report["index"]["advanced"] is True
+    assert report["images"][0]["status"]["state"] == "seeding"
+
+
+# --------------------------------------------------------------------------- failures stay per image
+
+
+def test_a_download_timeout_fails_that_image_only(world):
+    alma, slc = world.published["alma-9"], world.published["slc-5"]
+    engine = FakeEngine.serving(world, slc)  # nobody seeds alma
+    clock = FakeClock()
+    report = sync(world.options(download_timeout=30), engine, check_mode=False, clock=clock, sleep=clock.sleep)
+    assert [(f["uuid"], f["step"], f["rule"]) for f in report.failures] == [("alma-9", "download", "download-timeout")]
+    assert report.promoted == ["slc-5"] and report.held == ["slc-5"]
+    assert report.images[0].store == "pending" and report.images[0].status["state"] == "downloading"
+    assert clock.now - 1000.0 >= 30
+    # It stays in the engine; once peers have it, the next run promotes it.
+    engine.swarm[alma.info_hash] = alma.path.read_bytes()
+    later = sync(world.options(), engine, check_mode=False)
+    assert later.failures == [] and later.promoted == ["alma-9"] and later.added == []
+
+
+def test_one_deadline_for_all_downloads(world):
+    engine = FakeEngine()  # nobody seeds anything
+    clock = FakeClock()
+    report = sync(world.options(download_timeout=30), engine, check_mode=False, clock=clock, sleep=clock.sleep)
+    assert [f["rule"] for f in report.failures] == ["download-timeout", "download-timeout"]
+    assert 30 <= clock.now - 1000.0 < 31
+
+
+def test_a_tampered_torrent_fails_that_image_and_is_not_written(world, monkeypatch):
+    monkeypatch.setattr(_sync, "read_source", world.fetcher(tampered=["alma-9"]))
+    report = sync(world.options(), FakeEngine.serving(world), check_mode=False)
+    assert [(f["uuid"], f["step"], f["rule"]) for f in report.failures] == [
+        ("alma-9", "torrent", "torrent-sha256-mismatch")]
+    assert report.promoted == ["slc-5"]
+    assert sorted(os.listdir(world.host_path("torrents"))) == [world.published["slc-5"].info_hash + ".torrent"]
+
+
+def test_a_content_sha256_mismatch_fails_at_promote(world):
+    slc = world.published["slc-5"]
+    engine = FakeEngine.serving(world)
+    engine.swarm[slc.info_hash] = b"\0" * slc.entry["size"]  # what a broken endorser index would let through
+    report = sync(world.options(), engine, check_mode=False)
+    assert [(f["uuid"], f["step"], f["rule"]) for f in report.failures] == [("slc-5", "promote", "sha256-mismatch")]
+    assert report.held == ["alma-9"]
+
+
+def test_a_corrupt_local_torrent_is_fetched_again(world):
+    options = world.options()
+    engine = FakeEngine.serving(world)
+    sync(options, engine, check_mode=False)
+    alma = world.published["alma-9"]
+    (world.root / "host/torrents" / f"{alma.info_hash}.torrent").write_bytes(b"garbage")
+    report = sync(options, engine, check_mode=False)
+    assert report.fetched == ["alma-9"] and report.added == [] and report.changed
+
+
+def test_a_refused_index_changes_nothing(world):
+    options = world.options()
+    engine = FakeEngine.serving(world)
+    sync(options, engine, check_mode=False)
+    before = host_state(world)
+    world.write_index(1, [world.published["slc-5"].entry])  # same version, other content
+    with pytest.raises(IndexRefused) as excinfo:
+        sync(options, engine, check_mode=False)
+    assert excinfo.value.rule == "rollback"
+    assert host_state(world) == before and len(engine.torrents) == 2
+
+
+# --------------------------------------------------------------------------- retirement
+
+
+def test_withdrawn_approval_retires_everywhere(world):
+    alma, slc = world.published["alma-9"], world.published["slc-5"]
+    engine = FakeEngine.serving(world)
+    sync(world.options(), engine, check_mode=False)
+    stored = ImageStore(world.host_path("images")).path_of(slc.entry)
+
+    options = world.options(approved=[{"name": "alma", "version": "latest"}])
+    planned = sync(options, engine, check_mode=True)
+    assert os.path.exists(stored) and slc.info_hash in engine.torrents
+    applied = sync(options, engine, check_mode=False)
+    assert lists_of(planned) == lists_of(applied)
+    assert applied.retired == ["slc-5"] and applied.removed == [slc.info_hash]
+    assert applied.held_before == ["alma-9", "slc-5"] and applied.held == ["alma-9"]
+    assert applied.selection["not_approved"] == ["slc-5"]
+    assert not os.path.exists(stored)
+    assert not os.path.exists(world.host_path(f"staging/{slc.info_hash}"))
+    assert not os.path.exists(world.host_path(f"torrents/{slc.info_hash}.torrent"))
+    assert list(engine.torrents) == [alma.info_hash]
+    assert ("remove", slc.info_hash) in engine.calls
+    assert not sync(options, engine, check_mode=False).changed
+
+
+def test_a_new_version_is_promoted_before_the_old_one_goes(world):
+    engine = FakeEngine.serving(world)
+    options = world.options(approved=[{"name": "alma", "version": "latest"}])
+    sync(options, engine, check_mode=False)
+    world.publish("alma", 10, compressed=True)
+    world.write_index(2)
+    engine.swarm.update(FakeEngine.serving(world).swarm)
+    report = sync(options, engine, check_mode=False)
+    assert report.promoted == ["alma-10"] and report.retired == ["alma-9"] and report.held == ["alma-10"]
+    assert report.index["previous_version"] == 1 and report.index["version"] == 2
+
+
+def test_nothing_approved_retires_everything(world):
+    engine = FakeEngine.serving(world)
+    sync(world.options(), engine, check_mode=False)
+    report = sync(world.options(approved=[]), engine, check_mode=False)
+    assert report.desired == [] and report.retired == ["alma-9", "slc-5"] and report.held == []
+    assert engine.torrents == {}
+    assert os.listdir(world.host_path("staging")) == [] and os.listdir(world.host_path("torrents")) == []

@@ -1,0 +1,83 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""vmcloud.fleet.image_sync: check → apply → check → apply, diff, per-image failure, refusal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _sync
+from ansible_collections.vmcloud.fleet.plugins.modules import image_sync
+from tests.unit.sync_world import FakeEngine, World
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch) -> World:
+    world = World(tmp_path)
+    world.publish("alma", 9, compressed=True)
+    world.publish("slc", 5)
+    world.write_index(2)
+    monkeypatch.setattr(_sync, "read_source", world.fetcher())
+    world.engine = FakeEngine.serving(world)
+    monkeypatch.setattr(image_sync, "engine_for", lambda *a, **k: world.engine)
+    return world
+
+
+def module_args(world: World, **extra) -> dict:
+    args = {
+        "src": str(world.index_path),
+        "trust_anchors": [str(world.root / "trust" / "ca.pem")],
+        "state_dir": world.host_path("index"),
+        "store_dir": world.host_path("images"),
+        "staging_dir": world.host_path("staging"),
+        "torrent_dir": world.host_path("torrents"),
+        "approved": [{"name": "alma", "version": "latest"}, {"uuid": "slc-5"}],
+        "host": "hv1",
+        "download_timeout": 5,
+        "poll_interval": 0.01,
+    }
+    args.update(extra)
+    return args
+
+
+def run(capsys, **args) -> dict:
+    with patch_module_args(args), pytest.raises(SystemExit):
+        image_sync.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_check_apply_check_apply(capsys, world):
+    args = module_args(world)
+    results = [
+        run(capsys, _ansible_check_mode=True, _ansible_diff=True, **args),
+        run(capsys, _ansible_diff=True, **args),
+        run(capsys, _ansible_check_mode=True, **args),
+        run(capsys, **args),
+    ]
+    assert [r["changed"] for r in results] == [True, True, False, False]
+    assert results[0]["diff"] == results[1]["diff"] == {"before": {"held": []}, "after": {"held": ["alma-9", "slc-5"]}}
+    for key in ("desired", "fetched", "added", "promoted", "retired", "held"):
+        assert results[0][key] == results[1][key], key
+    assert results[1]["promoted"] == ["alma-9", "slc-5"] and results[3]["promoted"] == []
+    assert results[3]["diff"] == {"before": {"held": ["alma-9", "slc-5"]}, "after": {"held": ["alma-9", "slc-5"]}}
+    assert results[3]["index"]["previous_version"] == 2
+
+
+def test_a_failed_image_fails_the_task_after_the_others(capsys, world):
+    del world.engine.swarm[world.published["alma-9"].info_hash]
+    result = run(capsys, **module_args(world, download_timeout=0))
+    assert result["failed"] is True and result["rule"] == "images-failed"
+    assert result["msg"].startswith("images-failed: 1 problem(s), the other images went on; first: alma-9: "
+                                    "download-timeout: ")
+    assert result["promoted"] == ["slc-5"] and result["changed"] is True
+    assert [(f["uuid"], f["step"]) for f in result["failures"]] == [("alma-9", "download")]
+
+
+def test_a_refused_index_fails_naming_the_rule(capsys, world):
+    world.write_index(1, expires="2020-01-01T00:00:00Z", created="2019-12-01T00:00:00Z")
+    result = run(capsys, **module_args(world))
+    assert result["failed"] is True and result["rule"] == "index-expired"
+    assert result["msg"].startswith("index-expired: index version 1 expired at 2020-01-01T00:00:00Z")
