@@ -40,7 +40,7 @@ $(VENV_HYPERVISOR)/.installed: requirements-hypervisor.txt
 	$(VENV_HYPERVISOR)/bin/pip install -q --disable-pip-version-check -r requirements-hypervisor.txt
 	touch $@
 
-test: setup lint unit unit-hypervisor integration
+test: setup lint unit unit-hypervisor integration molecule
 
 lint: setup
 	ruff check plugins tests benchmarks
@@ -56,6 +56,13 @@ unit-hypervisor: setup
 
 integration: setup
 	pytest tests/integration
+
+# Molecule scenarios on real hosts: Podman containers from the lab image (built once, cached).
+MOLECULE_SCENARIOS := bittorrent
+molecule: setup
+	lab/setup
+	lab/build-image
+	for scenario in $(MOLECULE_SCENARIOS); do molecule test -s $$scenario || exit 1; done
 
 bench: setup
 	python benchmarks/bench_index.py
