@@ -50,13 +50,18 @@ FETCH_ARGSPEC = {
     "ca_path": {"type": "path"},
 }
 
+# The BitTorrent engine a module talks to (documented in doc_fragments/_engine.py).
+ENGINE_ARGSPEC = {
+    "engine": {"type": "str", "choices": list(ENGINES), "default": "rtorrent"},
+    "socket": {"type": "path", "default": DEFAULT_SOCKET},
+    "rpc_timeout": {"type": "float", "default": DEFAULT_RPC_TIMEOUT},
+}
+
 SYNC_ARGSPEC = {
     "store_dir": {"type": "path", "default": DEFAULT_STORE_DIR},
     "staging_dir": {"type": "path", "default": DEFAULT_STAGING_DIR},
     "torrent_dir": {"type": "path", "default": DEFAULT_TORRENT_DIR},
-    "engine": {"type": "str", "choices": list(ENGINES), "default": "rtorrent"},
-    "socket": {"type": "path", "default": DEFAULT_SOCKET},
-    "rpc_timeout": {"type": "float", "default": DEFAULT_RPC_TIMEOUT},
+    **ENGINE_ARGSPEC,
     "download_timeout": {"type": "int", "default": DEFAULT_DOWNLOAD_TIMEOUT},
     "poll_interval": {"type": "float", "default": DEFAULT_POLL_INTERVAL},
     "torrent_max_size": {"type": "int", "default": MAX_TORRENT_BYTES},

@@ -27,6 +27,7 @@ description:
 author:
   - vmcloud developers
 extends_documentation_fragment:
+  - vmcloud.fleet._engine
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
   - vmcloud.fleet._index_trust
@@ -61,22 +62,6 @@ options:
       - Refuse a .torrent larger than this many bytes, before parsing it.
     type: int
     default: 33554432
-  engine:
-    description:
-      - The BitTorrent engine running on the host.
-    type: str
-    choices: [rtorrent]
-    default: rtorrent
-  socket:
-    description:
-      - Path of rtorrent's SCGI unix socket (C(network.scgi.open_local) in its configuration).
-    type: path
-    default: /run/rtorrent/rpc.socket
-  rpc_timeout:
-    description:
-      - Seconds allowed for each call to the engine.
-    type: float
-    default: 30
   download_timeout:
     description:
       - Seconds to wait for all the downloads together (the engine runs them in parallel).

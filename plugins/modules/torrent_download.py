@@ -20,25 +20,10 @@ description:
 author:
   - vmcloud developers
 extends_documentation_fragment:
+  - vmcloud.fleet._engine
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
 options:
-  engine:
-    description:
-      - The BitTorrent engine running on the host.
-    type: str
-    choices: [rtorrent]
-    default: rtorrent
-  socket:
-    description:
-      - Path of rtorrent's SCGI unix socket (C(network.scgi.open_local) in its configuration).
-    type: path
-    default: /run/rtorrent/rpc.socket
-  rpc_timeout:
-    description:
-      - Seconds allowed for each call to the engine.
-    type: float
-    default: 30
   torrent:
     description:
       - Path on the host of the .torrent file, already verified against the image index.
@@ -172,8 +157,8 @@ rule:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import ENGINE_ARGSPEC
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
-    ENGINES,
     DownloadTimeout,
     engine_for,
     reconcile,
@@ -190,9 +175,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import (
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            engine=dict(type="str", choices=list(ENGINES), default="rtorrent"),
-            socket=dict(type="path", default="/run/rtorrent/rpc.socket"),
-            rpc_timeout=dict(type="float", default=30.0),
+            **ENGINE_ARGSPEC,
             torrent=dict(type="path"),
             info_hash=dict(type="str", required=True),
             directory=dict(type="path"),

@@ -18,25 +18,10 @@ description:
 author:
   - vmcloud developers
 extends_documentation_fragment:
+  - vmcloud.fleet._engine
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.INFO_MODULE
 options:
-  engine:
-    description:
-      - The BitTorrent engine running on the host.
-    type: str
-    choices: [rtorrent]
-    default: rtorrent
-  socket:
-    description:
-      - Path of rtorrent's SCGI unix socket (C(network.scgi.open_local) in its configuration).
-    type: path
-    default: /run/rtorrent/rpc.socket
-  rpc_timeout:
-    description:
-      - Seconds allowed for each call to the engine.
-    type: float
-    default: 30
   info_hashes:
     description:
       - Only return these torrents (v1 info-hashes, 40 hex characters, any case). All torrents when empty.
@@ -177,7 +162,8 @@ rule:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import ENGINES, engine_for
+from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import ENGINE_ARGSPEC
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import engine_for
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_info import engine_report
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 
@@ -185,9 +171,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import Vmclo
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            engine=dict(type="str", choices=list(ENGINES), default="rtorrent"),
-            socket=dict(type="path", default="/run/rtorrent/rpc.socket"),
-            rpc_timeout=dict(type="float", default=30.0),
+            **ENGINE_ARGSPEC,
             info_hashes=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
