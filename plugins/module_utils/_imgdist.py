@@ -10,7 +10,8 @@ Seed-compatible flags (2010's imgdist) come first: ``--enable``, ``--disable`` (
 prints ``current state: <old>`` then the new state) and ``--list_unknown_files`` (one name a
 line). The commands ``status``, ``sync`` and ``check IMAGE`` run the collection's own library:
 ``_sync.sync`` for the pull path, ``_index_service`` / ``_index_state`` to re-verify the kept
-index offline, ``_selection`` for approval, ``ImageStore`` for the store. Every read command
+index offline, ``_selection`` for approval, ``ImageStore`` for the store. ``config-check``
+validates the configuration file (the agent role's ``validate:``). Every read command
 takes ``--json``. Errors are one line naming the rule; exit codes are in ``EXIT_CODES``.
 
 The configuration file (YAML, default ``/etc/vmcloud/imgdist.yml``) holds the keys of
@@ -37,6 +38,7 @@ from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._index_service import build_policy, selection_for
 from ._index_state import AcceptedIndex, accept_index
 from ._io import fsync_directory, write_atomic
+from ._selection import parse_approvals
 from ._store import ImageStore
 from ._sync import (
     DEFAULT_DOWNLOAD_TIMEOUT,
@@ -73,7 +75,8 @@ USAGE_SEED = "imgdist [-c CONFIG] [--json] {--enable | --disable | --list_unknow
 USAGE_STATUS = "imgdist [-c CONFIG] status [--json]"
 USAGE_SYNC = "imgdist [-c CONFIG] sync [--check] [--json]"
 USAGE_CHECK = "imgdist [-c CONFIG] check IMAGE [--json]"
-USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK))
+USAGE_CONFIG_CHECK = "imgdist [-c CONFIG] config-check [--json]"
+USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK))
 
 EXIT_CODES = """\
 exit status:
@@ -81,7 +84,7 @@ exit status:
   1   sync: some image failed (the others went on; the output says which and why)
   2   the index was refused by a verification rule (the rule is printed)
   3   sync: imgdist is disabled on this host (imgdist --enable)
-  4   configuration error (file, key or value; approvals)
+  4   configuration error (file, key or value; approvals); config-check: the file is not valid
   5   other error (index or engine unreachable, I/O, not available)
   10  check: not endorsed (not in the last verified index)
   11  check: endorsed, but not approved for this host (not approved, blocked or not targeted)
@@ -233,6 +236,15 @@ def require_keys(config: Mapping[str, Any], path: str, keys: Sequence[str]) -> N
     for key in keys:
         if config.get(key) in (None, []):
             raise CliError("config-invalid", f"{path}: key {key!r} is required for this command", EXIT_CONFIG)
+
+
+def validate_config(config: Mapping[str, Any], path: str) -> None:
+    """``config-check``: beyond each key's type, what a sync needs (index URL, anchors, valid approvals)."""
+    require_keys(config, path, ["index_url", "trust_anchors"])
+    try:
+        parse_approvals(config["approved_images"], config["blocked_images"], config["approval_rules"])
+    except ApprovalConfigError as exc:
+        raise _config_error(path, exc.message) from exc
 
 
 def options_from(config: Mapping[str, Any]) -> Dict[str, Any]:
@@ -628,6 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
         "approved for this host, and verified in the store.",
     )
     check_parser.add_argument("image", metavar="IMAGE", help="an image uuid, or a path in the image store")
+    commands.add_parser(
+        "config-check", parents=[common], usage=USAGE_CONFIG_CHECK, help="validate the configuration file",
+        description="Validate the configuration file without using it: every key, the keys a sync needs, "
+        "and the approvals. Exit 0 when it is valid, 4 naming the first problem.",
+    )
     return parser
 
 
@@ -639,7 +656,7 @@ def _emit_error(exc: VmcloudError, as_json: bool, out: TextIO, err: TextIO) -> N
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    needs_index = args.command in ("sync", "check")
+    needs_index = args.command in ("sync", "check", "config-check")
     path = args.config or DEFAULT_CONFIG
     config = load_config(path, required=needs_index or args.config is not None)
     if args.action in ("enable", "disable"):
@@ -664,6 +681,13 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(json.dumps(report, indent=1, sort_keys=True), file=out)
         else:
             print_status(report, out)
+        return EXIT_OK
+    if args.command == "config-check":
+        validate_config(config, path)
+        if args.json:
+            print(json.dumps({"ok": True, "config": path}), file=out)
+        else:
+            print(f"{path}: valid", file=out)
         return EXIT_OK
     if args.command == "sync":
         require_keys(config, path, ["index_url", "trust_anchors"])
@@ -690,7 +714,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err
     if (args.action is None) == (args.command is None):
         parser.print_usage(err)
         print(f"{PROG}: error: give one of --enable, --disable, --list_unknown_files, or a command "
-              "(status, sync, check)", file=err)
+              "(status, sync, check, config-check)", file=err)
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     try:

@@ -254,6 +254,12 @@ class ImageStore:
         if entry is None:
             return {"changed": False, "uuid": uuid, "action": "absent"}
         path = os.path.join(self.root, entry["file"])
+        if any(other["file"] == entry["file"] for key, other in manifest.items() if key != uuid):
+            # A newer version kept the file name: the file is that image's now, only the entry goes.
+            if not check_mode:
+                del manifest[uuid]
+                self._save_manifest(manifest)
+            return {"changed": True, "uuid": uuid, "action": "forgotten", "path": path}
         if os.path.exists(path):
             holders = open_by_processes(path)
             if holders:
@@ -266,6 +272,20 @@ class ImageStore:
         del manifest[uuid]
         self._save_manifest(manifest)
         return {"changed": True, "uuid": uuid, "action": "removed", "path": path}
+
+    def forget(self, uuids: Iterable[str], check_mode: bool = False) -> list:
+        """Drop manifest entries without touching any file; return the uuids that were there.
+
+        For a copy that no longer matches what was verified (the next promotion fetches it
+        again) and for entries whose file belongs to another image or lies outside the store.
+        """
+        manifest = self.manifest()
+        dropped = [uuid for uuid in sorted(set(uuids)) if uuid in manifest]
+        if dropped and not check_mode:
+            for uuid in dropped:
+                del manifest[uuid]
+            self._save_manifest(manifest)
+        return dropped
 
     def holdings(self) -> list:
         """Every managed image with its state: present (verified, unchanged), corrupt or missing."""
@@ -291,6 +311,6 @@ class ImageStore:
         outcomes = [self.retire(uuid, check_mode) for uuid in sorted(self.manifest()) if uuid not in wanted]
         return {
             "changed": any(o["changed"] for o in outcomes),
-            "retired": [o["uuid"] for o in outcomes if o["action"] == "removed"],
+            "retired": [o["uuid"] for o in outcomes if o["action"] in ("removed", "forgotten")],
             "held_open": [o for o in outcomes if o["action"] == "held-open"],
         }

@@ -122,6 +122,7 @@ class SyncReport:
     index: Dict[str, Any]
     desired: List[str]
     selection: Dict[str, Any]  # what was left out, and why (not_endorsed, not_approved, ...)
+    desired_images: List[Dict[str, Any]] = field(default_factory=list)  # their verified index entries
     images: List[ImageOutcome] = field(default_factory=list)
     index_saved: bool = False
     retired: List[str] = field(default_factory=list)  # uuids retired from the store
@@ -191,6 +192,7 @@ class SyncReport:
             "held": self.held,
             "held_before": self.held_before,
             "selection": self.selection,
+            "desired_images": self.desired_images,
             "images": [asdict(image) for image in self.images],
         }
 
@@ -450,6 +452,7 @@ def sync(
         index=_index_summary(accepted),
         desired=list(selection["desired_uuids"]),
         selection=_left_out(selection),
+        desired_images=list(selection["desired"]),
         held_before=held_before,
     )
     report.index_saved = save_verified_index(options["state_dir"], data, check_mode)

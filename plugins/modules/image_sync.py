@@ -235,6 +235,14 @@ selection:
       type: list
       elements: dict
   sample: {host: hv01, not_endorsed: [], not_approved: [], not_targeted: [], blocked: []}
+desired_images:
+  description:
+    - The verified index entries of the desired images, as
+      O(vmcloud.fleet.image_store#module:desired) takes them.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{uuid: cernvm_1276695059-img-1277992808, file: cernvm_1276695059.img.gz, compressed: true}]
 images:
   description: Per desired image, what happened at each step, and the engine's view after the run.
   returned: success

@@ -183,6 +183,42 @@ def test_config_needs_the_index_keys_for_sync(tmp_path):
     assert code == EXIT_CONFIG and "key 'index_url' is required for this command" in err
 
 
+def test_config_check_valid(tmp_path):
+    path = tmp_path / "imgdist.yml"
+    path.write_text(yaml.safe_dump({
+        "index_url": "http://c/index.yaml", "trust_anchors": ["/etc/vmcloud/trust/anchors"],
+        "approved_images": [{"name": "alma", "version": "latest"}], "blocked_images": [{"uuid": "alma-8"}],
+        "approval_rules": ["images[?name == 'slc']"], "subcluster": None,
+    }))
+    assert run("-c", str(path), "config-check") == (EXIT_OK, f"{path}: valid\n", "")
+    code, out, err = run("config-check", "-c", str(path), "--json")
+    assert (code, json.loads(out), err) == (EXIT_OK, {"ok": True, "config": str(path)}, "")
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"index_url": None}, "key 'index_url' is required for this command"),
+        ({"trust_anchors": []}, "key 'trust_anchors' is required for this command"),
+        ({"approved_images": [{"name": "x", "colour": "red"}]}, "unknown key 'colour' in vmcloud_approved_images"),
+        ({"blocked_images": [{"name": "x", "version": "latest"}]}, "vmcloud_blocked_images[0]"),
+        ({"approval_rules": ["images[?"]}, "vmcloud_approval_rules[0]: invalid jmespath expression"),
+        ({"timeout": "1h"}, "key 'timeout' must be an integer, got '1h'"),
+    ],
+)
+def test_config_check_refusals_exit_4_naming_the_problem(tmp_path, document, message):
+    path = tmp_path / "imgdist.yml"
+    path.write_text(yaml.safe_dump({"index_url": "http://c/index.yaml", "trust_anchors": ["/a"], **document}))
+    code, out, err = run("-c", str(path), "config-check")
+    assert code == EXIT_CONFIG and out == ""
+    assert err.startswith(f"imgdist: config-invalid: {path}: ") and message in err and err.count("\n") == 1
+
+
+def test_config_check_needs_the_file(tmp_path):
+    code, _, err = run("-c", str(tmp_path / "absent.yml"), "config-check")
+    assert code == EXIT_CONFIG and "absent.yml does not exist" in err
+
+
 def test_malformed_yaml_is_one_line(tmp_path):
     path = tmp_path / "imgdist.yml"
     path.write_text("index_url: [unclosed\n")

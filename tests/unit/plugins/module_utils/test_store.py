@@ -219,3 +219,17 @@ def test_holdings_report_present_corrupt_and_missing(tmp_path, store):
     paths["b"].write_bytes(b"tampered")
     paths["c"].unlink()
     assert {h["uuid"]: h["state"] for h in store.holdings()} == {"a": "present", "b": "corrupt", "c": "missing"}
+
+
+def test_retiring_an_old_version_keeps_a_new_version_with_the_same_file_name(tmp_path, store):
+    old = tmp_path / "v1" / "cernvm.img"
+    new = tmp_path / "v2" / "cernvm.img"
+    for path, content in ((old, b"one" * 1000), (new, b"two" * 1000)):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    store.promote(entry_for(old, uuid="cernvm-1"), str(old))
+    kept = store.promote(entry_for(new, uuid="cernvm-2"), str(new))
+    result = store.retire_all_but(["cernvm-2"])
+    assert result["retired"] == ["cernvm-1"]
+    assert Path(kept.path).read_bytes() == b"two" * 1000
+    assert sorted(store.manifest()) == ["cernvm-2"] and store.is_current(entry_for(new, uuid="cernvm-2"))

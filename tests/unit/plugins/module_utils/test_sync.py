@@ -136,7 +136,8 @@ def test_report_to_dict_has_the_documented_keys(world):
     report = sync(world.options(), FakeEngine.serving(world), check_mode=False).to_dict()
     assert set(report) == {"changed", "check_mode", "index", "index_saved", "desired", "fetched", "added",
                            "started", "promoted", "retired", "removed", "held_open", "failures", "held",
-                           "held_before", "selection", "images"}
+                           "held_before", "selection", "desired_images", "images"}
+    assert [image["uuid"] for image in report["desired_images"]] == report["desired"]
     assert report["index"]["version"] == 1 and report["index"]["advanced"] is True
     assert report["images"][0]["status"]["state"] == "seeding"
 

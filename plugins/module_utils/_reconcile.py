@@ -1,0 +1,817 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Reconcile the image store with the host's desired set: a plan first, then its execution.
+
+Private to the collection; not a public API. Plain Python (no ansible): the module
+``vmcloud.fleet.image_store`` and ``imgdist`` run it on hypervisors.
+
+``plan_reconcile`` only reads. It returns a ``Plan``: the state of each desired image
+(``present``, ``missing``, ``corrupt``), every unknown entry of the store directory, and the
+``Action`` s a run takes, each with its path and reason:
+
+- ``forget``: drop a manifest entry, touch no file (a corrupt copy, so the next distribution
+  run fetches it again; an entry whose file now belongs to a desired image; an entry naming a
+  path outside the store);
+- ``retire``: a managed image that is no longer desired (``ImageStore.retire``);
+- ``quarantine`` / ``remove``: an unknown entry, by policy;
+- ``evict``: a kept, no-longer-desired image removed because the store is over its quota.
+
+``apply_plan`` executes a plan; in check mode it returns the plan's actions as done and touches
+nothing. Check mode and a real run call the same two functions, so what check mode and diff show
+is what a real run does. Between planning and acting the store may change: every action checks
+its precondition again (same inode, nothing holds it open, still inside the store) and is
+deferred, never forced, when that no longer holds.
+
+Safety rules: nothing is ever followed through a symlink (entries are ``lstat``-ed; a symlink is
+moved or removed as a link); every path acted on must resolve to a direct child of the store's
+real path; an entry on another filesystem (a mount point, or a directory containing one) or that
+cannot be read completely is reported and never touched; a file a process holds open (a running
+VM's disk) is never moved, removed or dropped from the manifest: it is reported with the PIDs.
+See docs/reconcile.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+
+from ._errors import StoreError
+from ._io import fsync_directory
+from ._store import META_DIR, ImageStore, file_stat_key, stored_file_name
+
+POLICIES = ("report", "quarantine", "remove")
+NOT_DESIRED = ("retire", "keep")
+DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
+DEFAULT_GRACE_SECONDS = 3600
+QUARANTINE_DIR = "quarantine"
+TEMP_PREFIX = ".promote-"  # ImageStore._copy_verified's temporary files
+
+Identity = Tuple[int, int]  # (st_dev, st_ino) of an entry, not followed
+Holders = Dict[Identity, List[int]]
+FilesystemUsage = Callable[[str], Tuple[int, int]]
+
+
+def _clock() -> float:
+    return time.time()
+
+
+def filesystem_usage(path: str) -> Tuple[int, int]:
+    """Total and used bytes of the filesystem holding ``path`` (used includes root's reserve)."""
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def open_files(proc: str = "/proc") -> Holders:
+    """Every file some process holds open, as (dev, inode) -> PIDs, from one pass over /proc.
+
+    Only open file descriptors count (a running VM holds its disk open); memory maps of closed
+    descriptors and working directories do not.
+    """
+    holders: Holders = {}
+    try:
+        pids = os.listdir(proc)
+    except OSError:
+        return holders
+    for pid in pids:
+        if not pid.isdigit():
+            continue
+        fd_dir = os.path.join(proc, pid, "fd")
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        seen: Set[Identity] = set()
+        for fd in fds:
+            try:
+                st = os.stat(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key not in seen:
+                seen.add(key)
+                holders.setdefault(key, []).append(int(pid))
+    return holders
+
+
+def is_plain_name(name: Any) -> bool:
+    """A name directly in the store: no separator, not ``.`` or ``..``, not the meta directory."""
+    return (isinstance(name, str) and name not in ("", ".", "..", META_DIR)
+            and "/" not in name and "\0" not in name)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "other"
+
+
+# --------------------------------------------------------------------------- the plan's records
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a reconciliation does beyond the desired set (the module's options)."""
+
+    unknown: str = "report"  # report | quarantine | remove
+    not_desired: str = "retire"  # retire | keep (kept until the quota needs the space)
+    max_bytes: Optional[int] = None
+    high_watermark_percent: Optional[int] = None
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
+
+    def validate(self) -> None:
+        if self.unknown not in POLICIES:
+            raise StoreError("option-invalid", f"unknown={self.unknown!r}; use one of {', '.join(POLICIES)}")
+        if self.not_desired not in NOT_DESIRED:
+            raise StoreError("option-invalid",
+                             f"not_desired={self.not_desired!r}; use one of {', '.join(NOT_DESIRED)}")
+        if self.max_bytes is not None and self.max_bytes < 0:
+            raise StoreError("option-invalid", f"max_bytes={self.max_bytes} is negative; give 0 or more bytes")
+        if self.high_watermark_percent is not None and not 1 <= self.high_watermark_percent <= 100:
+            raise StoreError("option-invalid",
+                             f"high_watermark_percent={self.high_watermark_percent}; give 1 to 100")
+        if self.grace_seconds < 0:
+            raise StoreError("option-invalid", f"grace_seconds={self.grace_seconds} is negative")
+
+    @property
+    def has_quota(self) -> bool:
+        return self.max_bytes is not None or self.high_watermark_percent is not None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Something found directly in the store directory, inspected without following symlinks."""
+
+    name: str
+    path: str
+    kind: str  # file | directory | symlink | other
+    size: int  # a directory: every regular file under it; a symlink: 0 (the link, not its target)
+    mtime: float
+    identity: Identity
+    pids: Tuple[int, ...] = ()  # processes holding it (or, for a directory, a file under it) open
+    link_target: Optional[str] = None  # a symlink's text, for the report; never resolved
+    refusal: Optional[str] = None  # why it can never be touched (another filesystem, unreadable)
+    reason: str = ""  # why it is unknown
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"path": self.path, "type": self.kind, "size": self.size, "mtime": self.mtime,
+                "reason": self.reason, "pids": list(self.pids), "link_target": self.link_target,
+                "refusal": self.refusal}
+
+
+@dataclass(frozen=True)
+class ImageState:
+    uuid: str
+    path: str
+    state: str  # present | missing | corrupt
+    reason: str
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"uuid": self.uuid, "path": self.path, "state": self.state, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # forget | retire | quarantine | remove | evict
+    path: str
+    reason: str
+    uuid: Optional[str] = None  # a managed image (forget, retire, evict of a managed image)
+    target: Optional[str] = None  # quarantine destination
+    size: int = 0  # bytes the action frees (quarantine frees none: it stays in the store)
+    mtime: Optional[float] = None
+    identity: Optional[Identity] = None  # what was planned on; the action is deferred if it changed
+    entry_kind: str = "file"
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"action": self.kind, "path": self.path, "reason": self.reason, "uuid": self.uuid,
+                "to": self.target, "size": self.size}
+
+
+@dataclass(frozen=True)
+class Held:
+    """Something the plan would act on, left alone because a process holds it open."""
+
+    path: str
+    pids: Tuple[int, ...]
+    reason: str
+    uuid: Optional[str] = None
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"path": self.path, "pids": list(self.pids), "reason": self.reason, "uuid": self.uuid}
+
+
+@dataclass(frozen=True)
+class Quota:
+    max_bytes: Optional[int]
+    high_watermark_percent: Optional[int]
+    store_bytes: int  # every regular file under the store, .vmcloud (manifest, quarantine) included
+    store_bytes_after: int
+    filesystem_bytes: Optional[int]
+    filesystem_used_bytes: Optional[int]
+    filesystem_used_bytes_after: Optional[int]
+    over: bool
+    over_after: bool
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a reconciliation found and will do; equal inputs give an equal plan."""
+
+    root: str
+    options: Options
+    images: Tuple[ImageState, ...]
+    unknown: Tuple[Entry, ...]
+    actions: Tuple[Action, ...]
+    held_open: Tuple[Held, ...]
+    kept: Tuple[str, ...]  # uuids of no-longer-desired images kept (not_desired=keep)
+    in_progress: Tuple[str, ...]  # vmcloud temporary files younger than grace_seconds
+    quota: Optional[Quota]
+    files: Tuple[str, ...]  # names in the store before (the diff's "before"), .vmcloud left out
+    managed: Tuple[str, ...]  # uuids in the manifest before
+
+    def uuids(self, state: str) -> List[str]:
+        return [image.uuid for image in self.images if image.state == state]
+
+
+# --------------------------------------------------------------------------- reading the store
+
+
+def _inspect_tree(path: str, root_dev: int, holders: Holders) -> Tuple[int, List[int], Optional[str]]:
+    """Bytes of the regular files under a directory, PIDs holding one open, and a refusal if the
+    tree reaches another filesystem or cannot be read completely. Symlinks are not followed."""
+    size = 0
+    pids: Set[int] = set()
+    problems: List[str] = []
+
+    def note(exc: OSError) -> None:
+        problems.append(f"{exc.filename}: {exc.strerror}")
+
+    for dirpath, dirnames, filenames in os.walk(path, onerror=note):
+        for name in list(dirnames):
+            sub = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(sub)
+            except OSError as exc:
+                note(exc)
+                dirnames.remove(name)
+                continue
+            if st.st_dev != root_dev:
+                problems.append(f"{sub}: another filesystem is mounted there")
+                dirnames.remove(name)
+        for name in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError as exc:
+                note(exc)
+                continue
+            if stat.S_ISREG(st.st_mode):
+                size += st.st_size
+            pids.update(holders.get((st.st_dev, st.st_ino), ()))
+    refusal = None
+    if problems:
+        refusal = "cannot be handled safely (" + "; ".join(problems[:3]) + "); never touched"
+    return size, sorted(pids), refusal
+
+
+def inspect_entry(root: str, name: str, root_dev: int, holders: Holders) -> Optional[Entry]:
+    """``root/name`` as found (``lstat``), or None when there is nothing there."""
+    path = os.path.join(root, name)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    kind = _kind(st.st_mode)
+    identity = (st.st_dev, st.st_ino)
+    if kind == "symlink":
+        try:
+            target: Optional[str] = os.readlink(path)
+        except OSError:
+            target = None
+        return Entry(name, path, kind, 0, st.st_mtime, identity, link_target=target)
+    if st.st_dev != root_dev:
+        return Entry(name, path, kind, 0, st.st_mtime, identity,
+                     refusal="another filesystem is mounted here; never touched")
+    if kind == "directory":
+        size, pids, refusal = _inspect_tree(path, root_dev, holders)
+        return Entry(name, path, kind, size, st.st_mtime, identity, tuple(pids), refusal=refusal)
+    size = st.st_size if kind == "file" else 0
+    return Entry(name, path, kind, size, st.st_mtime, identity, tuple(holders.get(identity, ())))
+
+
+def _check_meta(root: str) -> None:
+    for relative in (META_DIR, os.path.join(META_DIR, QUARANTINE_DIR)):
+        path = os.path.join(root, relative)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreError(
+                "store-meta-invalid",
+                f"{path} is a {_kind(st.st_mode)}, not a directory; vmcloud keeps its manifest and quarantine "
+                "there and follows no symlink out of the store; move it away by hand",
+            )
+
+
+@dataclass
+class _Survey:
+    entries: Dict[str, Entry]
+    root_dev: Optional[int]
+    meta_bytes: int
+
+
+def _survey(root: str, holders: Holders) -> _Survey:
+    if not os.path.lexists(root):
+        return _Survey({}, None, 0)
+    if not os.path.isdir(root):
+        raise StoreError("store-invalid", f"{root} is not a directory; give the image store directory")
+    _check_meta(root)
+    root_dev = os.stat(root).st_dev
+    entries = {}
+    for name in sorted(os.listdir(root)):
+        if name == META_DIR:
+            continue
+        entry = inspect_entry(root, name, root_dev, holders)
+        if entry is not None:
+            entries[name] = entry
+    meta = os.path.join(root, META_DIR)
+    meta_bytes = _inspect_tree(meta, root_dev, {})[0] if os.path.isdir(meta) else 0
+    return _Survey(entries, root_dev, meta_bytes)
+
+
+def _desired_by_name(desired: Iterable[Mapping[str, Any]]) -> Dict[str, Mapping[str, Any]]:
+    by_name: Dict[str, Mapping[str, Any]] = {}
+    for position, image in enumerate(desired):
+        if not isinstance(image, Mapping) or not isinstance(image.get("uuid"), str) \
+                or not isinstance(image.get("file"), str):
+            raise StoreError("desired-invalid",
+                             f"desired[{position}] needs at least uuid and file (an entry of selection.desired)")
+        name = stored_file_name(dict(image))
+        if not is_plain_name(name):
+            raise StoreError("desired-invalid",
+                             f"desired[{position}] ({image['uuid']}) names {name!r}, not a file name in the store")
+        other = by_name.get(name)
+        if other is not None and other["uuid"] != image["uuid"]:
+            raise StoreError("desired-conflict",
+                             f"{other['uuid']} and {image['uuid']} are both stored as {name}; fix the selection")
+        by_name[name] = image
+    return by_name
+
+
+# --------------------------------------------------------------------------- planning
+
+
+class _Planner:
+    """Builds one Plan; each method handles one rule of the module docstring."""
+
+    def __init__(self, root: str, desired: Sequence[Mapping[str, Any]], options: Options, now: float,
+                 holders: Holders) -> None:
+        self.root = root
+        self.options = options
+        self.now = now
+        self.store = ImageStore(root)
+        self.wanted = _desired_by_name(desired)
+        self.wanted_uuids = {image["uuid"] for image in self.wanted.values()}
+        self.manifest = self.store.manifest()
+        self.survey = _survey(root, holders)
+        self.entries = self.survey.entries
+        self.images: List[ImageState] = []
+        self.actions: List[Action] = []
+        self.held: List[Held] = []
+        self.unknown: List[Entry] = []
+        self.in_progress: List[str] = []
+        self.keepable: List[Action] = []  # evictions ready, should the quota need them
+        self.kept: List[Optional[str]] = []
+
+    # ---------------------------------------------------------------- desired images
+
+    def desired_images(self) -> None:
+        for name, image in sorted(self.wanted.items(), key=lambda item: item[1]["uuid"]):
+            self.images.append(self._image_state(name, image))
+
+    def _image_state(self, name: str, image: Mapping[str, Any]) -> ImageState:
+        uuid = image["uuid"]
+        path = os.path.join(self.root, name)
+        entry = self.manifest.get(uuid)
+        verified = bool(entry) and entry.get("file") == name
+        found = self.entries.get(name)
+        if found is None:
+            return ImageState(uuid, path, "missing", "not in the store")
+        if found.kind != "file":
+            if not verified:
+                return ImageState(uuid, path, "missing", f"a {found.kind} has its name")
+            reason = f"{path} is a {found.kind}, not the file vmcloud verified"
+            self._forget(uuid, path, reason, None)
+            return ImageState(uuid, path, "corrupt", reason)
+        if not verified:
+            if entry:
+                return ImageState(uuid, path, "missing", f"the manifest holds it as {entry.get('file')}; "
+                                  f"the next distribution run stores it as {name}")
+            return ImageState(uuid, path, "missing", "an unverified file has its name (not in the manifest); "
+                              "the next distribution run replaces it")
+        return self._verify(uuid, path, dict(image), entry, found)
+
+    def _verify(self, uuid: str, path: str, image: Dict[str, Any], entry: Dict[str, Any], found: Entry) -> ImageState:
+        if image.get("sha256") and entry.get("source_sha256") != image["sha256"]:
+            reason = (f"verified against SHA-256 {entry.get('source_sha256')}, the index now gives "
+                      f"{image['sha256']}")
+        else:
+            cached = file_stat_key(path) == entry.get("stat")
+            if self.store.is_current(image, entry):
+                return ImageState(uuid, path, "present", "unchanged since verified (not read)" if cached
+                                  else "size, mtime or inode changed since verified: read again, content matches")
+            if found.size != entry.get("size"):
+                reason = f"size is {found.size} bytes, was {entry.get('size')} when verified"
+            else:
+                reason = "content changed: same size, but the SHA-256 is not the verified one"
+        if found.pids:
+            self.held.append(Held(path, found.pids, f"corrupt ({reason}), held open: left in the manifest", uuid))
+        else:
+            self._forget(uuid, path, reason, found.identity)
+        return ImageState(uuid, path, "corrupt", reason)
+
+    def _forget(self, uuid: str, path: str, reason: str, identity: Optional[Identity]) -> None:
+        self.actions.append(Action("forget", path, f"{reason}; dropped from the manifest so the next "
+                                   "distribution run fetches it again", uuid=uuid, identity=identity))
+
+    # ---------------------------------------------------------------- managed, no longer desired
+
+    def not_desired(self) -> None:
+        for uuid, entry in sorted(self.manifest.items()):
+            if uuid in self.wanted_uuids:
+                continue
+            name = entry.get("file") if isinstance(entry, dict) else None
+            if not is_plain_name(name):
+                self.actions.append(Action("forget", str(name), f"the manifest names {name!r}, not a file in the "
+                                           "store: entry dropped, nothing touched", uuid=uuid))
+                continue
+            path = os.path.join(self.root, name)
+            if name in self.wanted:
+                owner = self.wanted[name]["uuid"]
+                self.actions.append(Action("forget", path, f"no longer desired, and its file now belongs to "
+                                           f"desired image {owner}: entry dropped, the file kept", uuid=uuid))
+                continue
+            found = self.entries.get(name)
+            if found is not None and found.kind != "file":
+                self.actions.append(Action("forget", path, f"no longer desired, and its name now holds a "
+                                           f"{found.kind}: entry dropped, the {found.kind} is unknown", uuid=uuid))
+                continue
+            self._retire(uuid, path, found)
+
+    def _retire(self, uuid: str, path: str, found: Optional[Entry]) -> None:
+        if found is None:
+            self.actions.append(Action("retire", path, "no longer desired; its file is already gone", uuid=uuid))
+        elif found.pids:
+            self.held.append(Held(path, found.pids, "no longer desired, held open: not retired", uuid))
+        else:
+            reason = "no longer desired"
+            kind = "retire"
+            if self.options.not_desired == "keep":
+                reason, kind = "no longer desired, kept until the quota needs the space: evicted", "evict"
+            action = Action(kind, path, reason, uuid=uuid, size=found.size, mtime=found.mtime,
+                            identity=found.identity)
+            (self.keepable if kind == "evict" else self.actions).append(action)
+
+    # ---------------------------------------------------------------- unknown entries
+
+    def unknown_entries(self) -> None:
+        managed_names = {entry.get("file") for entry in self.manifest.values() if isinstance(entry, dict)}
+        for name, found in self.entries.items():
+            reason = self._unknown_reason(name, found, managed_names)
+            if reason is not None:
+                self.unknown.append(replace(found, reason=reason))
+        for found in self.unknown:
+            self._unknown_action(found)
+
+    def _unknown_reason(self, name: str, found: Entry, managed_names: Set[Any]) -> Optional[str]:
+        if name in self.wanted or name in managed_names:
+            if found.kind == "file":
+                return None
+            return f"a {found.kind} where vmcloud keeps {self._declared_by(name)}" + self._link_note(found)
+        if name.startswith(TEMP_PREFIX) and found.kind == "file":
+            if self.now - found.mtime < self.options.grace_seconds:
+                self.in_progress.append(found.path)
+                return None
+            return (f"vmcloud temporary file older than grace_seconds ({self.options.grace_seconds}): "
+                    "an interrupted promotion")
+        hidden = "hidden " if name.startswith(".") else ""
+        return f"{hidden}{found.kind} nobody declared (not a desired image, not in the manifest)" \
+            + self._link_note(found)
+
+    def _declared_by(self, name: str) -> str:
+        if name in self.wanted:
+            return f"desired image {self.wanted[name]['uuid']}"
+        owners = sorted(uuid for uuid, entry in self.manifest.items()
+                        if isinstance(entry, dict) and entry.get("file") == name)
+        return "managed image " + ", ".join(owners)
+
+    @staticmethod
+    def _link_note(found: Entry) -> str:
+        return f", pointing to {found.link_target} (never followed)" if found.kind == "symlink" else ""
+
+    def _unknown_action(self, found: Entry) -> None:
+        policy = self.options.unknown
+        if policy == "report" or found.refusal:
+            return
+        verb = "quarantined" if policy == "quarantine" else "removed"
+        if found.pids:
+            self.held.append(Held(found.path, found.pids, f"unknown {found.kind}, held open: not {verb}"))
+            return
+        target = self._quarantine_target(found.name) if policy == "quarantine" else None
+        self.actions.append(Action(policy, found.path, f"{found.reason}: {verb}", target=target,
+                                   size=found.size if policy == "remove" else 0, mtime=found.mtime,
+                                   identity=found.identity, entry_kind=found.kind))
+
+    def _quarantine_target(self, name: str) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.now))
+        directory = os.path.join(self.root, META_DIR, QUARANTINE_DIR)
+        taken = {action.target for action in self.actions}
+        candidate = os.path.join(directory, f"{stamp}-{name}")
+        serial = 0
+        while candidate in taken or os.path.lexists(candidate):
+            serial += 1
+            candidate = os.path.join(directory, f"{stamp}-{serial}-{name}")
+        return candidate
+
+    # ---------------------------------------------------------------- quota
+
+    def quota(self, fs_usage: FilesystemUsage) -> Optional[Quota]:
+        options = self.options
+        if not options.has_quota:
+            self.kept = [action.uuid for action in self.keepable]
+            return None
+        store_bytes = sum(entry.size for entry in self.entries.values()) + self.survey.meta_bytes
+        fs_total = fs_used = None
+        if options.high_watermark_percent is not None and self.survey.root_dev is not None:
+            fs_total, fs_used = fs_usage(self.root)
+        freed = self._freed(self.actions)
+        over = self._excess(store_bytes, fs_total, fs_used, 0) > 0
+        excess = self._excess(store_bytes, fs_total, fs_used, freed)
+        evicted: List[Action] = []
+        for _path, group in self._candidates():
+            if excess <= 0:
+                break
+            evicted.extend(group)
+            freed += group[0].size
+            excess -= group[0].size
+        self.actions.extend(evicted)
+        self.kept = [action.uuid for action in self.keepable if action not in evicted]
+        return Quota(options.max_bytes, options.high_watermark_percent, store_bytes, store_bytes - freed,
+                     fs_total, fs_used, None if fs_used is None else fs_used - freed, over, excess > 0)
+
+    @staticmethod
+    def _freed(actions: Iterable[Action]) -> int:
+        freeing = {action.path: action.size for action in actions if action.kind in ("retire", "remove", "evict")}
+        return sum(freeing.values())
+
+    def _excess(self, store_bytes: int, fs_total: Optional[int], fs_used: Optional[int], freed: int) -> int:
+        excess = 0
+        if self.options.max_bytes is not None:
+            excess = store_bytes - freed - self.options.max_bytes
+        if fs_total is not None and fs_used is not None and self.options.high_watermark_percent is not None:
+            excess = max(excess, fs_used - freed - fs_total * self.options.high_watermark_percent // 100)
+        return excess
+
+    def _candidates(self) -> List[Tuple[str, List[Action]]]:
+        """Kept images by file (uuids sharing a file go together), oldest mtime first."""
+        groups: Dict[str, List[Action]] = {}
+        for action in self.keepable:
+            groups.setdefault(action.path, []).append(action)
+        return sorted(groups.items(), key=lambda item: (item[1][0].mtime or 0.0, item[0]))
+
+    # ---------------------------------------------------------------- result
+
+    def plan(self, fs_usage: FilesystemUsage) -> Plan:
+        self.desired_images()
+        self.not_desired()
+        self.unknown_entries()
+        quota = self.quota(fs_usage)
+        return Plan(
+            root=self.root,
+            options=self.options,
+            images=tuple(self.images),
+            unknown=tuple(self.unknown),
+            actions=tuple(self.actions),
+            held_open=tuple(self.held),
+            kept=tuple(self.kept),
+            in_progress=tuple(self.in_progress),
+            quota=quota,
+            files=tuple(self.entries),
+            managed=tuple(sorted(self.manifest)),
+        )
+
+
+@contextlib.contextmanager
+def _unreadable_as_store_error() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise StoreError("store-unreadable", f"{exc}; check the store path and its permissions") from exc
+
+
+def plan_reconcile(
+    root: str,
+    desired: Sequence[Mapping[str, Any]],
+    options: Optional[Options] = None,
+    now: Optional[float] = None,
+    proc: str = "/proc",
+    fs_usage: FilesystemUsage = filesystem_usage,
+) -> Plan:
+    """Read the store and return what a reconciliation does; changes nothing."""
+    options = options if options is not None else Options()
+    options.validate()
+    with _unreadable_as_store_error():
+        planner = _Planner(root, desired, options, _clock() if now is None else now, open_files(proc))
+        return planner.plan(fs_usage)
+
+
+def find_unknown(root: str, desired: Sequence[Mapping[str, Any]], grace_seconds: int = DEFAULT_GRACE_SECONDS,
+                 now: Optional[float] = None, proc: str = "/proc") -> List[Entry]:
+    """Unknown entries of the store (``imgdist --list_unknown_files``), without verifying any image."""
+    with _unreadable_as_store_error():
+        planner = _Planner(root, desired, Options(grace_seconds=grace_seconds), _clock() if now is None else now,
+                           open_files(proc))
+        planner.unknown_entries()
+        return planner.unknown
+
+
+# --------------------------------------------------------------------------- execution
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    check_mode: bool
+    done: List[Action] = field(default_factory=list)
+    deferred: List[Tuple[Action, str]] = field(default_factory=list)  # precondition gone since planning
+    failures: List[Tuple[Action, str]] = field(default_factory=list)
+    held_open: List[Held] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.done)
+
+
+class _Executor:
+    def __init__(self, plan: Plan, holders: Holders, outcome: Outcome) -> None:
+        self.plan = plan
+        self.root = plan.root
+        self.real_root = os.path.realpath(plan.root)
+        self.root_dev = os.stat(plan.root).st_dev
+        self.holders = holders
+        self.outcome = outcome
+        self.store = ImageStore(plan.root)
+
+    def run(self, action: Action) -> None:
+        try:
+            why = self._precondition(action)
+            if why is None:
+                why = getattr(self, "_" + action.kind)(action)
+        except (OSError, StoreError) as exc:
+            self.outcome.failures.append((action, f"{action.path}: {exc}"))
+            return
+        if why is None:
+            self.outcome.done.append(action)
+        else:
+            self.outcome.deferred.append((action, why))
+
+    def _confined(self, path: str, directory: str) -> bool:
+        return os.path.realpath(os.path.dirname(path)) == directory and is_plain_name(os.path.basename(path))
+
+    def _precondition(self, action: Action) -> Optional[str]:
+        """None when the action may go ahead, else why it is deferred."""
+        if action.identity is None:
+            return None  # manifest-only, or a file that was already gone
+        if not self._confined(action.path, self.real_root):
+            raise StoreError("outside-store", f"{action.path} does not resolve inside {self.real_root}; not touched")
+        found = inspect_entry(self.root, os.path.basename(action.path), self.root_dev, self.holders)
+        if found is None:
+            return None if action.uuid else "gone since planned"
+        if found.identity != action.identity:
+            return "replaced since planned; run again"
+        if found.refusal:
+            return found.refusal
+        if found.pids:
+            self.outcome.held_open.append(Held(action.path, found.pids, f"held open since planned: not {action.kind}",
+                                               action.uuid))
+            return "held open since planned"
+        if found.kind == "directory" and not shutil.rmtree.avoids_symlink_attacks:
+            return "this platform cannot remove a directory without following symlinks; not touched"
+        return None
+
+    def _forget(self, action: Action) -> Optional[str]:
+        return None if self.store.forget([action.uuid or ""]) else "no longer in the manifest"
+
+    def _retire(self, action: Action) -> Optional[str]:
+        result = self.store.retire(action.uuid or "")
+        if result["action"] == "held-open":
+            self.outcome.held_open.append(Held(action.path, tuple(result["pids"]), "held open since planned: not "
+                                               "retired", action.uuid))
+            return "held open since planned"
+        return None if result["action"] == "removed" else "no longer in the manifest"
+
+    def _evict(self, action: Action) -> Optional[str]:
+        return self._retire(action)  # only managed images are evicted (module docstring)
+
+    def _quarantine(self, action: Action) -> Optional[str]:
+        target = action.target or ""
+        directory = os.path.dirname(target)
+        _check_meta(self.root)  # before makedirs: it would follow a .vmcloud symlink out of the store
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        _check_meta(self.root)
+        if not self._confined(target, os.path.join(self.real_root, META_DIR, QUARANTINE_DIR)):
+            raise StoreError("outside-store", f"{target} does not resolve inside the store's quarantine")
+        if os.path.lexists(target):
+            return f"{target} exists since planned; run again"
+        os.rename(action.path, target)  # same filesystem (a mount point is refused): never a copy
+        fsync_directory(self.root)
+        fsync_directory(directory)
+        return None
+
+    def _remove(self, action: Action) -> Optional[str]:
+        if action.entry_kind == "directory":
+            shutil.rmtree(action.path)
+        else:
+            os.unlink(action.path)
+        fsync_directory(self.root)
+        return None
+
+
+def apply_plan(plan: Plan, check_mode: bool = False, proc: str = "/proc") -> Outcome:
+    """Carry out ``plan``; in check mode report its actions as done and touch nothing."""
+    outcome = Outcome(plan, check_mode, held_open=list(plan.held_open))
+    if check_mode:
+        outcome.done.extend(plan.actions)
+        return outcome
+    if plan.actions:
+        executor = _Executor(plan, open_files(proc), outcome)
+        for action in plan.actions:
+            executor.run(action)
+    return outcome
+
+
+# --------------------------------------------------------------------------- report
+
+
+def diff(outcome: Outcome) -> Dict[str, Dict[str, List[str]]]:
+    """The store's file list and managed uuids before, and after the actions done (or, in check
+    mode, to be done)."""
+    plan = outcome.plan
+    moved = ("retire", "evict", "quarantine", "remove")
+    gone_files = {os.path.basename(a.path) for a in outcome.done if a.kind in moved}
+    gone_uuids = {a.uuid for a in outcome.done if a.uuid and a.kind in ("forget", "retire", "evict")}
+    return {
+        "before": {"files": list(plan.files), "managed": list(plan.managed)},
+        "after": {"files": [name for name in plan.files if name not in gone_files],
+                  "managed": [uuid for uuid in plan.managed if uuid not in gone_uuids]},
+    }
+
+
+def report(outcome: Outcome) -> Dict[str, Any]:
+    """The module's (and imgdist's) result: plain lists and dicts."""
+    plan = outcome.plan
+
+    def done(kind: str) -> List[Action]:
+        return [action for action in outcome.done if action.kind == kind]
+
+    return {
+        "changed": outcome.changed,
+        "store": plan.root,
+        "present": plan.uuids("present"),
+        "missing": plan.uuids("missing"),
+        "corrupt": plan.uuids("corrupt"),
+        "images": [image.as_dict() for image in plan.images],
+        "unknown": [entry.path for entry in plan.unknown],
+        "unknown_entries": [entry.as_dict() for entry in plan.unknown],
+        "quarantined": [action.path for action in done("quarantine")],  # destinations: actions[].to
+        "removed": [action.path for action in done("remove")],
+        "retired": [action.uuid for action in done("retire")],
+        "forgotten": [action.uuid for action in done("forget")],
+        "evicted": [{"path": action.path, "uuid": action.uuid, "size": action.size, "mtime": action.mtime}
+                    for action in done("evict")],
+        "kept": list(plan.kept),
+        "held_open": [held.as_dict() for held in outcome.held_open],
+        "in_progress": list(plan.in_progress),
+        "quota": plan.quota.as_dict() if plan.quota else None,
+        "actions": [action.as_dict() for action in plan.actions],
+        "deferred": [dict(action.as_dict(), why=why) for action, why in outcome.deferred],
+        "failures": [dict(action.as_dict(), error=error) for action, error in outcome.failures],
+        "diff": diff(outcome),
+    }
+
+
+def reconcile(root: str, desired: Sequence[Mapping[str, Any]], options: Optional[Options] = None,
+              check_mode: bool = False) -> Dict[str, Any]:
+    """Plan and apply in one call (the module's path); returns ``report``."""
+    return report(apply_plan(plan_reconcile(root, desired, options), check_mode=check_mode))

@@ -1,0 +1,308 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The vmic_agent role's libvirt qemu hook, run as libvirt runs it, and ``imgdist check`` beside it.
+
+The role's own templates (hook, imgdist launcher, imgdist.yml) are rendered by ansible-playbook
+with the host paths pointed into a temporary directory. A host then goes through what the hook
+guards against: a sync (the real ``imgdist sync``, with an in-memory engine) puts three images in
+the store; the site withdraws its approval of one, the endorser drops another from the index,
+and the next sync keeps both files because running guests hold them open. A new guest may start
+only from the image that is still endorsed, approved and verified.
+
+The hook is executed as a program, ``qemu DOMAIN OPERATION SUBOP EXTRA`` with the domain XML on
+stdin, in libvirt's small environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
+    EXIT_NOT_APPROVED,
+    EXIT_NOT_ENDORSED,
+    EXIT_NOT_VERIFIED,
+    EXIT_OK,
+)
+from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
+from tests.unit.sync_world import FakeEngine, World
+
+REPO = Path(__file__).resolve().parents[2]
+ROLE = REPO / "roles" / "vmic_agent"
+PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
+# libvirt runs hooks with a cleared environment (LC_ALL=C and a PATH).
+HOOK_ENV = {"LC_ALL": "C", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+RENDER = """\
+- name: Render the vmic_agent role's scripts and configuration
+  hosts: localhost
+  gather_facts: false
+  vars_files:
+    - {role}/defaults/main.yml
+    - {role}/vars/main.yml
+  tasks:
+    - name: The imgdist launcher and the libvirt qemu hook
+      ansible.builtin.template:
+        src: "{role}/templates/{{{{ item.src }}}}"
+        dest: "{{{{ item.dest }}}}"
+        mode: "0755"
+      loop:
+        - {{src: imgdist.j2, dest: "{{{{ _vmic_agent_launcher }}}}"}}
+        - {{src: libvirt-qemu-hook.j2, dest: "{{{{ vmic_agent_libvirt_hook_path }}}}"}}
+    - name: The imgdist configuration, validated as the role validates it
+      ansible.builtin.template:
+        src: "{role}/templates/imgdist.yml.j2"
+        dest: "{{{{ _vmic_agent_config }}}}"
+        mode: "0644"
+        validate: "{{{{ _vmic_agent_launcher }}}} --config %s config-check"
+"""
+
+
+@dataclass
+class Host:
+    """A hypervisor in a temporary directory, with the role's files rendered into it."""
+
+    world: World
+    root: Path
+    config: Path
+    launcher: Path
+    hook: Path
+    store: ImageStore
+
+    def image_path(self, uuid: str) -> str:
+        return self.store.path_of(self.world.published[uuid].entry)
+
+    def render(self, approved: list) -> None:
+        variables = {
+            "vmcloud_index_url": str(self.world.index_path),
+            "vmcloud_approved_images": approved,
+            "vmic_agent_host": "hv1",
+            "vmic_agent_trust_dir": str(self.root / "trust"),
+            "vmic_agent_store_dir": self.world.host_path("images"),
+            "vmic_agent_staging_dir": self.world.host_path("staging"),
+            "vmic_agent_torrent_dir": self.world.host_path("torrents"),
+            "vmic_agent_index_state_dir": self.world.host_path("index"),
+            "vmic_agent_disabled_flag": self.world.host_path("disabled"),
+            "vmic_agent_download_timeout": 30,
+            "vmic_agent_libvirt_hook_path": str(self.hook),
+            "_vmic_agent_python": sys.executable,
+            "_vmic_agent_library_dir": str(REPO / "collections"),
+            "_vmic_agent_config": str(self.config),
+            "_vmic_agent_launcher": str(self.launcher),
+            "ansible_python_interpreter": sys.executable,
+        }
+        (self.root / "vars.json").write_text(json.dumps(variables))
+        (self.root / "render.yml").write_text(RENDER.format(role=ROLE))
+        done = subprocess.run(
+            [str(PLAYBOOK_BIN) if PLAYBOOK_BIN.exists() else "ansible-playbook", "-i", "localhost,", "-c", "local",
+             str(self.root / "render.yml"), "-e", f"@{self.root / 'vars.json'}"],
+            cwd=REPO, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
+            capture_output=True, text=True, timeout=300, check=False,
+        )
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+    def sync(self) -> dict:
+        out, err = io.StringIO(), io.StringIO()
+        code = _imgdist.main(["-c", str(self.config), "sync", "--json"], out=out, err=err)
+        assert (code, err.getvalue()) == (EXIT_OK, "")
+        return json.loads(out.getvalue())
+
+    def check(self, target: str) -> tuple:
+        done = subprocess.run([str(self.launcher), "-c", str(self.config), "check", target], env=HOOK_ENV,
+                              capture_output=True, text=True, timeout=60, check=False)
+        return done.returncode, done.stdout
+
+    def run_hook(self, domain: str, operation: str, subop: str, xml: str) -> tuple:
+        done = subprocess.run([str(self.hook), domain, operation, subop, "-"], input=xml.encode(), env=HOOK_ENV,
+                              capture_output=True, timeout=60, check=False)
+        assert done.stdout == b""  # libvirt would take output as a replacement XML on some operations
+        return done.returncode, done.stderr.decode()
+
+
+def disk(path: str, fmt: str = "raw", backing: str | None = None, target: str = "vda") -> str:
+    chain = (f"<backingStore type='file'><format type='raw'/><source file='{backing}'/><backingStore/>"
+             f"</backingStore>") if backing else ""
+    return (f"<disk type='file' device='disk'><driver name='qemu' type='{fmt}'/><source file='{path}'/>"
+            f"{chain}<target dev='{target}' bus='virtio'/></disk>")
+
+
+def domain(name: str, *disks: str) -> str:
+    devices = "".join(disks) + "<disk type='block' device='cdrom'><source dev='/dev/sr0'/><target dev='sda'/></disk>"
+    return (f"<domain type='kvm'><name>{name}</name><uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid>"
+            f"<memory unit='KiB'>1048576</memory><os><type arch='x86_64'>hvm</type></os>"
+            f"<devices>{devices}</devices></domain>")
+
+
+def qcow2_overlay(path: Path, backing: str) -> str:
+    """A qcow2 header naming ``backing`` (what `qemu-img create -b` writes; the hook reads no more)."""
+    name = backing.encode()
+    header = b"QFI\xfb" + struct.pack(">IQI", 3, 512, len(name))
+    path.write_bytes(header.ljust(512, b"\0") + name)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory) -> Host:
+    root = tmp_path_factory.mktemp("hook")
+    world = World(root / "world")
+    (root / "trust" / "anchors").mkdir(parents=True)
+    (root / "trust" / "crl").mkdir()
+    shutil.copy(world.root / "trust" / "ca.pem", root / "trust" / "anchors" / "ca.pem")
+    (root / "bin").mkdir()
+    host = Host(world, root, root / "imgdist.yml", root / "bin" / "imgdist", root / "hooks" / "qemu",
+                ImageStore(world.host_path("images")))
+    host.hook.parent.mkdir()
+    for name, version in (("alma", 9), ("slc", 5), ("centos", 7)):
+        world.publish(name, version)
+    world.write_index(1)
+    every = [{"name": "alma", "version": "latest"}, {"name": "slc", "version": 5}, {"name": "centos"}]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_sync, "read_source", world.fetcher())
+        engine = FakeEngine.serving(world)
+        patch.setattr(_imgdist, "engine_for", lambda *args, **kwargs: engine)
+        host.render(every)
+        assert sorted(host.sync()["promoted"]) == ["alma-9", "centos-7", "slc-5"]
+        # The site withdraws its approval of slc; the endorser drops centos from the index. Guests
+        # still run from both, so the next sync keeps their files (held open) and the index moves on.
+        host.render([{"name": "alma", "version": "latest"}, {"name": "centos"}])
+        world.write_index(2, [world.published[uuid].entry for uuid in ("alma-9", "slc-5")])
+        with open(host.image_path("slc-5"), "rb"), open(host.image_path("centos-7"), "rb"):
+            report = host.sync()
+    assert report["index"]["version"] == 2
+    assert sorted(held["uuid"] for held in report["held_open"]) == ["centos-7", "slc-5"]
+    for uuid in ("alma-9", "slc-5", "centos-7"):
+        assert os.path.exists(host.image_path(uuid))
+    return host
+
+
+# --------------------------------------------------------------------------- imgdist check
+
+
+def test_imgdist_check_exit_codes(host):
+    code, out = host.check(host.image_path("alma-9"))
+    assert code == EXIT_OK and out.startswith("ok: alma-9 is endorsed (the verified index version 2), approved")
+    code, out = host.check(host.image_path("slc-5"))
+    assert code == EXIT_NOT_APPROVED and out == "not-approved: slc-5 is endorsed but not approved for host hv1 " \
+                                                "(no approval or rule selects it)\n"
+    code, out = host.check(host.image_path("centos-7"))
+    assert code == EXIT_NOT_ENDORSED
+    assert out == f"not-endorsed: {host.image_path('centos-7')} holds centos-7, which is not in the verified " \
+                  "index version 2\n"
+
+
+# --------------------------------------------------------------------------- the hook
+
+
+@pytest.mark.parametrize("operation", [("prepare", "begin"), ("start", "begin")])
+def test_an_endorsed_approved_verified_image_starts(host, operation):
+    xml = domain("web1", disk(host.image_path("alma-9")))
+    assert host.run_hook("web1", *operation, xml) == (0, "")
+
+
+@pytest.mark.parametrize("operation", [("prepare", "begin"), ("start", "begin")])
+def test_an_endorsed_but_unapproved_image_is_refused(host, operation):
+    path = host.image_path("slc-5")
+    code, err = host.run_hook("web2", *operation, domain("web2", disk(path)))
+    assert code == 1
+    assert err == f"vmcloud: refusing to start web2: disk {path} (image slc-5): not-approved: slc-5 is endorsed " \
+                  "but not approved for host hv1 (no approval or rule selects it)\n"
+
+
+def test_an_approved_but_unendorsed_image_is_refused(host):
+    path = host.image_path("centos-7")
+    code, err = host.run_hook("web3", "prepare", "begin", domain("web3", disk(path)))
+    assert code == 1
+    assert err == f"vmcloud: refusing to start web3: disk {path} (image centos-7): not-endorsed: {path} holds " \
+                  "centos-7, which is not in the verified index version 2\n"
+
+
+def test_disks_outside_the_store_are_not_its_business(host, tmp_path):
+    scratch = tmp_path / "scratch.img"
+    scratch.write_bytes(b"\0" * 4096)
+    xml = domain("web4", disk(str(scratch)), disk(str(tmp_path / "not-there.qcow2"), "qcow2", target="vdb"))
+    assert host.run_hook("web4", "prepare", "begin", xml) == (0, "")
+    xml = domain("web4", disk(host.image_path("alma-9")), disk(str(scratch), target="vdb"))
+    assert host.run_hook("web4", "prepare", "begin", xml) == (0, "")
+
+
+def test_backing_stores_in_the_store_are_checked(host, tmp_path):
+    overlay = str(tmp_path / "web5.qcow2")
+    xml = domain("web5", disk(overlay, "qcow2", backing=host.image_path("centos-7")))
+    code, err = host.run_hook("web5", "prepare", "begin", xml)
+    assert code == 1 and f"disk {host.image_path('centos-7')} (image centos-7): not-endorsed: " in err
+    xml = domain("web5", disk(overlay, "qcow2", backing=host.image_path("alma-9")))
+    assert host.run_hook("web5", "prepare", "begin", xml) == (0, "")
+
+
+def test_a_qcow2_backing_chain_into_the_store_is_followed(host, tmp_path):
+    # libvirt's inactive XML names only the overlay; its qcow2 header names the store image.
+    top = qcow2_overlay(tmp_path / "top.qcow2", "middle.qcow2")
+    qcow2_overlay(tmp_path / "middle.qcow2", host.image_path("slc-5"))
+    code, err = host.run_hook("web6", "prepare", "begin", domain("web6", disk(top, "qcow2")))
+    assert code == 1 and "(image slc-5): not-approved: " in err and err.count("\n") == 1
+    qcow2_overlay(tmp_path / "middle.qcow2", host.image_path("alma-9"))
+    assert host.run_hook("web6", "prepare", "begin", domain("web6", disk(top, "qcow2"))) == (0, "")
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [("release", "end"), ("stopped", "end"), ("started", "begin"), ("migrate", "begin"), ("reconnect", "begin")],
+)
+def test_other_operations_exit_0_at_once(host, operation):
+    xml = domain("web7", disk(host.image_path("slc-5")))
+    assert host.run_hook("web7", *operation, xml) == (0, "")
+    assert host.run_hook("web7", *operation, "") == (0, "")
+
+
+def test_a_changed_image_is_refused_until_imgdist_sync(host):
+    path = host.image_path("alma-9")
+    original = Path(path).read_bytes()
+    try:
+        Path(path).write_bytes(b"\xff" + original[1:])
+        assert host.check(path)[0] == EXIT_NOT_VERIFIED
+        code, err = host.run_hook("web8", "prepare", "begin", domain("web8", disk(path)))
+        assert code == 1 and "(image alma-9): not-verified: alma-9 is endorsed and approved but " in err
+        assert "changed since it was verified; run imgdist sync" in err
+    finally:
+        Path(path).write_bytes(original)
+    assert host.check(path)[0] == EXIT_OK
+
+
+def test_fails_closed_for_store_disks_when_imgdist_cannot_check(host, tmp_path):
+    scratch = tmp_path / "scratch.img"
+    scratch.write_bytes(b"\0" * 4096)
+    good = host.config.read_text()
+    try:
+        host.config.write_text(good + "surprise: 1\n")
+        code, err = host.run_hook("web9", "prepare", "begin", domain("web9", disk(host.image_path("alma-9"))))
+        assert code == 1 and err.startswith(f"vmcloud: refusing to start web9: disk {host.image_path('alma-9')} "
+                                            f"is in the image store {host.store.root}, but imgdist cannot check it: "
+                                            "config-invalid: ")
+        assert "unknown key 'surprise'" in err and err.count("\n") == 1
+        assert host.run_hook("web9", "prepare", "begin", domain("web9", disk(str(scratch)))) == (0, "")
+    finally:
+        host.config.write_text(good)
+    code, err = host.run_hook("web9", "prepare", "begin", "<domain><devices><disk>")
+    assert code == 1 and err.startswith("vmcloud: refusing to start web9: cannot read the domain XML on stdin")
+
+
+def test_the_rendered_configuration_is_what_imgdist_reads(host):
+    document = yaml.safe_load(host.config.read_text())
+    assert document["approved_images"] == [{"name": "alma", "version": "latest"}, {"name": "centos"}]
+    assert document["trust_anchors"] == [str(host.root / "trust" / "anchors")]
+    assert (document["host"], document["subcluster"], document["threshold"]) == ("hv1", None, 1)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert _imgdist.main(["-c", str(host.config), "config-check"]) == EXIT_OK
+    assert out.getvalue() == f"{host.config}: valid\n"
