@@ -572,23 +572,24 @@ def run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: Te
 
 
 def unknown_files(config: Mapping[str, Any]) -> List[str]:
-    """Names of files in the store, staging and torrent directories that vmcloud did not put there.
+    """Names of entries in the image store that nobody declared (as the image_store module sees them).
 
-    INTEGRATION POINT: the scan belongs to ``_reconcile.py`` (module ``image_store``), which another
-    engineer is writing; imgdist must not scan on its own. Wire its function in here once it lands.
+    The desired set comes from the last verified index (verified again offline); before the
+    first sync there is none, and every entry that vmcloud did not put there is unknown.
     """
+    from ._reconcile import find_unknown
+
     try:
-        from . import _reconcile  # noqa: F401 - not written yet
-    except ImportError as exc:
-        raise CliError(
-            "not-available",
-            "--list_unknown_files needs the reconciliation library (_reconcile.py), which this "
-            "installation does not have yet",
-            EXIT_ERROR,
-        ) from exc
-    raise CliError(
-        "not-available", "--list_unknown_files is not wired to _reconcile.py yet", EXIT_ERROR
-    )
+        images = kept_index(config).index.images
+    except CliError as exc:
+        if exc.rule != "index-missing":
+            raise
+        images = []
+    desired = selection_for(images, options_from(config))["desired"]
+    try:
+        return sorted(entry.name for entry in find_unknown(config["store_dir"], desired))
+    except VmcloudError as exc:
+        raise CliError(exc.rule, exc.message, EXIT_ERROR) from exc
 
 
 # --------------------------------------------------------------------------- command line

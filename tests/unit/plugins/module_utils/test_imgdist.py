@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -445,10 +446,25 @@ def test_progress_bar_and_states():
 # --------------------------------------------------------------------------- unknown files
 
 
-def test_list_unknown_files_says_it_is_not_wired_yet(flag_config):
-    config, _ = flag_config
-    code, out, err = run("-c", config, "--list_unknown_files")
-    assert code == 5 and out == "" and err.startswith("imgdist: not-available: ")
+def test_list_unknown_files_lists_what_nobody_declared(tmp_path):
+    store_dir = tmp_path / "images"
+    state_dir = tmp_path / "index"
+    staged = tmp_path / "disk.img"
+    staged.write_bytes(b"x" * 4096)
+    image = {"uuid": "disk-1", "file": "disk.img", "compressed": False, "size": 4096,
+             "sha256": hashlib.sha256(staged.read_bytes()).hexdigest()}
+    ImageStore(str(store_dir)).promote(image, str(staged))  # managed: never unknown
+    (store_dir / "isfvm64slc5_1276695175.img.gz").write_bytes(b"stray")
+    (store_dir / ".hidden").write_bytes(b"stray")
+    config = tmp_path / "imgdist.yml"
+    config.write_text(yaml.safe_dump({
+        "index_url": "http://catalogue/index.yaml", "trust_anchors": [str(tmp_path / "ca.pem")],
+        "store_dir": str(store_dir), "state_dir": str(state_dir)}))
+    code, out, err = run("-c", str(config), "--list_unknown_files")
+    assert (code, err) == (EXIT_OK, "")
+    assert out.splitlines() == [".hidden", "isfvm64slc5_1276695175.img.gz"]
+    code, out, _ = run("-c", str(config), "--list_unknown_files", "--json")
+    assert code == EXIT_OK and json.loads(out) == [".hidden", "isfvm64slc5_1276695175.img.gz"]
 
 
 # --------------------------------------------------------------------------- as installed on a hypervisor
