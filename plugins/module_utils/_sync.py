@@ -29,13 +29,15 @@ the store) and returns the same report a real run would, changing nothing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set
 
 from ._engine import TorrentEngine, TorrentStatus, reconcile
 from ._errors import VmcloudError
@@ -427,6 +429,34 @@ def _left_out(selection: Mapping[str, Any]) -> Dict[str, Any]:
     return {key: selection[key] for key in ("host", "not_endorsed", "not_approved", "not_targeted", "blocked")}
 
 
+LOCK_NAME = "sync.lock"
+
+
+@contextlib.contextmanager
+def sync_lock(state_dir: str, timeout: float, clock: Callable[[], float] = time.monotonic,
+              sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
+    """One sync at a time on a host: the agent's timer and an Ansible run take turns."""
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    deadline = clock() + timeout
+    with open(os.path.join(state_dir, LOCK_NAME), "a", encoding="ascii") as handle:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if clock() >= deadline:
+                    raise VmcloudError(
+                        "sync-busy",
+                        f"another sync holds {os.path.join(state_dir, LOCK_NAME)} for more than {timeout:g} s; "
+                        "try again when it is done",
+                    ) from None
+                sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def sync(
     config: Mapping[str, Any],
     engine: TorrentEngine,
@@ -434,6 +464,21 @@ def sync(
     progress: Optional[ProgressCallback] = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+) -> SyncReport:
+    """Bring the host to its desired image set, one sync at a time (check mode takes no lock)."""
+    if check_mode:
+        return _sync_unlocked(config, engine, check_mode, progress, clock, sleep)
+    with sync_lock(config["state_dir"], float(config.get("download_timeout", DEFAULT_DOWNLOAD_TIMEOUT)), clock, sleep):
+        return _sync_unlocked(config, engine, check_mode, progress, clock, sleep)
+
+
+def _sync_unlocked(
+    config: Mapping[str, Any],
+    engine: TorrentEngine,
+    check_mode: bool,
+    progress: Optional[ProgressCallback],
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
 ) -> SyncReport:
     """Bring the host to its desired image set; see the module docstring for the sequence.
 

@@ -252,3 +252,20 @@ def test_nothing_approved_retires_everything(world):
     assert report.desired == [] and report.retired == ["alma-9", "slc-5"] and report.held == []
     assert engine.torrents == {}
     assert os.listdir(world.host_path("staging")) == [] and os.listdir(world.host_path("torrents")) == []
+
+
+def test_one_sync_at_a_time(tmp_path):
+    import fcntl
+
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import LOCK_NAME, sync_lock
+
+    with sync_lock(str(tmp_path), timeout=1):
+        # Another holder (the timer's imgdist sync, say) has its own open file description.
+        with open(tmp_path / LOCK_NAME, "a") as other, pytest.raises(OSError):
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(VmcloudError) as caught, sync_lock(str(tmp_path), timeout=0.2):
+            pass
+        assert caught.value.rule == "sync-busy"
+    with sync_lock(str(tmp_path), timeout=0.2):
+        pass
