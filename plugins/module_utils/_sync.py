@@ -465,31 +465,35 @@ def sync(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SyncReport:
-    """Bring the host to its desired image set, one sync at a time (check mode takes no lock)."""
+    """Bring the host to its desired image set; see the module docstring for the sequence.
+
+    ``config`` uses the option names of _argspec (``src``, ``trust_anchors``, ``approved``,
+    ``host``, ...) and of ``SYNC_ARGSPEC``. Raises ``IndexRefused`` (nothing changed) when the
+    index fails verification and ``ApprovalConfigError`` when the approvals are malformed;
+    every per-image problem is in the report's ``failures`` instead. Once the index is accepted,
+    one sync at a time works on the host (check mode takes no lock: it changes nothing).
+    """
+    options = dict(config)
+    accepted, data = fetch_and_accept(options, persist=not check_mode)
+    selection = selection_for(accepted.index.images, options)
     if check_mode:
-        return _sync_unlocked(config, engine, check_mode, progress, clock, sleep)
-    with sync_lock(config["state_dir"], float(config.get("download_timeout", DEFAULT_DOWNLOAD_TIMEOUT)), clock, sleep):
-        return _sync_unlocked(config, engine, check_mode, progress, clock, sleep)
+        return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep)
+    timeout = float(options.get("download_timeout", DEFAULT_DOWNLOAD_TIMEOUT))
+    with sync_lock(options["state_dir"], timeout, clock, sleep):
+        return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep)
 
 
-def _sync_unlocked(
-    config: Mapping[str, Any],
+def _converge(
+    options: Dict[str, Any],
+    accepted: Any,
+    data: bytes,
+    selection: Dict[str, Any],
     engine: TorrentEngine,
     check_mode: bool,
     progress: Optional[ProgressCallback],
     clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> SyncReport:
-    """Bring the host to its desired image set; see the module docstring for the sequence.
-
-    ``config`` uses the option names of _argspec (``src``, ``trust_anchors``, ``approved``,
-    ``host``, ...) and of ``SYNC_ARGSPEC``. Raises ``IndexRefused`` (nothing changed) when the
-    index fails verification and ``ApprovalConfigError`` when the approvals are malformed;
-    every per-image problem is in the report's ``failures`` instead.
-    """
-    options = dict(config)
-    accepted, data = fetch_and_accept(options, persist=not check_mode)
-    selection = selection_for(accepted.index.images, options)
     store = ImageStore(options["store_dir"])
     held_before = sorted(store.manifest())
     report = SyncReport(
