@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 from ._errors import StoreError
 from ._io import fsync_directory
-from ._store import META_DIR, ImageStore, file_stat_key, stored_file_name
+from ._store import META_DIR, ImageStore, file_stat_key, open_files, stored_file_name
 
 POLICIES = ("report", "quarantine", "remove")
 NOT_DESIRED = ("retire", "keep")
@@ -64,38 +64,6 @@ def filesystem_usage(path: str) -> Tuple[int, int]:
     """Total and used bytes of the filesystem holding ``path`` (used includes root's reserve)."""
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize
-
-
-def open_files(proc: str = "/proc") -> Holders:
-    """Every file some process holds open, as (dev, inode) -> PIDs, from one pass over /proc.
-
-    Only open file descriptors count (a running VM holds its disk open); memory maps of closed
-    descriptors and working directories do not.
-    """
-    holders: Holders = {}
-    try:
-        pids = os.listdir(proc)
-    except OSError:
-        return holders
-    for pid in pids:
-        if not pid.isdigit():
-            continue
-        fd_dir = os.path.join(proc, pid, "fd")
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        seen: Set[Identity] = set()
-        for fd in fds:
-            try:
-                st = os.stat(os.path.join(fd_dir, fd))
-            except OSError:
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key not in seen:
-                seen.add(key)
-                holders.setdefault(key, []).append(int(pid))
-    return holders
 
 
 def is_plain_name(name: Any) -> bool:

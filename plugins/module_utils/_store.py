@@ -24,7 +24,7 @@ import os
 import tempfile
 import zlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ._errors import StoreError
 from ._io import fsync_directory, write_atomic
@@ -55,11 +55,18 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def open_by_processes(path: str, proc: str = "/proc") -> list:
-    """PIDs of processes that hold ``path`` open (a running VM keeps its disk open)."""
-    target = os.stat(path)
-    holders = []
-    for pid in os.listdir(proc):
+def open_files(proc: str = "/proc") -> Dict[Tuple[int, int], List[int]]:
+    """Every file some process holds open, as (dev, inode) -> PIDs, from one pass over /proc.
+
+    Only open file descriptors count (a running VM holds its disk open); memory maps of closed
+    descriptors and working directories do not.
+    """
+    holders: Dict[Tuple[int, int], List[int]] = {}
+    try:
+        pids = os.listdir(proc)
+    except OSError:
+        return holders
+    for pid in pids:
         if not pid.isdigit():
             continue
         fd_dir = os.path.join(proc, pid, "fd")
@@ -67,15 +74,23 @@ def open_by_processes(path: str, proc: str = "/proc") -> list:
             fds = os.listdir(fd_dir)
         except OSError:
             continue
+        seen: Set[Tuple[int, int]] = set()
         for fd in fds:
             try:
                 st = os.stat(os.path.join(fd_dir, fd))
             except OSError:
                 continue
-            if st.st_ino == target.st_ino and st.st_dev == target.st_dev:
-                holders.append(int(pid))
-                break
+            key = (st.st_dev, st.st_ino)
+            if key not in seen:
+                seen.add(key)
+                holders.setdefault(key, []).append(int(pid))
     return holders
+
+
+def open_by_processes(path: str, proc: str = "/proc") -> List[int]:
+    """PIDs of processes that hold ``path`` open (a running VM keeps its disk open)."""
+    target = os.stat(path)
+    return open_files(proc).get((target.st_dev, target.st_ino), [])
 
 
 def gunzip_stream(chunks: Iterable[bytes], origin: str) -> Iterator[bytes]:
