@@ -58,7 +58,7 @@ integration: setup
 	pytest tests/integration
 
 # Molecule scenarios on real hosts: Podman containers from the lab image (built once, cached).
-MOLECULE_SCENARIOS := bittorrent
+MOLECULE_SCENARIOS := bittorrent reconcile
 molecule: setup
 	lab/setup
 	lab/build-image
