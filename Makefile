@@ -15,7 +15,7 @@ DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman ru
                    uidmap slirp4netns iptables
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor integration \
-        molecule molecule-all bench demo lab lab-down clean
+        molecule bench demo lab lab-down clean
 
 help:
 	@echo "make demo   - set up, start the lab, publish sample images, converge the fleet"
@@ -58,15 +58,11 @@ integration: setup
 	pytest tests/integration
 
 # Molecule scenarios on real hosts: Podman containers from the lab image (built once, cached).
-# `make test` (CI) runs bittorrent; `make molecule-all` runs every scenario (reconcile too).
-MOLECULE_SCENARIOS := bittorrent
+MOLECULE_SCENARIOS := bittorrent reconcile
 molecule: setup
 	lab/setup
 	lab/build-image
 	for scenario in $(MOLECULE_SCENARIOS); do molecule test -s $$scenario || exit 1; done
-
-molecule-all:
-	$(MAKE) molecule MOLECULE_SCENARIOS="bittorrent reconcile"
 
 bench: setup
 	python benchmarks/bench_index.py
