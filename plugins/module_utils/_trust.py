@@ -225,10 +225,13 @@ def _check_path_length(issuer: x509.Certificate, cas_below: int, leaf: x509.Cert
 
 
 def _signature_valid(crl: x509.CertificateRevocationList, cert: x509.Certificate) -> bool:
+    """Whether ``cert``'s key signed ``crl``; checked like a chain link, because cryptography
+    38's ``is_signature_valid`` raises TypeError for Ed25519 keys."""
     try:
-        return crl.is_signature_valid(cert.public_key())
-    except (TypeError, ValueError, UnsupportedAlgorithm):
+        _verify_with_key(cert.public_key(), crl.signature, crl.tbs_certlist_bytes, crl.signature_hash_algorithm)
+    except (InvalidSignature, UnsupportedAlgorithm, TypeError, ValueError):
         return False
+    return True
 
 
 @dataclass(frozen=True)

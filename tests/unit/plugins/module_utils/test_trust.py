@@ -228,6 +228,17 @@ def test_a_forged_crl_of_an_intermediate_is_refused(tmp_path, ca):
                    policy_for([ca], crls=[forged]), "crl-signature-invalid", "CN=intermediate CA")
 
 
+@pytest.mark.parametrize("key_type", ["ec", "rsa", "ed25519"])
+def test_a_crl_signed_by_its_ca_revokes_with_each_key_type(tmp_path, key_type):
+    # cryptography 38's CRL.is_signature_valid raises TypeError for Ed25519 keys.
+    issuer = pki.make_ca(f"{key_type} CA", key_type=key_type)
+    revoked = pki.make_endorser(issuer, "revoked-endorser")
+    kept = pki.make_endorser(issuer, "kept-endorser")
+    policy = policy_for([issuer], crls=[pki.make_crl(issuer, [revoked.cert.serial_number])])
+    assert verify_index(index_signed_by(kept), policy).signers
+    assert_refused(tmp_path, index_signed_by(revoked), policy, "threshold-not-met", "certificate-revoked")
+
+
 def test_a_crl_of_a_ca_outside_the_chain_revokes_nothing(ca, endorser):
     unrelated = pki.make_ca("unrelated CA")
     crl = pki.make_crl(unrelated, [endorser.cert.serial_number])
