@@ -17,7 +17,7 @@ options:
     required: true
   endorsers:
     description:
-      - Pinned endorser subjects, as RFC 4514 strings (for example C(O=CERN,CN=cern-it)).
+      - Pinned endorser subjects, as RFC 4514 strings (for example C(CN=cern-it,O=CERN)).
       - When set, a signature counts only if its certificate's subject is listed (or it matches
         O(endorser_pins)).
       - A subject alone does not say who issued it, so with several trust anchors (an IGTF
@@ -38,13 +38,13 @@ options:
     default: []
     suboptions:
       subject:
-        description: Subject of the endorser certificate, RFC 4514 (for example C(O=CERN,CN=cern-it)).
+        description: Subject of the endorser certificate, RFC 4514 (for example C(CN=cern-it,O=CERN)).
         type: str
         required: true
       issuer:
         description:
           - Subject of the CA that issued the endorser certificate, RFC 4514 (for example
-            C(O=CERN,CN=CERN Grid Certification Authority)).
+            C(CN=CERN Grid Certification Authority,DC=cern,DC=ch)).
         type: str
         required: true
   crl:
