@@ -18,10 +18,35 @@ options:
   endorsers:
     description:
       - Pinned endorser subjects, as RFC 4514 strings (for example C(CN=cern-it,O=CERN)).
-      - When set, a signature counts only if its certificate's subject is listed.
+      - When set, a signature counts only if its certificate's subject is listed (or it matches
+        O(endorser_pins)).
+      - A subject alone does not say who issued it, so with several trust anchors (an IGTF
+        bundle) any of those CAs can issue a certificate with the pinned subject. Prefer
+        O(endorser_pins), which names the issuing CA as well; see C(docs/trust.md).
     type: list
     elements: str
     default: []
+  endorser_pins:
+    description:
+      - Pinned endorsers, each by the subject of its certificate and the CA that issued it
+        (the way vmcatcher pins an endorser). Recommended over O(endorsers).
+      - When set, a signature counts only if its certificate matches a pin (or its subject is in
+        O(endorsers)). When the issuer is one of O(trust_anchors), the certificate must be
+        signed by that anchor's key, not by another CA's intermediate of the same name.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      subject:
+        description: Subject of the endorser certificate, RFC 4514 (for example C(CN=cern-it,O=CERN)).
+        type: str
+        required: true
+      issuer:
+        description:
+          - Subject of the CA that issued the endorser certificate, RFC 4514 (for example
+            C(CN=CERN Grid Certification Authority,DC=cern,DC=ch)).
+        type: str
+        required: true
   crl:
     description:
       - Certificate revocation lists (PEM or DER files, or directories of C(*.crl)/C(*.pem)).

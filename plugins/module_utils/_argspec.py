@@ -25,6 +25,12 @@ DEFAULT_STATE_DIR = "/var/lib/vmcloud/index"
 INDEX_TRUST_ARGSPEC = {
     "trust_anchors": {"type": "list", "elements": "path", "required": True},
     "endorsers": {"type": "list", "elements": "str", "default": []},
+    "endorser_pins": {
+        "type": "list",
+        "elements": "dict",
+        "default": [],
+        "options": {"subject": {"type": "str", "required": True}, "issuer": {"type": "str", "required": True}},
+    },
     "crl": {"type": "list", "elements": "path", "default": []},
     "threshold": {"type": "int", "default": 1},
     "legacy": {"type": "bool", "default": False},

@@ -119,6 +119,7 @@ CONFIG_KEYS: Dict[str, ConfigKey] = {
     "trust_anchors": ConfigKey("paths", "trust_anchors"),
     "crl": ConfigKey("paths", "crl", []),
     "endorsers": ConfigKey("strs", "endorsers", []),
+    "endorser_pins": ConfigKey("list", "endorser_pins", []),  # [{subject, issuer}], checked by _trust.parse_pins
     "threshold": ConfigKey("int", "threshold", 1),
     "legacy": ConfigKey("bool", "legacy", False),
     "endorser_certificates": ConfigKey("paths", "endorser_certificates", []),

@@ -24,7 +24,15 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from ._errors import IndexRefused, VmcloudError
-from ._trust import TrustStore, fingerprint, load_pem_certificates, subject_of, verify_data_signature
+from ._trust import (
+    SITE_TRUST_RULES,
+    TrustStore,
+    fingerprint,
+    load_pem_certificates,
+    public_key_digest,
+    subject_of,
+    verify_data_signature,
+)
 from ._yaml import load_untrusted_yaml
 
 INDEX_TYPE = "vmcloud-image-index"
@@ -372,10 +380,27 @@ def _verify_v2_signatures(signatures: Any, data: bytes, policy: IndexPolicy):
             signature = decode_signature(item.get("signature"), where)
             _verify_one(chain[0], chain[1:], signature, data, policy)
         except (IndexRefused, ValueError) as exc:
+            _raise_site_trust_refusal(exc)
             problems.append(f"{where}: {exc}")
             continue
-        signers.setdefault(fingerprint(chain[0]), _signer_record(chain[0]))
+        _count_signer(signers, problems, chain[0], where)
     return list(signers.values()), problems
+
+
+def _raise_site_trust_refusal(exc: Exception) -> None:
+    """A broken site trust configuration (a forged CRL) ends the verification, not one signature."""
+    if isinstance(exc, IndexRefused) and exc.rule in SITE_TRUST_RULES:
+        raise exc
+
+
+def _count_signer(signers: Dict[str, Dict[str, str]], problems: List[str], cert: x509.Certificate,
+                  where: str) -> None:
+    """Endorsers count by distinct public key: one key in several certificates counts once."""
+    key = public_key_digest(cert)
+    if key in signers:
+        problems.append(f"{where}: same public key as the signature of {signers[key]['subject']} (counted once)")
+        return
+    signers[key] = _signer_record(cert)
 
 
 def _check_threshold(signers: List[Dict[str, str]], problems: List[str], threshold: int) -> None:
@@ -384,7 +409,7 @@ def _check_threshold(signers: List[Dict[str, str]], problems: List[str], thresho
     detail = "; ".join(problems) if problems else "no further signatures"
     raise IndexRefused(
         "threshold-not-met",
-        f"{len(signers)} valid endorser certificate(s), {threshold} required ({detail})",
+        f"{len(signers)} valid endorser key(s), {threshold} required ({detail})",
     )
 
 
@@ -505,9 +530,10 @@ def _parse_legacy(data: bytes, policy: IndexPolicy, origin: str) -> VerifiedInde
         try:
             _verify_one(cert, (), signature, signed, policy)
         except IndexRefused as exc:
+            _raise_site_trust_refusal(exc)
             problems.append(f"{subject_of(cert)}: {exc}")
             continue
-        signers.setdefault(fingerprint(cert), _signer_record(cert))
+        _count_signer(signers, problems, cert, subject_of(cert))
     _check_threshold(list(signers.values()), problems, policy.threshold)
 
     document = load_untrusted_yaml(signed, origin)

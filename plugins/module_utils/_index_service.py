@@ -16,7 +16,7 @@ from ._fetch import read_source
 from ._index import IndexPolicy, parse_utc_timestamp
 from ._index_state import AcceptedIndex, accept_index
 from ._selection import HostPlacement, parse_approvals, select_images
-from ._trust import TrustStore, load_crls, load_pem_certificates, load_trust_anchors
+from ._trust import TrustStore, load_crls, load_pem_certificates, load_trust_anchors, parse_pins
 
 
 def reference_time(value: Optional[str]) -> datetime.datetime:
@@ -30,6 +30,7 @@ def build_policy(options: Mapping[str, Any], fetched_url: Optional[str]) -> Inde
         anchors=load_trust_anchors(options["trust_anchors"]),
         crls=load_crls(options.get("crl") or []),
         pinned_subjects=tuple(options.get("endorsers") or ()),
+        pins=parse_pins(options.get("endorser_pins") or ()),
         now=reference_time(options.get("reference_time")),
     )
     legacy_certs = []

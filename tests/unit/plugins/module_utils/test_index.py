@@ -143,7 +143,7 @@ def test_tampered_content_is_refused(ca, endorser, state_dir):
     document["signed"]["images"][0]["sha256"] = "0" * 64
     assert_refused(
         yaml.safe_dump(document).encode(), policy_for(ca), state_dir,
-        "threshold-not-met", "0 valid endorser certificate(s), 1 required", "signature-invalid", "does not verify",
+        "threshold-not-met", "0 valid endorser key(s), 1 required", "signature-invalid", "does not verify",
     )
 
 
@@ -223,7 +223,7 @@ def test_short_rsa_key_is_refused(ca, state_dir):
 def test_threshold_counts_a_certificate_once(ca, endorser, state_dir):
     data = factory.document(factory.signed_index([factory.image(1)], version=6), [endorser, endorser])
     assert_refused(data, policy_for(ca, threshold=2), state_dir, "threshold-not-met",
-                   "1 valid endorser certificate(s), 2 required")
+                   "1 valid endorser key(s), 2 required")
 
 
 def test_threshold_met_by_two_endorsers(ca, endorser, second_endorser):
