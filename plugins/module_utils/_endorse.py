@@ -43,9 +43,9 @@ from ._index import (
 from ._io import write_atomic
 from ._trust import (
     UTC,
+    end_entity_problem,
     fingerprint,
     load_pem_certificates,
-    may_sign_data,
     not_after,
     not_before,
     subject_of,
@@ -407,8 +407,9 @@ def check_signer_usable(signer: Signer, now: datetime.datetime) -> None:
             "certificate-expired",
             f"certificate {signer.subject} expired at {format_timestamp(not_after(signer.cert))}; renew it first",
         )
-    if not may_sign_data(signer.cert):
-        raise EndorseError("certificate-usage", f"certificate {signer.subject} does not allow digitalSignature")
+    problem = end_entity_problem(signer.cert)
+    if problem:
+        raise EndorseError("certificate-usage", f"certificate {signer.subject} {problem}; readers would refuse it")
 
 
 def _sign_bytes(key: Any, data: bytes) -> bytes:

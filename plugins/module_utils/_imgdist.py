@@ -53,6 +53,7 @@ from ._sync import (
     verified_index_path,
 )
 from ._torrent import MAX_TORRENT_BYTES
+from ._trust import parse_pins
 from ._yaml import load_untrusted_yaml
 
 PROG = "imgdist"
@@ -244,7 +245,8 @@ def validate_config(config: Mapping[str, Any], path: str) -> None:
     require_keys(config, path, ["index_url", "trust_anchors"])
     try:
         parse_approvals(config["approved_images"], config["blocked_images"], config["approval_rules"])
-    except ApprovalConfigError as exc:
+        parse_pins(config["endorser_pins"])
+    except VmcloudError as exc:  # malformed approvals (ApprovalConfigError) or pins
         raise _config_error(path, exc.message) from exc
 
 

@@ -182,11 +182,6 @@ def _is_ca(cert: x509.Certificate) -> bool:
     return usage is None or bool(usage.key_cert_sign)
 
 
-def may_sign_data(cert: x509.Certificate) -> bool:
-    usage = _extension(cert, ExtensionOID.KEY_USAGE)
-    return usage is None or bool(usage.digital_signature)
-
-
 def end_entity_problem(cert: x509.Certificate) -> Optional[str]:
     """Why ``cert`` is not an end-entity certificate fit for signing an index, or None.
 

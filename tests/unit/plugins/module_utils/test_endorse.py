@@ -349,6 +349,21 @@ def test_unusable_certificates_are_refused(ca):
         assert refused.value.rule == rule
 
 
+def test_certificates_readers_refuse_as_endorsers_do_not_sign(ca):
+    """index_sign refuses what every reader refuses (trust.end_entity_problem) before it signs."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    ca_flagged = pki.make_endorser(ca, "ca-flagged", key_type="ec", ca_flag=True)
+    tls_only = pki.make_endorser(ca, "tls-only", key_type="ec",
+                                 extended_key_usage=(ExtendedKeyUsageOID.SERVER_AUTH,))
+    no_constraints = pki.make_endorser(ca, "no-constraints", key_type="ec", basic_constraints=False)
+    for identity in (ca_flagged, tls_only, no_constraints):
+        signer = endorse.load_signer(pki.pem(identity.cert), pki.key_pem(identity.key))
+        with pytest.raises(endorse.EndorseError) as refused:
+            endorse.check_signer_usable(signer, NOW)
+        assert refused.value.rule == "certificate-usage"
+
+
 def test_expired_index_is_not_signed():
     document = created_index()
     with pytest.raises(endorse.EndorseError) as refused:

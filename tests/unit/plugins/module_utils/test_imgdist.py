@@ -205,6 +205,7 @@ def test_config_check_valid(tmp_path):
         ({"blocked_images": [{"name": "x", "version": "latest"}]}, "vmcloud_blocked_images[0]"),
         ({"approval_rules": ["images[?"]}, "vmcloud_approval_rules[0]: invalid jmespath expression"),
         ({"timeout": "1h"}, "key 'timeout' must be an integer, got '1h'"),
+        ({"endorser_pins": [{"subject": "CN=endorser"}]}, "endorser_pins[0]"),
     ],
 )
 def test_config_check_refusals_exit_4_naming_the_problem(tmp_path, document, message):
