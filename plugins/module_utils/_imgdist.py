@@ -36,8 +36,8 @@ from ._engine import ENGINES, TorrentStatus, engine_for
 from ._errors import ApprovalConfigError, IndexRefused, VmcloudError
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._index_service import build_policy, selection_for
-from ._index_state import AcceptedIndex, accept_index
 from ._io import fsync_directory, write_atomic
+from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, guarded_accept
 from ._selection import parse_approvals
 from ._store import ImageStore
 from ._sync import (
@@ -141,6 +141,9 @@ CONFIG_KEYS: Dict[str, ConfigKey] = {
     "state_dir": ConfigKey("path", "state_dir", DEFAULT_STATE_DIR),
     "torrent_max_size": ConfigKey("int", "torrent_max_size", MAX_TORRENT_BYTES),
     "disabled_flag": ConfigKey("path", None, DEFAULT_DISABLED_FLAG),
+    # The run guard (check, the libvirt hook): seconds a guest may still start after the kept index
+    # stops verifying on a time rule alone (expiry, stale CRL); 0 refuses at once (_run_guard).
+    "run_guard_grace_seconds": ConfigKey("int", None, DEFAULT_GRACE_SECONDS),
     # The BitTorrent engine.
     "engine": ConfigKey("str", "engine", "rtorrent", tuple(ENGINES)),
     "socket": ConfigKey("path", "socket", DEFAULT_SOCKET),
@@ -241,6 +244,7 @@ def require_keys(config: Mapping[str, Any], path: str, keys: Sequence[str]) -> N
 def validate_config(config: Mapping[str, Any], path: str) -> None:
     """``config-check``: beyond each key's type, what a sync needs (index URL, anchors, valid approvals)."""
     require_keys(config, path, ["index_url", "trust_anchors"])
+    grace_seconds(config, path)
     try:
         parse_approvals(config["approved_images"], config["blocked_images"], config["approval_rules"])
     except ApprovalConfigError as exc:
@@ -275,8 +279,17 @@ def set_state(flag: str, state: str) -> str:
 # --------------------------------------------------------------------------- the kept index
 
 
-def kept_index(config: Mapping[str, Any]) -> AcceptedIndex:
-    """The last verified index, verified again offline; the rollback mark is checked, never advanced."""
+def grace_seconds(config: Mapping[str, Any], path: str) -> int:
+    try:
+        return check_grace_seconds(config["run_guard_grace_seconds"], f"{path}: key 'run_guard_grace_seconds'")
+    except VmcloudError as exc:
+        raise CliError(exc.rule, exc.message, EXIT_CONFIG) from exc
+
+
+def kept_index(config: Mapping[str, Any]) -> KeptIndex:
+    """The last verified index, verified again offline under the run guard's policy (``_run_guard``):
+    valid now, or failing on a time rule alone inside the grace period. The rollback mark is checked,
+    never advanced."""
     path = verified_index_path(config["state_dir"])
     try:
         with open(path, "rb") as handle:
@@ -285,8 +298,9 @@ def kept_index(config: Mapping[str, Any]) -> AcceptedIndex:
         raise CliError(
             "index-missing", f"there is no verified index at {path}; run imgdist sync first", EXIT_NOT_ENDORSED
         ) from exc
-    options = options_from(config)
-    return accept_index(data, build_policy(options, None), config["state_dir"], persist=False, origin=path)
+    grace = grace_seconds(config, "the configuration")
+    policy = build_policy(options_from(config), None)
+    return guarded_accept(data, policy, config["state_dir"], path, grace)
 
 
 # --------------------------------------------------------------------------- check
@@ -336,6 +350,9 @@ def check_image(config: Mapping[str, Any], target: str) -> tuple:
         return verdict(exc.exit_code, exc.rule, exc.message)
     except IndexRefused as exc:
         return verdict(EXIT_INDEX_REFUSED, exc.rule, exc.message)
+    # Inside the grace period the checks below go on (approval and blocking are never graced), and
+    # the result says so: the hook logs it, `imgdist check` prints it.
+    result.update(run_guard=accepted.run_guard(), warning=accepted.warning())
     index = accepted.index
     where = f"the verified index version {index.version}" if index.version is not None else "the verified index"
     result["index_version"] = index.version
@@ -430,13 +447,18 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
     store = ImageStore(config["store_dir"])
     desired: List[Dict[str, Any]] = []
     index_summary = None
+    run_guard: Dict[str, Any] = {"state": "refused", "rule": None}
     try:
         require_keys(config, "the configuration", ["trust_anchors"])
         accepted = kept_index(config)
+        run_guard = accepted.run_guard()
+        if accepted.warning():
+            problems.append(accepted.warning())
         index_summary = {"url": accepted.index.url, "version": accepted.index.version,
                          "expires": accepted.index.expires}
         desired = selection_for(accepted.index.images, options_from(config))["desired"]
     except (VmcloudError, OSError) as exc:
+        run_guard["rule"] = getattr(exc, "rule", "io-error")
         problems.append(f"index: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")
     holdings = {held["uuid"]: held for held in store.holdings()}
     manifest = store.manifest()
@@ -461,6 +483,8 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
         "host": config["host"],
         "enabled": enabled_state(config["disabled_flag"]) == "enable",
         "index": index_summary,
+        # What the run guard decides for guests now: current, grace (with the deadline) or refused.
+        "run_guard": run_guard,
         "problems": problems,
         "images": rows,
     }
@@ -695,6 +719,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return run_sync(config, args.check, args.json, out, err)
     require_keys(config, path, ["trust_anchors"])
     code, result = check_image(config, args.image)
+    if result.get("warning"):
+        print(f"{PROG}: warning: {result['warning']}", file=err)
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True), file=out)
     else:
