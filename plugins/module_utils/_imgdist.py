@@ -31,6 +31,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
+from . import _crl
 from ._argspec import DEFAULT_STATE_DIR
 from ._engine import ENGINES, TorrentStatus, engine_for
 from ._errors import ApprovalConfigError, IndexRefused, VmcloudError
@@ -76,7 +77,8 @@ USAGE_STATUS = "imgdist [-c CONFIG] status [--json]"
 USAGE_SYNC = "imgdist [-c CONFIG] sync [--check] [--json]"
 USAGE_CHECK = "imgdist [-c CONFIG] check IMAGE [--json]"
 USAGE_CONFIG_CHECK = "imgdist [-c CONFIG] config-check [--json]"
-USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK))
+USAGE_CRL_REFRESH = "imgdist [-c CONFIG] crl-refresh [--json]"
+USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK, USAGE_CRL_REFRESH))
 
 EXIT_CODES = """\
 exit status:
@@ -85,7 +87,7 @@ exit status:
   2   the index was refused by a verification rule (the rule is printed)
   3   sync: imgdist is disabled on this host (imgdist --enable)
   4   configuration error (file, key or value; approvals); config-check: the file is not valid
-  5   other error (index or engine unreachable, I/O, not available)
+  5   other error (index or engine unreachable, I/O, not available); crl-refresh: a CRL was not installed
   10  check: not endorsed (not in the last verified index)
   11  check: endorsed, but not approved for this host (not approved, blocked or not targeted)
   12  check: endorsed and approved, but not verified in the store (missing or changed)
@@ -118,6 +120,8 @@ CONFIG_KEYS: Dict[str, ConfigKey] = {
     "index_url": ConfigKey("str", "src"),
     "trust_anchors": ConfigKey("paths", "trust_anchors"),
     "crl": ConfigKey("paths", "crl", []),
+    # CRLs `imgdist crl-refresh` (the timer, before each sync) fetches: [{url, path}], path in `crl`.
+    "crl_sources": ConfigKey("list", None, []),
     "endorsers": ConfigKey("strs", "endorsers", []),
     "threshold": ConfigKey("int", "threshold", 1),
     "legacy": ConfigKey("bool", "legacy", False),
@@ -245,6 +249,7 @@ def validate_config(config: Mapping[str, Any], path: str) -> None:
     """``config-check``: beyond each key's type, what a sync needs (index URL, anchors, valid approvals)."""
     require_keys(config, path, ["index_url", "trust_anchors"])
     grace_seconds(config, path)
+    crl_sources(config, path)
     try:
         parse_approvals(config["approved_images"], config["blocked_images"], config["approval_rules"])
     except ApprovalConfigError as exc:
@@ -274,6 +279,34 @@ def set_state(flag: str, state: str) -> str:
         os.unlink(flag)
         fsync_directory(os.path.dirname(os.path.abspath(flag)))
     return before
+
+
+# --------------------------------------------------------------------------- CRL refresh
+
+
+def crl_sources(config: Mapping[str, Any], path: str) -> List[Dict[str, str]]:
+    try:
+        return _crl.check_sources(config["crl_sources"], config["crl"], f"{path}: key 'crl_sources'")
+    except VmcloudError as exc:
+        raise CliError(exc.rule, exc.message, EXIT_CONFIG) from exc
+
+
+def run_crl_refresh(config: Mapping[str, Any], path: str, as_json: bool, out: TextIO) -> int:
+    """Fetch and install every configured CRL (``_crl``); exit 5 when one was not installed."""
+    sources = crl_sources(config, path)
+    require_keys(config, path, ["trust_anchors"])
+    results = _crl.refresh(sources, config["trust_anchors"], timeout=config["fetch_timeout"],
+                           ca_path=config["ca_path"], validate_certs=config["validate_certs"])
+    if as_json:
+        print(json.dumps(results, indent=1, sort_keys=True), file=out)
+    else:
+        for result in results:
+            outcome = ("installed" if result["changed"] else "unchanged") if result["rule"] is None else \
+                f"NOT installed: {result['rule']}: {' '.join(str(result['message']).split())}"
+            print(f"crl {result['url']} -> {result['path']}: {outcome}", file=out)
+        if not results:
+            print("no crl_sources configured", file=out)
+    return EXIT_ERROR if any(result["rule"] for result in results) else EXIT_OK
 
 
 # --------------------------------------------------------------------------- the kept index
@@ -670,6 +703,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate the configuration file without using it: every key, the keys a sync needs, "
         "and the approvals. Exit 0 when it is valid, 4 naming the first problem.",
     )
+    commands.add_parser(
+        "crl-refresh", parents=[common], usage=USAGE_CRL_REFRESH, help="fetch and install the configured CRLs",
+        description="Fetch each CRL of crl_sources and install it atomically, unless it is past its nextUpdate "
+        "(crl-stale), not signed by its trust anchor (crl-signature-invalid) or older than the installed one "
+        "(crl-rollback). Exit 0 when every CRL is installed or unchanged, 5 otherwise.",
+    )
     return parser
 
 
@@ -681,7 +720,7 @@ def _emit_error(exc: VmcloudError, as_json: bool, out: TextIO, err: TextIO) -> N
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    needs_index = args.command in ("sync", "check", "config-check")
+    needs_index = args.command in ("sync", "check", "config-check", "crl-refresh")
     path = args.config or DEFAULT_CONFIG
     config = load_config(path, required=needs_index or args.config is not None)
     if args.action in ("enable", "disable"):
@@ -714,6 +753,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         else:
             print(f"{path}: valid", file=out)
         return EXIT_OK
+    if args.command == "crl-refresh":
+        return run_crl_refresh(config, path, args.json, out)
     if args.command == "sync":
         require_keys(config, path, ["index_url", "trust_anchors"])
         return run_sync(config, args.check, args.json, out, err)
@@ -741,7 +782,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err
     if (args.action is None) == (args.command is None):
         parser.print_usage(err)
         print(f"{PROG}: error: give one of --enable, --disable, --list_unknown_files, or a command "
-              "(status, sync, check, config-check)", file=err)
+              "(status, sync, check, config-check, crl-refresh)", file=err)
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     try:

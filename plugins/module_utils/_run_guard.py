@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Optional
 
 from ._errors import IndexRefused, VmcloudError
 from ._index import IndexPolicy, parse_utc_timestamp
@@ -202,6 +202,3 @@ def guarded_accept(data: bytes, policy: IndexPolicy, state_dir: str, origin: str
         failing_since=since, deadline=since + grace, grace_seconds=grace_seconds,
     ))
 
-
-def grace_of(config: Mapping[str, Any], where: str = "run_guard_grace_seconds") -> int:
-    return check_grace_seconds(config.get("run_guard_grace_seconds", DEFAULT_GRACE_SECONDS), where)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import http.server
 import io
 import json
 import os
@@ -25,6 +26,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service import build_policy
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index_state import accept_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
+from tests.unit import pki
 from tests.unit.sync_world import FakeEngine, World, now, utc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,6 +69,7 @@ RENDER = """\
         - {{src: imgdist.j2, dest: "{{{{ _vmic_agent_launcher }}}}"}}
         - {{src: libvirt-qemu-hook.j2, dest: "{{{{ vmic_agent_libvirt_hook_path }}}}"}}
         - {{src: vmcloud.fact.j2, dest: "{{{{ _vmic_agent_fact }}}}"}}
+        - {{src: vmcloud-imgdist-sync.service.j2, dest: "{{{{ _vmic_agent_fact | dirname }}}}/sync.service"}}
     - name: The imgdist configuration, validated as the role validates it
       ansible.builtin.template:
         src: "{role}/templates/imgdist.yml.j2"
@@ -93,8 +97,11 @@ class Host:
     def image_path(self, uuid: str) -> str:
         return self.store.path_of(self.world.published[uuid].entry)
 
+    crl_url: str = ""
+
     def render(self, approved: list) -> None:
         variables = {
+            "vmic_agent_trust_crl_urls": [{"url": self.crl_url, "name": "ca.crl"}],
             "vmcloud_index_url": str(self.world.index_path),
             "vmcloud_approved_images": approved,
             "vmic_agent_host": "hv1",
@@ -205,7 +212,31 @@ def qcow2_overlay(path: Path, backing: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory) -> Host:
+def crl_server():
+    """A real HTTP server on loopback: the CA's CRL distribution point (``files`` by path)."""
+    files: dict = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server interface
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.files = files
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory, crl_server) -> Host:
     root = tmp_path_factory.mktemp("hook")
     world = World(root / "world")
     (root / "trust" / "anchors").mkdir(parents=True)
@@ -214,6 +245,7 @@ def host(tmp_path_factory) -> Host:
     (root / "bin").mkdir()
     host = Host(world, root, root / "imgdist.yml", root / "bin" / "imgdist", root / "hooks" / "qemu",
                 ImageStore(world.host_path("images")))
+    host.crl_url = f"http://127.0.0.1:{crl_server.server_port}/ca.crl"
     host.hook.parent.mkdir()
     host.fact.parent.mkdir()
     for name, version in (("alma", 9), ("slc", 5), ("centos", 7)):
@@ -421,3 +453,40 @@ def test_after_the_grace_period_the_guest_is_refused(host):
         assert "the run guard's grace of 604800 s after that has passed" in err
         assert len(lines) == 1 and "refusing to start web12" in lines[0]
         assert host.local_fact()["run_guard"] == {"state": "refused", "rule": "index-expired"}
+
+
+# --------------------------------------------------------------------------- CRLs from the timer
+
+
+def test_the_timer_refreshes_the_crls_before_each_sync(host, crl_server):
+    service = (host.fact.parent / "sync.service").read_text()
+    assert f"ExecStartPre=-{host.launcher} crl-refresh\nExecStart={host.launcher} sync\n" in service
+    assert f"ReadWritePaths=-{host.root}/trust/crl\n" in service
+    installed = host.root / "trust" / "crl" / "ca.crl"
+    day = datetime.timedelta(days=1)
+    try:
+        fresh = pki.pem(pki.make_crl(host.world.ca, [], last_update=now() - day, next_update=now() + 7 * day))
+        crl_server.files["/ca.crl"] = fresh
+        done = subprocess.run([str(host.launcher), "-c", str(host.config), "crl-refresh"], env=HOOK_ENV,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert (done.returncode, done.stdout) == (EXIT_OK, f"crl {host.crl_url} -> {installed}: installed\n")
+        assert installed.read_bytes() == fresh
+        assert host.check(host.image_path("alma-9"))[0] == EXIT_OK  # the verifier reads it
+
+        crl_server.files["/ca.crl"] = pki.pem(pki.make_crl(host.world.ca, [], last_update=now() - 9 * day,
+                                                           next_update=now() - day))
+        done = subprocess.run([str(host.launcher), "-c", str(host.config), "crl-refresh"], env=HOOK_ENV,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == _imgdist.EXIT_ERROR
+        assert done.stdout.startswith(f"crl {host.crl_url} -> {installed}: NOT installed: crl-stale: ")
+        assert installed.read_bytes() == fresh  # the installed one stays
+
+        revoked = pki.make_crl(host.world.ca, [host.world.endorser.cert.serial_number], last_update=now(),
+                               next_update=now() + 7 * day)
+        crl_server.files["/ca.crl"] = pki.pem(revoked)
+        subprocess.run([str(host.launcher), "-c", str(host.config), "crl-refresh"], env=HOOK_ENV, check=True,
+                       capture_output=True, timeout=60)
+        code, err = host.run_hook("web13", "prepare", "begin", domain("web13", disk(host.image_path("alma-9"))))
+        assert code == 1 and "certificate-revoked" in err  # a revocation stops guests at once
+    finally:
+        installed.unlink(missing_ok=True)

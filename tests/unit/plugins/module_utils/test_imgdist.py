@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -13,10 +14,12 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync, _trust
 from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
@@ -477,6 +480,115 @@ def test_the_grace_must_be_seconds(world, value):
     code, _, err = run("-c", write_config(world, run_guard_grace_seconds=value), "config-check")
     assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and "unknown key" not in err
     assert "run_guard_grace_seconds" in err and f"got {value!r}" in err
+
+
+# --------------------------------------------------------------------------- crl-refresh (the timer)
+
+
+@pytest.fixture
+def crl_server():
+    """A real HTTP server on loopback serving ``files`` (path -> bytes); other paths answer 404."""
+    files: dict = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server interface
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.files = files
+    server.url = f"http://127.0.0.1:{server.server_port}"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def crl_config(world: World, server, names=("ca.crl",)) -> str:
+    crl_dir = world.root / "trust" / "crl"
+    crl_dir.mkdir(exist_ok=True)
+    return write_config(world, crl=[str(crl_dir)],
+                        crl_sources=[{"url": f"{server.url}/{name}", "path": str(crl_dir / name)} for name in names])
+
+
+def test_crl_refresh_installs_a_fresh_crl_atomically(world, crl_server):
+    config = crl_config(world, crl_server)
+    installed = world.root / "trust" / "crl" / "ca.crl"
+    fresh = pki.pem(pki.make_crl(world.ca, [], last_update=now() - DAY, next_update=now() + 7 * DAY))
+    crl_server.files["/ca.crl"] = fresh
+    code, out, err = run("-c", config, "crl-refresh")
+    assert (code, out, err) == (EXIT_OK, f"crl {crl_server.url}/ca.crl -> {installed}: installed\n", "")
+    assert installed.read_bytes() == fresh and os.listdir(installed.parent) == ["ca.crl"]
+    assert run("-c", config, "crl-refresh")[1].endswith(": unchanged\n")
+    # A revocation published later reaches the host on the next timer run, and the sync uses it.
+    revoked = pki.pem(pki.make_crl(world.ca, [world.endorser.cert.serial_number], last_update=now(),
+                                   next_update=now() + 7 * DAY))
+    crl_server.files["/ca.crl"] = revoked
+    assert run("-c", config, "crl-refresh")[0] == EXIT_OK and installed.read_bytes() == revoked
+    code, _, err = run("-c", config, "sync")
+    assert code == EXIT_INDEX_REFUSED and "certificate-revoked" in err
+
+
+@pytest.mark.parametrize(
+    ("served", "rule"),
+    [
+        ("stale", "crl-stale"),
+        ("older", "crl-rollback"),
+        ("forged", "crl-signature-invalid"),
+        ("garbage", "crl-malformed"),
+        (None, "fetch-failed"),
+    ],
+)
+def test_crl_refresh_refuses_and_keeps_the_installed_crl(world, crl_server, served, rule):
+    config = crl_config(world, crl_server, names=("ca.crl", "other.crl"))
+    installed = world.root / "trust" / "crl" / "ca.crl"
+    current = pki.pem(pki.make_crl(world.ca, [], last_update=now() - DAY, next_update=now() + 7 * DAY))
+    installed.write_bytes(current)
+    impostor = pki.make_ca("sync test CA")  # the same name, another key
+    crl_server.files["/ca.crl"] = {
+        "stale": pki.pem(pki.make_crl(world.ca, [], last_update=now() - 9 * DAY, next_update=now() - DAY)),
+        "older": pki.pem(pki.make_crl(world.ca, [], last_update=now() - 2 * DAY, next_update=now() + 5 * DAY)),
+        "forged": pki.pem(pki.make_crl(impostor, [], last_update=now(), next_update=now() + 7 * DAY)),
+        "garbage": b"<html>not a CRL</html>",
+        None: None,
+    }[served]
+    if crl_server.files["/ca.crl"] is None:
+        del crl_server.files["/ca.crl"]
+    other = pki.make_ca("another CA")
+    crl_server.files["/other.crl"] = pki.make_crl(other, [], last_update=now(),
+                                                               next_update=now() + DAY).public_bytes(
+        serialization.Encoding.DER)
+    code, out, _ = run("-c", config, "crl-refresh", "--json")
+    results = json.loads(out)
+    assert code == _imgdist.EXIT_ERROR
+    assert results[0]["rule"] == rule and results[0]["changed"] is False
+    assert installed.read_bytes() == current  # nothing lost
+    assert (results[1]["rule"], results[1]["changed"]) == (None, True)  # the other source went on
+    assert sorted(os.listdir(installed.parent)) == ["ca.crl", "other.crl"]
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        ([{"url": "ftp://127.0.0.1/ca.crl", "path": "/etc/vmcloud/trust/crl/ca.crl"}], "must be an http(s) URL"),
+        ([{"url": "http://127.0.0.1/ca.crl"}], "with the keys url and path"),
+        ([{"url": "http://127.0.0.1/ca.crl", "path": "/etc/vmcloud/elsewhere/ca.crl"}], "is not read by the verifier"),
+        ([{"url": "http://127.0.0.1/ca.crl", "path": "ca.crl"}], "must be an absolute path"),
+        ({"url": "http://127.0.0.1/ca.crl"}, "must be a list"),
+    ],
+)
+def test_crl_sources_are_checked(world, sources, message):
+    config = write_config(world, crl=["/etc/vmcloud/trust/crl"], crl_sources=sources)
+    code, _, err = run("-c", config, "config-check")
+    assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and message in err
+    assert run("-c", config, "crl-refresh")[0] == EXIT_CONFIG
 
 
 def test_sync_refuses_when_disabled(world):
