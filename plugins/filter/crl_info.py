@@ -38,7 +38,8 @@ EXAMPLES = r"""
 RETURN = r"""
 _value:
   description: C(issuer) (RFC 4514), C(this_update), C(next_update) (RFC 3339 UTC, or none), C(revoked)
-    (count), C(stale) (bool) and C(problem) (C(rule: message), or none when the CRL may be installed).
+    (count), C(stale) (bool) and C(problem) (the refusal as one line starting with its rule, or none when
+    the CRL may be installed).
   type: dict
 """
 
