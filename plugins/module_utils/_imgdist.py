@@ -380,8 +380,10 @@ def check_image(config: Mapping[str, Any], target: str) -> tuple:
     try:
         accepted = kept_index(config)
     except CliError as exc:
+        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None)
         return verdict(exc.exit_code, exc.rule, exc.message)
     except IndexRefused as exc:
+        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None)
         return verdict(EXIT_INDEX_REFUSED, exc.rule, exc.message)
     # Inside the grace period the checks below go on (approval and blocking are never graced), and
     # the result says so: the hook logs it, `imgdist check` prints it.

@@ -403,6 +403,7 @@ def test_after_the_grace_the_expired_index_refuses(world):
     result = json.loads(out)
     assert code == EXIT_INDEX_REFUSED and result["rule"] == "index-expired"
     assert "the run guard's grace of 604800 s after that has passed" in result["reason"]
+    assert result["run_guard"] == {"state": "refused", "rule": "index-expired"} and result["warning"] is None
     report = json.loads(run("-c", config, "status", "--json")[1])
     assert report["run_guard"] == {"state": "refused", "rule": "index-expired"}
 
