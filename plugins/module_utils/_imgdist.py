@@ -31,13 +31,14 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
+from . import _crl
 from ._argspec import DEFAULT_STATE_DIR
 from ._engine import ENGINES, TorrentStatus, engine_for
 from ._errors import ApprovalConfigError, IndexRefused, VmcloudError
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._index_service import build_policy, selection_for
-from ._index_state import AcceptedIndex, accept_index
 from ._io import fsync_directory, write_atomic
+from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, guarded_accept
 from ._selection import parse_approvals
 from ._store import ImageStore
 from ._sync import (
@@ -77,7 +78,8 @@ USAGE_STATUS = "imgdist [-c CONFIG] status [--json]"
 USAGE_SYNC = "imgdist [-c CONFIG] sync [--check] [--json]"
 USAGE_CHECK = "imgdist [-c CONFIG] check IMAGE [--json]"
 USAGE_CONFIG_CHECK = "imgdist [-c CONFIG] config-check [--json]"
-USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK))
+USAGE_CRL_REFRESH = "imgdist [-c CONFIG] crl-refresh [--json]"
+USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK, USAGE_CRL_REFRESH))
 
 EXIT_CODES = """\
 exit status:
@@ -86,7 +88,7 @@ exit status:
   2   the index was refused by a verification rule (the rule is printed)
   3   sync: imgdist is disabled on this host (imgdist --enable)
   4   configuration error (file, key or value; approvals); config-check: the file is not valid
-  5   other error (index or engine unreachable, I/O, not available)
+  5   other error (index or engine unreachable, I/O, not available); crl-refresh: a CRL was not installed
   10  check: not endorsed (not in the last verified index)
   11  check: endorsed, but not approved for this host (not approved, blocked or not targeted)
   12  check: endorsed and approved, but not verified in the store (missing or changed)
@@ -119,6 +121,8 @@ CONFIG_KEYS: Dict[str, ConfigKey] = {
     "index_url": ConfigKey("str", "src"),
     "trust_anchors": ConfigKey("paths", "trust_anchors"),
     "crl": ConfigKey("paths", "crl", []),
+    # CRLs `imgdist crl-refresh` (the timer, before each sync) fetches: [{url, path}], path in `crl`.
+    "crl_sources": ConfigKey("list", None, []),
     "endorsers": ConfigKey("strs", "endorsers", []),
     "endorser_pins": ConfigKey("list", "endorser_pins", []),  # [{subject, issuer}], checked by _trust.parse_pins
     "threshold": ConfigKey("int", "threshold", 1),
@@ -143,6 +147,9 @@ CONFIG_KEYS: Dict[str, ConfigKey] = {
     "state_dir": ConfigKey("path", "state_dir", DEFAULT_STATE_DIR),
     "torrent_max_size": ConfigKey("int", "torrent_max_size", MAX_TORRENT_BYTES),
     "disabled_flag": ConfigKey("path", None, DEFAULT_DISABLED_FLAG),
+    # The run guard (check, the libvirt hook): seconds a guest may still start after the kept index
+    # stops verifying on a time rule alone (expiry, stale CRL); 0 refuses at once (_run_guard).
+    "run_guard_grace_seconds": ConfigKey("int", None, DEFAULT_GRACE_SECONDS),
     # The BitTorrent engine.
     "engine": ConfigKey("str", "engine", "rtorrent", tuple(ENGINES)),
     "socket": ConfigKey("path", "socket", DEFAULT_SOCKET),
@@ -243,6 +250,8 @@ def require_keys(config: Mapping[str, Any], path: str, keys: Sequence[str]) -> N
 def validate_config(config: Mapping[str, Any], path: str) -> None:
     """``config-check``: beyond each key's type, what a sync needs (index URL, anchors, valid approvals)."""
     require_keys(config, path, ["index_url", "trust_anchors"])
+    grace_seconds(config, path)
+    crl_sources(config, path)
     try:
         parse_approvals(config["approved_images"], config["blocked_images"], config["approval_rules"])
         parse_pins(config["endorser_pins"])
@@ -275,11 +284,48 @@ def set_state(flag: str, state: str) -> str:
     return before
 
 
+# --------------------------------------------------------------------------- CRL refresh
+
+
+def crl_sources(config: Mapping[str, Any], path: str) -> List[Dict[str, str]]:
+    try:
+        return _crl.check_sources(config["crl_sources"], config["crl"], f"{path}: key 'crl_sources'")
+    except VmcloudError as exc:
+        raise CliError(exc.rule, exc.message, EXIT_CONFIG) from exc
+
+
+def run_crl_refresh(config: Mapping[str, Any], path: str, as_json: bool, out: TextIO) -> int:
+    """Fetch and install every configured CRL (``_crl``); exit 5 when one was not installed."""
+    sources = crl_sources(config, path)
+    require_keys(config, path, ["trust_anchors"])
+    results = _crl.refresh(sources, config["trust_anchors"], timeout=config["fetch_timeout"],
+                           ca_path=config["ca_path"], validate_certs=config["validate_certs"])
+    if as_json:
+        print(json.dumps(results, indent=1, sort_keys=True), file=out)
+    else:
+        for result in results:
+            outcome = ("installed" if result["changed"] else "unchanged") if result["rule"] is None else \
+                f"NOT installed: {result['rule']}: {' '.join(str(result['message']).split())}"
+            print(f"crl {result['url']} -> {result['path']}: {outcome}", file=out)
+        if not results:
+            print("no crl_sources configured", file=out)
+    return EXIT_ERROR if any(result["rule"] for result in results) else EXIT_OK
+
+
 # --------------------------------------------------------------------------- the kept index
 
 
-def kept_index(config: Mapping[str, Any]) -> AcceptedIndex:
-    """The last verified index, verified again offline; the rollback mark is checked, never advanced."""
+def grace_seconds(config: Mapping[str, Any], path: str) -> int:
+    try:
+        return check_grace_seconds(config["run_guard_grace_seconds"], f"{path}: key 'run_guard_grace_seconds'")
+    except VmcloudError as exc:
+        raise CliError(exc.rule, exc.message, EXIT_CONFIG) from exc
+
+
+def kept_index(config: Mapping[str, Any]) -> KeptIndex:
+    """The last verified index, verified again offline under the run guard's policy (``_run_guard``):
+    valid now, or failing on a time rule alone inside the grace period. The rollback mark is checked,
+    never advanced."""
     path = verified_index_path(config["state_dir"])
     try:
         with open(path, "rb") as handle:
@@ -288,8 +334,9 @@ def kept_index(config: Mapping[str, Any]) -> AcceptedIndex:
         raise CliError(
             "index-missing", f"there is no verified index at {path}; run imgdist sync first", EXIT_NOT_ENDORSED
         ) from exc
-    options = options_from(config)
-    return accept_index(data, build_policy(options, None), config["state_dir"], persist=False, origin=path)
+    grace = grace_seconds(config, "the configuration")
+    policy = build_policy(options_from(config), None)
+    return guarded_accept(data, policy, config["state_dir"], path, grace)
 
 
 # --------------------------------------------------------------------------- check
@@ -336,9 +383,14 @@ def check_image(config: Mapping[str, Any], target: str) -> tuple:
     try:
         accepted = kept_index(config)
     except CliError as exc:
+        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None)
         return verdict(exc.exit_code, exc.rule, exc.message)
     except IndexRefused as exc:
+        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None)
         return verdict(EXIT_INDEX_REFUSED, exc.rule, exc.message)
+    # Inside the grace period the checks below go on (approval and blocking are never graced), and
+    # the result says so: the hook logs it, `imgdist check` prints it.
+    result.update(run_guard=accepted.run_guard(), warning=accepted.warning())
     index = accepted.index
     where = f"the verified index version {index.version}" if index.version is not None else "the verified index"
     result["index_version"] = index.version
@@ -433,13 +485,18 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
     store = ImageStore(config["store_dir"])
     desired: List[Dict[str, Any]] = []
     index_summary = None
+    run_guard: Dict[str, Any] = {"state": "refused", "rule": None}
     try:
         require_keys(config, "the configuration", ["trust_anchors"])
         accepted = kept_index(config)
+        run_guard = accepted.run_guard()
+        if accepted.warning():
+            problems.append(accepted.warning())
         index_summary = {"url": accepted.index.url, "version": accepted.index.version,
                          "expires": accepted.index.expires}
         desired = selection_for(accepted.index.images, options_from(config))["desired"]
     except (VmcloudError, OSError) as exc:
+        run_guard["rule"] = getattr(exc, "rule", "io-error")
         problems.append(f"index: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")
     holdings = {held["uuid"]: held for held in store.holdings()}
     manifest = store.manifest()
@@ -464,6 +521,8 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
         "host": config["host"],
         "enabled": enabled_state(config["disabled_flag"]) == "enable",
         "index": index_summary,
+        # What the run guard decides for guests now: current, grace (with the deadline) or refused.
+        "run_guard": run_guard,
         "problems": problems,
         "images": rows,
     }
@@ -649,6 +708,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate the configuration file without using it: every key, the keys a sync needs, "
         "and the approvals. Exit 0 when it is valid, 4 naming the first problem.",
     )
+    commands.add_parser(
+        "crl-refresh", parents=[common], usage=USAGE_CRL_REFRESH, help="fetch and install the configured CRLs",
+        description="Fetch each CRL of crl_sources and install it atomically, unless it is past its nextUpdate "
+        "(crl-stale), not signed by its trust anchor (crl-signature-invalid) or older than the installed one "
+        "(crl-rollback). Exit 0 when every CRL is installed or unchanged, 5 otherwise.",
+    )
     return parser
 
 
@@ -660,7 +725,7 @@ def _emit_error(exc: VmcloudError, as_json: bool, out: TextIO, err: TextIO) -> N
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    needs_index = args.command in ("sync", "check", "config-check")
+    needs_index = args.command in ("sync", "check", "config-check", "crl-refresh")
     path = args.config or DEFAULT_CONFIG
     config = load_config(path, required=needs_index or args.config is not None)
     if args.action in ("enable", "disable"):
@@ -693,11 +758,15 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         else:
             print(f"{path}: valid", file=out)
         return EXIT_OK
+    if args.command == "crl-refresh":
+        return run_crl_refresh(config, path, args.json, out)
     if args.command == "sync":
         require_keys(config, path, ["index_url", "trust_anchors"])
         return run_sync(config, args.check, args.json, out, err)
     require_keys(config, path, ["trust_anchors"])
     code, result = check_image(config, args.image)
+    if result.get("warning"):
+        print(f"{PROG}: warning: {result['warning']}", file=err)
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True), file=out)
     else:
@@ -718,7 +787,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err
     if (args.action is None) == (args.command is None):
         parser.print_usage(err)
         print(f"{PROG}: error: give one of --enable, --disable, --list_unknown_files, or a command "
-              "(status, sync, check, config-check)", file=err)
+              "(status, sync, check, config-check, crl-refresh)", file=err)
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     try:

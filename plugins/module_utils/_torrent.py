@@ -452,12 +452,15 @@ def create_torrent(
     comment: Optional[str] = None,
     created_by: Optional[str] = CREATED_BY,
     name: Optional[str] = None,
+    private: bool = False,
 ) -> CreatedTorrent:
     """Make a single-file v1 torrent of the file at ``path``.
 
     The result depends only on the inputs and the file's bytes: ``creation_date``
-    is written as given (omitted when None), keys are in bencode order, the
-    ``private`` flag is not set (so DHT and PEX may find peers). The first
+    is written as given (omitted when None), keys are in bencode order. ``private``
+    sets the BEP 27 flag ``info.private = 1`` (part of the info-hash): clients then find
+    peers only through the torrent's trackers, never through DHT or PEX; unset (the
+    default), DHT and PEX may find peers. The first
     ``announce`` URL is the primary tracker; with more than one, each is also a
     tier of ``announce-list`` (as mktorrent does with repeated ``-a``).
     ``piece_length`` defaults to what upstream mktorrent would pick for the size.
@@ -482,6 +485,8 @@ def create_torrent(
         b"piece length": piece_length,
         b"pieces": pieces,
     }
+    if private:
+        info[b"private"] = 1
     top: dict[bytes, Any] = {b"info": info}
     if trackers:
         top[b"announce"] = trackers[0].encode("utf-8")

@@ -14,7 +14,8 @@ description:
   - The result depends only on the options and the file's bytes, so running the module again on the
     same image reports no change. The creation date defaults to the file's modification time for
     that reason.
-  - The torrent is not private, so hypervisors may also find each other through DHT and PEX.
+  - By default the torrent is not private, so hypervisors may also find each other through DHT and PEX.
+    With O(private=true) it is a private torrent (BEP 27) for sites whose images must not leave the fleet.
   - Used on the endorser side; the returned digests are what the image index records.
 author:
   - vmcloud developers
@@ -67,6 +68,18 @@ options:
       - File name recorded in the torrent, which is the name the data gets on every peer.
       - Defaults to the base name of O(path).
     type: str
+  private:
+    description:
+      - Set the BEP 27 private flag (C(info.private = 1)). Clients that honour it, rtorrent among them, then
+        find peers for this torrent only through its trackers - DHT and peer exchange (PEX) are off for it -
+        so the swarm is the hosts the tracker lists.
+      - For sites whose images must not leave the fleet; pair it with a tracker reachable only from the
+        cluster network (opentracker's whitelist) and rtorrent bound to that network
+        (C(rtorrent_bind_address)). It is not encryption - anyone who can reach a peer and knows the
+        info-hash can still ask for the data.
+      - The flag is inside the info dictionary, so it changes the info-hash; the index must name the new one.
+    type: bool
+    default: false
 notes:
   - Every run reads the whole image (also in check mode), since the digests are computed from it.
   - The .torrent is written with mode C(0644).
@@ -121,6 +134,11 @@ pieces:
   returned: success
   type: int
   sample: 256
+private:
+  description: Whether the torrent carries the BEP 27 private flag.
+  returned: success
+  type: bool
+  sample: false
 name:
   description: File name recorded in the torrent.
   returned: success
@@ -155,6 +173,7 @@ def main() -> None:
             creation_date=dict(type="int"),
             comment=dict(type="str"),
             name=dict(type="str"),
+            private=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -171,6 +190,7 @@ def main() -> None:
             creation_date=creation_date,
             comment=params["comment"],
             name=params["name"],
+            private=params["private"],
         )
         changed, before = ensure_torrent_file(params["dest"], created, check_mode=module.check_mode)
     except VmcloudError as exc:
@@ -187,6 +207,7 @@ def main() -> None:
         piece_size=info.piece_length,
         pieces=info.pieces_count,
         name=info.name,
+        private=info.private,
         torrent=params["dest"],
         diff={
             "before_header": params["dest"],

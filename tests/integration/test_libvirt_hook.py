@@ -16,13 +16,17 @@ stdin, in libvirt's small environment.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import http.server
 import io
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +40,11 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
     EXIT_NOT_VERIFIED,
     EXIT_OK,
 )
+from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service import build_policy
+from ansible_collections.vmcloud.fleet.plugins.module_utils._index_state import accept_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
-from tests.unit.sync_world import FakeEngine, World
+from tests.unit import pki
+from tests.unit.sync_world import FakeEngine, World, now, utc
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "vmic_agent"
@@ -61,6 +68,8 @@ RENDER = """\
       loop:
         - {{src: imgdist.j2, dest: "{{{{ _vmic_agent_launcher }}}}"}}
         - {{src: libvirt-qemu-hook.j2, dest: "{{{{ vmic_agent_libvirt_hook_path }}}}"}}
+        - {{src: vmcloud.fact.j2, dest: "{{{{ _vmic_agent_fact }}}}"}}
+        - {{src: vmcloud-imgdist-sync.service.j2, dest: "{{{{ _vmic_agent_fact | dirname }}}}/sync.service"}}
     - name: The imgdist configuration, validated as the role validates it
       ansible.builtin.template:
         src: "{role}/templates/imgdist.yml.j2"
@@ -81,11 +90,18 @@ class Host:
     hook: Path
     store: ImageStore
 
+    @property
+    def fact(self) -> Path:
+        return self.root / "facts" / "vmcloud.fact"
+
     def image_path(self, uuid: str) -> str:
         return self.store.path_of(self.world.published[uuid].entry)
 
+    crl_url: str = ""
+
     def render(self, approved: list) -> None:
         variables = {
+            "vmic_agent_trust_crl_urls": [{"url": self.crl_url, "name": "ca.crl"}],
             "vmcloud_index_url": str(self.world.index_path),
             "vmcloud_approved_images": approved,
             "vmic_agent_host": "hv1",
@@ -101,6 +117,7 @@ class Host:
             "_vmic_agent_library_dir": str(REPO / "collections"),
             "_vmic_agent_config": str(self.config),
             "_vmic_agent_launcher": str(self.launcher),
+            "_vmic_agent_fact": str(self.fact),
             "ansible_python_interpreter": sys.executable,
         }
         (self.root / "vars.json").write_text(json.dumps(variables))
@@ -124,11 +141,52 @@ class Host:
                               capture_output=True, text=True, timeout=60, check=False)
         return done.returncode, done.stdout
 
+    def local_fact(self) -> dict:
+        """ansible_local.vmcloud: what setup reads from the rendered fact script."""
+        done = subprocess.run([str(self.fact)], env=HOOK_ENV, capture_output=True, text=True, timeout=60,
+                              check=True)
+        return json.loads(done.stdout)
+
+    def run_hook_logged(self, domain: str, xml: str) -> tuple:
+        """(exit status, stderr, syslog lines) of ``qemu DOMAIN prepare begin``, with /dev/log ours.
+
+        The hook runs in a private mount namespace whose /dev holds the real null/zero/random nodes
+        and a datagram socket of this test as ``log``, so glibc's syslog() writes to the test.
+        """
+        dev = self.root / "dev"
+        dev.mkdir(exist_ok=True)
+        (dev / "log").unlink(missing_ok=True)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as log:
+            log.bind(str(dev / "log"))
+            done = subprocess.run([shutil.which("unshare") or "/usr/bin/unshare", "--mount", "--propagation",
+                                   "private", "/bin/sh", "-c", PRIVATE_DEV, "sh", str(dev), str(self.hook),
+                                   domain, "prepare", "begin", "-"],
+                                  input=xml.encode(), env=HOOK_ENV, capture_output=True, timeout=60, check=False)
+            assert done.returncode != 97, done.stderr.decode()
+            lines = []
+            log.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    lines.append(log.recv(65536).decode())
+        assert done.stdout == b""
+        return done.returncode, done.stderr.decode(), lines
+
     def run_hook(self, domain: str, operation: str, subop: str, xml: str) -> tuple:
         done = subprocess.run([str(self.hook), domain, operation, subop, "-"], input=xml.encode(), env=HOOK_ENV,
                               capture_output=True, timeout=60, check=False)
         assert done.stdout == b""  # libvirt would take output as a replacement XML on some operations
         return done.returncode, done.stderr.decode()
+
+
+# /dev for the hook in its own mount namespace (run_hook_logged): $1 is the directory holding our socket.
+PRIVATE_DEV = """\
+dev=$1; shift
+for node in null zero random urandom; do
+  : > "$dev/$node" && mount --bind "/dev/$node" "$dev/$node" || exit 97
+done
+mount --bind "$dev" /dev || exit 97
+exec "$@"
+"""
 
 
 def disk(path: str, fmt: str = "raw", backing: str | None = None, target: str = "vda") -> str:
@@ -154,7 +212,31 @@ def qcow2_overlay(path: Path, backing: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory) -> Host:
+def crl_server():
+    """A real HTTP server on loopback: the CA's CRL distribution point (``files`` by path)."""
+    files: dict = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server interface
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.files = files
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory, crl_server) -> Host:
     root = tmp_path_factory.mktemp("hook")
     world = World(root / "world")
     (root / "trust" / "anchors").mkdir(parents=True)
@@ -163,7 +245,9 @@ def host(tmp_path_factory) -> Host:
     (root / "bin").mkdir()
     host = Host(world, root, root / "imgdist.yml", root / "bin" / "imgdist", root / "hooks" / "qemu",
                 ImageStore(world.host_path("images")))
+    host.crl_url = f"http://127.0.0.1:{crl_server.server_port}/ca.crl"
     host.hook.parent.mkdir()
+    host.fact.parent.mkdir()
     for name, version in (("alma", 9), ("slc", 5), ("centos", 7)):
         world.publish(name, version)
     world.write_index(1)
@@ -306,3 +390,103 @@ def test_the_rendered_configuration_is_what_imgdist_reads(host):
     with contextlib.redirect_stdout(io.StringIO()) as out:
         assert _imgdist.main(["-c", str(host.config), "config-check"]) == EXIT_OK
     assert out.getvalue() == f"{host.config}: valid\n"
+
+
+# --------------------------------------------------------------------------- the run guard's grace
+
+
+@contextlib.contextmanager
+def kept_index_accepted(host: Host, expired: datetime.timedelta, accepted_ago: datetime.timedelta):
+    """The host as a sync ``accepted_ago`` left it, with an index (version 3) that expired ``expired`` ago.
+
+    The mark and the kept index are written by the library itself (accept_index with that reference
+    time, save_verified_index); the host's own are put back afterwards.
+    """
+    state = Path(host.world.host_path("index"))
+    saved = {path: path.read_bytes() for path in state.iterdir()}
+    expires = now() - expired
+    entries = [host.world.published[uuid].entry for uuid in ("alma-9", "slc-5")]
+    data = host.world.index_document(3, entries, created=utc(expires - datetime.timedelta(days=20)),
+                                     expires=utc(expires))
+    options = host.world.options(state_dir=str(state), reference_time=utc(now() - accepted_ago))
+    try:
+        accept_index(data, build_policy(options, None), str(state), persist=True)
+        _sync.save_verified_index(str(state), data, check_mode=False)
+        yield utc(expires + datetime.timedelta(days=7))
+    finally:
+        for path in state.iterdir():
+            if path not in saved:
+                path.unlink()
+        for path, content in saved.items():
+            path.write_bytes(content)
+
+
+def test_a_guest_starts_in_the_grace_period_and_syslog_says_until_when(host):
+    path = host.image_path("alma-9")
+    with kept_index_accepted(host, datetime.timedelta(days=1), datetime.timedelta(days=10)) as deadline:
+        code, err, lines = host.run_hook_logged("web10", domain("web10", disk(path)))
+        assert code == 0
+        assert err.startswith(f"vmcloud: starting web10 in the run guard's grace period: disk {path} (image "
+                              "alma-9): run-guard-grace: the kept index version 3 fails index-expired since ")
+        assert f"until {deadline} (grace 604800 s)" in err and err.count("\n") == 1
+        assert len(lines) == 1 and lines[0].startswith("<28>")  # daemon.warning
+        assert f"vmcloud-libvirt-hook: {err.strip()}" in lines[0]
+
+        fact = host.local_fact()
+        assert (fact["run_guard"]["state"], fact["run_guard"]["deadline"]) == ("grace", deadline)
+        assert fact["run_guard"]["failing_rule"] == "index-expired" and fact["index"]["version"] == 3
+        assert any(problem.startswith("run-guard-grace: ") for problem in fact["problems"])
+
+        # Never graced: an image the site does not approve.
+        code, err, lines = host.run_hook_logged("web11", domain("web11", disk(host.image_path("slc-5"))))
+        assert code == 1 and "(image slc-5): not-approved: " in err and len(lines) == 1
+    assert host.local_fact()["run_guard"] == {"state": "current", "rule": None}
+
+
+def test_after_the_grace_period_the_guest_is_refused(host):
+    path = host.image_path("alma-9")
+    with kept_index_accepted(host, datetime.timedelta(days=8), datetime.timedelta(days=20)):
+        code, err, lines = host.run_hook_logged("web12", domain("web12", disk(path)))
+        assert code == 1
+        assert err.startswith(f"vmcloud: refusing to start web12: disk {path} (image alma_9.img): index-expired: "
+                              "index version 3 expired at ")
+        assert "the run guard's grace of 604800 s after that has passed" in err
+        assert len(lines) == 1 and "refusing to start web12" in lines[0]
+        assert host.local_fact()["run_guard"] == {"state": "refused", "rule": "index-expired"}
+
+
+# --------------------------------------------------------------------------- CRLs from the timer
+
+
+def test_the_timer_refreshes_the_crls_before_each_sync(host, crl_server):
+    service = (host.fact.parent / "sync.service").read_text()
+    assert f"ExecStartPre=-{host.launcher} crl-refresh\nExecStart={host.launcher} sync\n" in service
+    assert f"ReadWritePaths=-{host.root}/trust/crl\n" in service
+    installed = host.root / "trust" / "crl" / "ca.crl"
+    day = datetime.timedelta(days=1)
+    try:
+        fresh = pki.pem(pki.make_crl(host.world.ca, [], last_update=now() - day, next_update=now() + 7 * day))
+        crl_server.files["/ca.crl"] = fresh
+        done = subprocess.run([str(host.launcher), "-c", str(host.config), "crl-refresh"], env=HOOK_ENV,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert (done.returncode, done.stdout) == (EXIT_OK, f"crl {host.crl_url} -> {installed}: installed\n")
+        assert installed.read_bytes() == fresh
+        assert host.check(host.image_path("alma-9"))[0] == EXIT_OK  # the verifier reads it
+
+        crl_server.files["/ca.crl"] = pki.pem(pki.make_crl(host.world.ca, [], last_update=now() - 9 * day,
+                                                           next_update=now() - day))
+        done = subprocess.run([str(host.launcher), "-c", str(host.config), "crl-refresh"], env=HOOK_ENV,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == _imgdist.EXIT_ERROR
+        assert done.stdout.startswith(f"crl {host.crl_url} -> {installed}: NOT installed: crl-stale: ")
+        assert installed.read_bytes() == fresh  # the installed one stays
+
+        revoked = pki.make_crl(host.world.ca, [host.world.endorser.cert.serial_number], last_update=now(),
+                               next_update=now() + 7 * day)
+        crl_server.files["/ca.crl"] = pki.pem(revoked)
+        subprocess.run([str(host.launcher), "-c", str(host.config), "crl-refresh"], env=HOOK_ENV, check=True,
+                       capture_output=True, timeout=60)
+        code, err = host.run_hook("web13", "prepare", "begin", domain("web13", disk(host.image_path("alma-9"))))
+        assert code == 1 and "certificate-revoked" in err  # a revocation stops guests at once
+    finally:
+        installed.unlink(missing_ok=True)

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -12,11 +14,14 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync, _trust
 from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
     EXIT_CONFIG,
     EXIT_DISABLED,
@@ -34,8 +39,11 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
     options_from,
     progress_bar,
 )
+from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service import build_policy
+from ansible_collections.vmcloud.fleet.plugins.module_utils._index_state import accept_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
-from tests.unit.sync_world import FakeClock, FakeEngine, World
+from tests.unit import pki
+from tests.unit.sync_world import FakeClock, FakeEngine, World, now, utc
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
@@ -331,6 +339,258 @@ def test_check_refuses_a_kept_index_older_than_the_mark(world):
     kept.write_bytes(world.index_document(2, [p.entry for p in world.published.values()]))
     code, out, _ = run("-c", config, "check", "alma-9")
     assert code == EXIT_INDEX_REFUSED and out.startswith("rollback: index version 2 is lower than")
+
+
+# --------------------------------------------------------------------------- the run guard's grace
+
+
+DAY = datetime.timedelta(days=1)
+
+
+def accepted_in_the_past(world: World, config: str, data: bytes, accepted_at: datetime.datetime) -> None:
+    """What a sync at ``accepted_at`` left behind: the mark (with accepted_at) and the kept index."""
+    document = yaml.safe_load(Path(config).read_text())
+    options = world.options(state_dir=document["state_dir"], crl=document.get("crl") or [],
+                            reference_time=accepted_at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    accept_index(data, build_policy(options, None), options["state_dir"], persist=True)
+    _sync.save_verified_index(options["state_dir"], data, check_mode=False)
+
+
+def expired_index(world: World, version: int, expired: datetime.timedelta) -> bytes:
+    """A signed index of every published image that expired ``expired`` ago (valid for 20 days before)."""
+    expires = now() - expired
+    return world.index_document(version, [p.entry for p in world.published.values()],
+                                created=utc(expires - 20 * DAY), expires=utc(expires))
+
+
+def test_a_recently_expired_index_still_starts_guests_loudly(world):
+    config = write_config(world)
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    data = expired_index(world, 4, DAY)
+    accepted_at = now() - 10 * DAY
+    accepted_in_the_past(world, config, data, accepted_at)
+    expires = yaml.safe_load(data)["signed"]["expires"]
+    deadline = utc(datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")) + 7 * DAY)
+
+    code, out, err = run("-c", config, "check", "alma-9", "--json")
+    result = json.loads(out)
+    assert code == EXIT_OK and result["ok"] is True and result["index_version"] == 4
+    guard = result["run_guard"]
+    assert (guard["state"], guard["rule"], guard["failing_rule"]) == ("grace", "run-guard-grace", "index-expired")
+    assert (guard["failing_since"], guard["deadline"], guard["grace_seconds"]) == (expires, deadline, 604800)
+    assert guard["accepted_at"] == utc(accepted_at)
+    assert err.startswith("imgdist: warning: run-guard-grace: the kept index version 4 fails index-expired since ")
+    assert f"until {deadline} (grace 604800 s)" in err
+
+    code, out, _ = run("-c", config, "status", "--json")
+    report = json.loads(out)
+    assert code == EXIT_OK and report["run_guard"]["state"] == "grace"
+    assert report["run_guard"]["deadline"] == deadline and report["index"]["version"] == 4
+    assert any(p.startswith("run-guard-grace: ") and deadline in p for p in report["problems"])
+    code, out, _ = run("-c", config, "status")
+    assert f"problem: run-guard-grace: the kept index version 4 fails index-expired since {expires}" in out
+
+    # The pull path is unchanged: a sync of an expired index fails closed.
+    world.index_path.write_bytes(data)
+    code, _, err = run("-c", config, "sync")
+    assert code == EXIT_INDEX_REFUSED and err.startswith("imgdist: index-expired: ")
+
+
+def test_after_the_grace_the_expired_index_refuses(world):
+    config = write_config(world)
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    accepted_in_the_past(world, config, expired_index(world, 4, 8 * DAY), now() - 20 * DAY)
+    code, out, _ = run("-c", config, "check", "alma-9", "--json")
+    result = json.loads(out)
+    assert code == EXIT_INDEX_REFUSED and result["rule"] == "index-expired"
+    assert "the run guard's grace of 604800 s after that has passed" in result["reason"]
+    assert result["run_guard"] == {"state": "refused", "rule": "index-expired"} and result["warning"] is None
+    report = json.loads(run("-c", config, "status", "--json")[1])
+    assert report["run_guard"] == {"state": "refused", "rule": "index-expired"}
+
+
+def test_a_grace_of_zero_refuses_at_once(world):
+    config = write_config(world, run_guard_grace_seconds=0)
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    accepted_in_the_past(world, config, expired_index(world, 4, datetime.timedelta(minutes=1)), now() - DAY)
+    code, out, _ = run("-c", config, "check", "alma-9")
+    assert code == EXIT_INDEX_REFUSED and out.startswith("index-expired: index version 4 expired at ")
+
+
+def test_the_grace_needs_the_mark_of_these_bytes(world):
+    config = write_config(world)
+    assert run("-c", config, "sync")[0] == EXIT_OK  # mark: version 3, accepted now
+    kept = world.root / "host" / "index" / "verified-index.yaml"
+    kept.write_bytes(expired_index(world, 4, DAY))  # never accepted: a hand-placed file gets no grace
+    code, out, _ = run("-c", config, "check", "alma-9")
+    assert code == EXIT_INDEX_REFUSED and out.startswith("index-expired: ")
+
+
+def test_revocation_and_blocking_are_never_graced(world):
+    config = write_config(world, crl=[str(world.root / "trust" / "ca.crl")])
+    crl = world.root / "trust" / "ca.crl"
+    crl.write_bytes(pki.pem(pki.make_crl(world.ca, [], last_update=now() - 30 * DAY, next_update=now() + 30 * DAY)))
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    accepted_in_the_past(world, config, expired_index(world, 4, DAY), now() - 10 * DAY)
+    assert run("-c", config, "check", "alma-9")[0] == EXIT_OK  # in grace
+
+    blocked = write_config(world, crl=[str(crl)], blocked_images=[{"name": "alma"}])
+    code, out, _ = run("-c", blocked, "check", "alma-9")
+    assert code == EXIT_NOT_APPROVED and "blocked by vmcloud_blocked_images[0]" in out
+
+    config = write_config(world, crl=[str(crl)])
+    revoked = pki.make_crl(world.ca, [world.endorser.cert.serial_number], last_update=now() - DAY,
+                           next_update=now() + 30 * DAY)
+    crl.write_bytes(pki.pem(revoked))
+    code, out, _ = run("-c", config, "check", "alma-9", "--json")
+    result = json.loads(out)
+    assert code == EXIT_INDEX_REFUSED and result["rule"] == "threshold-not-met"
+    assert "certificate-revoked" in result["reason"] and "grace" not in result["reason"]
+
+
+def test_a_stale_crl_is_graced_from_its_next_update(world):
+    crl = world.root / "trust" / "ca.crl"
+    next_update = now() - 2 * DAY
+    crl.write_bytes(pki.pem(pki.make_crl(world.ca, [], last_update=now() - 20 * DAY, next_update=next_update)))
+    config = write_config(world, crl=[str(crl)])
+    accepted_in_the_past(world, config, world.index_document(4, [p.entry for p in world.published.values()],
+                                                             created=utc(now() - 6 * DAY)),
+                         now() - 5 * DAY)
+    code, out, _ = run("-c", config, "check", "alma-9", "--json")
+    guard = json.loads(out)["run_guard"]
+    assert code == EXIT_NOT_VERIFIED  # endorsed and approved (in grace), just not downloaded here
+    assert (guard["state"], guard["failing_rule"]) == ("grace", "crl-stale")
+    assert guard["failing_since"] == utc(next_update + datetime.timedelta(seconds=1))  # stale once past it
+    assert guard["deadline"] == utc(next_update + datetime.timedelta(seconds=1) + 7 * DAY)
+
+
+def test_an_expired_endorser_certificate_is_graced(world):
+    world.endorser = pki.make_endorser(world.ca, "short-lived", key_type="ec", not_before=now() - 20 * DAY,
+                                       not_after=now() - 3 * DAY)
+    config = write_config(world)
+    accepted_in_the_past(world, config, world.index_document(4, [p.entry for p in world.published.values()],
+                                                             created=utc(now() - 11 * DAY)),
+                         now() - 10 * DAY)
+    guard = json.loads(run("-c", config, "check", "alma-9", "--json")[1])["run_guard"]
+    assert (guard["state"], guard["failing_rule"]) == ("grace", "certificate-expired")
+    not_after = _trust.not_after(world.endorser.cert)
+    assert guard["failing_since"] == utc(not_after + datetime.timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("value", [-1, "7d", True])
+def test_the_grace_must_be_seconds(world, value):
+    code, _, err = run("-c", write_config(world, run_guard_grace_seconds=value), "config-check")
+    assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and "unknown key" not in err
+    assert "run_guard_grace_seconds" in err and f"got {value!r}" in err
+
+
+# --------------------------------------------------------------------------- crl-refresh (the timer)
+
+
+@pytest.fixture
+def crl_server():
+    """A real HTTP server on loopback serving ``files`` (path -> bytes); other paths answer 404."""
+    files: dict = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server interface
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.files = files
+    server.url = f"http://127.0.0.1:{server.server_port}"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def crl_config(world: World, server, names=("ca.crl",)) -> str:
+    crl_dir = world.root / "trust" / "crl"
+    crl_dir.mkdir(exist_ok=True)
+    return write_config(world, crl=[str(crl_dir)],
+                        crl_sources=[{"url": f"{server.url}/{name}", "path": str(crl_dir / name)} for name in names])
+
+
+def test_crl_refresh_installs_a_fresh_crl_atomically(world, crl_server):
+    config = crl_config(world, crl_server)
+    installed = world.root / "trust" / "crl" / "ca.crl"
+    fresh = pki.pem(pki.make_crl(world.ca, [], last_update=now() - DAY, next_update=now() + 7 * DAY))
+    crl_server.files["/ca.crl"] = fresh
+    code, out, err = run("-c", config, "crl-refresh")
+    assert (code, out, err) == (EXIT_OK, f"crl {crl_server.url}/ca.crl -> {installed}: installed\n", "")
+    assert installed.read_bytes() == fresh and os.listdir(installed.parent) == ["ca.crl"]
+    assert run("-c", config, "crl-refresh")[1].endswith(": unchanged\n")
+    # A revocation published later reaches the host on the next timer run, and the sync uses it.
+    revoked = pki.pem(pki.make_crl(world.ca, [world.endorser.cert.serial_number], last_update=now(),
+                                   next_update=now() + 7 * DAY))
+    crl_server.files["/ca.crl"] = revoked
+    assert run("-c", config, "crl-refresh")[0] == EXIT_OK and installed.read_bytes() == revoked
+    code, _, err = run("-c", config, "sync")
+    assert code == EXIT_INDEX_REFUSED and "certificate-revoked" in err
+
+
+@pytest.mark.parametrize(
+    ("served", "rule"),
+    [
+        ("stale", "crl-stale"),
+        ("older", "crl-rollback"),
+        ("forged", "crl-signature-invalid"),
+        ("garbage", "crl-malformed"),
+        (None, "fetch-failed"),
+    ],
+)
+def test_crl_refresh_refuses_and_keeps_the_installed_crl(world, crl_server, served, rule):
+    config = crl_config(world, crl_server, names=("ca.crl", "other.crl"))
+    installed = world.root / "trust" / "crl" / "ca.crl"
+    current = pki.pem(pki.make_crl(world.ca, [], last_update=now() - DAY, next_update=now() + 7 * DAY))
+    installed.write_bytes(current)
+    impostor = pki.make_ca("sync test CA")  # the same name, another key
+    crl_server.files["/ca.crl"] = {
+        "stale": pki.pem(pki.make_crl(world.ca, [], last_update=now() - 9 * DAY, next_update=now() - DAY)),
+        "older": pki.pem(pki.make_crl(world.ca, [], last_update=now() - 2 * DAY, next_update=now() + 5 * DAY)),
+        "forged": pki.pem(pki.make_crl(impostor, [], last_update=now(), next_update=now() + 7 * DAY)),
+        "garbage": b"<html>not a CRL</html>",
+        None: None,
+    }[served]
+    if crl_server.files["/ca.crl"] is None:
+        del crl_server.files["/ca.crl"]
+    other = pki.make_ca("another CA")
+    crl_server.files["/other.crl"] = pki.make_crl(other, [], last_update=now(),
+                                                               next_update=now() + DAY).public_bytes(
+        serialization.Encoding.DER)
+    code, out, _ = run("-c", config, "crl-refresh", "--json")
+    results = json.loads(out)
+    assert code == _imgdist.EXIT_ERROR
+    assert results[0]["rule"] == rule and results[0]["changed"] is False
+    assert installed.read_bytes() == current  # nothing lost
+    assert (results[1]["rule"], results[1]["changed"]) == (None, True)  # the other source went on
+    assert sorted(os.listdir(installed.parent)) == ["ca.crl", "other.crl"]
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        ([{"url": "ftp://127.0.0.1/ca.crl", "path": "/etc/vmcloud/trust/crl/ca.crl"}], "must be an http(s) URL"),
+        ([{"url": "http://127.0.0.1/ca.crl"}], "with the keys url and path"),
+        ([{"url": "http://127.0.0.1/ca.crl", "path": "/etc/vmcloud/elsewhere/ca.crl"}], "is not read by the verifier"),
+        ([{"url": "http://127.0.0.1/ca.crl", "path": "ca.crl"}], "must be an absolute path"),
+        ({"url": "http://127.0.0.1/ca.crl"}, "must be a list"),
+    ],
+)
+def test_crl_sources_are_checked(world, sources, message):
+    config = write_config(world, crl=["/etc/vmcloud/trust/crl"], crl_sources=sources)
+    code, _, err = run("-c", config, "config-check")
+    assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and message in err
+    assert run("-c", config, "crl-refresh")[0] == EXIT_CONFIG
 
 
 def test_sync_refuses_when_disabled(world):

@@ -117,6 +117,16 @@ def test_mktorrent_multiple_announce_and_web_seed_parse(tmp_path, image):
 # ----------------------------------------------------------------- creation
 
 
+def test_create_private_sets_bep27_flag(image):
+    public = create_torrent(image, announce=[ANNOUNCE], creation_date=1700000000)
+    private = create_torrent(image, announce=[ANNOUNCE], creation_date=1700000000, private=True)
+    assert private.info.private is True and public.info.private is False
+    assert bdecode(private.data)[b"info"][b"private"] == 1  # inside info: it is part of the info-hash
+    assert private.info.info_hash != public.info.info_hash
+    assert private.content_sha256 == public.content_sha256
+    assert create_torrent(image, announce=[ANNOUNCE], creation_date=1700000000, private=False).data == public.data
+
+
 def test_create_is_deterministic_and_complete(image):
     first = create_torrent(image, announce=[ANNOUNCE], creation_date=1700000000, comment="alma 9")
     second = create_torrent(image, announce=[ANNOUNCE], creation_date=1700000000, comment="alma 9")

@@ -115,3 +115,15 @@ def test_refusals_name_the_rule(capsys, image, tmp_path, extra, rule):
     assert result["rule"] == rule
     assert result["msg"].startswith(rule + ":")
     assert not dest.exists()
+
+
+def test_private_torrent_for_sites_whose_images_must_not_leave_the_fleet(capsys, image, tmp_path):
+    dest = tmp_path / "alma9.qcow2.torrent"
+    args = {"path": str(image), "dest": str(dest), "announce": [ANNOUNCE]}
+    public = run(capsys, **args)
+    results = [run(capsys, _ansible_check_mode=True, private=True, **args), run(capsys, private=True, **args),
+               run(capsys, private=True, **args)]
+    assert [r["changed"] for r in results] == [True, True, False]
+    assert results[1]["private"] is True and public["private"] is False
+    assert results[1]["info_hash"] != public["info_hash"]  # a new torrent: the index must name it
+    assert parse_torrent(dest.read_bytes()).private is True
