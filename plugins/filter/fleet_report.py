@@ -262,7 +262,7 @@ def fleet_report(hosts):
         cells = []
         for column in columns:
             if not row["reachable"]:
-                cell = _cell("unknown", row["failures"][0] if row["failures"] else "the host did not report")
+                cell = _cell("unknown", "the host did not report; its failures say why")
             else:
                 cell = _image_cell(column["uuid"], row["_status"], row["_rows"], row["_held"])
                 if row["enabled"] is False:
