@@ -12,13 +12,16 @@ description:
     C(imgdist status --json); the result of M(vmcloud.fleet.image_store_info); C(imgdist --list_unknown_files
     --json); C(systemctl show) of the sync unit) and returns the matrix the fleet report draws, one cell per
     host and image, with the host's index, last sync, failures and unknown files.
-  - 'A cell is one of: V(verified) (held, unchanged since it was verified, and desired by the host''s verified
-    index), V(seeding) (verified and seeded by the engine), V(present) (held and unchanged, but not desired by the
-    host''s verified index or with no index to say), V(downloading) (with C(progress) in percent), V(missing)
-    (desired, or in the store''s manifest, but not in the store), V(corrupt) (changed since it was verified),
-    V(unknown) (the host did not report: unreachable, failed, or no fact to say whether it wants the image),
-    V(disabled) (the host is disabled with C(imgdist --disable); C(detail) says what it holds) or V(none) (the
-    host does not want the image).'
+  - A cell is one of the following states.
+  - V(verified) - held, unchanged since it was verified, and desired by the host's verified index.
+  - V(seeding) - verified, and seeded by the host's engine.
+  - V(present) - held and unchanged, but not desired by the host's verified index, or no index to say.
+  - V(downloading) - desired, the engine is fetching it; C(progress) is the percentage done.
+  - V(missing) - desired, or in the store's manifest, but not in the store.
+  - V(corrupt) - the stored file changed since it was verified.
+  - V(unknown) - the host did not report (unreachable, failed), or has no fact to say whether it wants the image.
+  - V(disabled) - the host is disabled with C(imgdist --disable); the cell's C(detail) says what it holds.
+  - V(none) - the host does not want the image (label C(not wanted)).
   - The filter only arranges what the hosts reported; it reads nothing and does not verify anything again.
 author:
   - vmcloud developers
@@ -57,7 +60,7 @@ _value:
       C(expires) and C(hosts) holding it), C(states) (each cell state with its C(label) and C(meaning), for the
       legend) and C(counts) (cells per state).
     - A cell has C(state), C(label) (the text shown; colour is never the only sign), C(css) (a class name),
-      C(progress) (percent, or none) and C(detail) (one line: store state, engine state, error).
+      C(progress) (percent, or none) and C(detail) (one line with the store state, engine state or error).
   type: dict
 """
 

@@ -193,3 +193,12 @@ def test_hostile_names_are_escaped_in_the_page():
         assert raw not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;svg onload=alert(1)&gt;.img" in html
     assert "<script" not in html.lower()
+
+
+def test_the_documentation_parses():
+    import yaml
+
+    from ansible_collections.vmcloud.fleet.plugins.filter import fleet_report as plugin
+
+    docs = {name: yaml.safe_load(getattr(plugin, name)) for name in ("DOCUMENTATION", "EXAMPLES", "RETURN")}
+    assert docs["DOCUMENTATION"]["name"] == "fleet_report" and "_value" in docs["RETURN"]
