@@ -118,6 +118,10 @@ def _problem(what, result):
     if result.get("unreachable"):
         return f"{what}: unreachable: {_one_line(result.get('msg'))}"
     if result.get("rc") not in (None, 0):
+        if not result.get("stderr") and not result.get("stdout") and result.get("msg"):  # it did not start
+            command = result.get("cmd")
+            program = command[0] if isinstance(command, list) and command else command
+            return f"{what}: could not run {_one_line(program)}: {_one_line(result['msg'])}"
         return f"{what}: exit status {result['rc']}: {_one_line(result.get('stderr') or result.get('msg'))}"
     if result.get("failed"):
         rule = f"{result['rule']}: " if result.get("rule") and not str(result.get("msg", "")).startswith(

@@ -221,7 +221,7 @@ def page(tmp_path_factory):
     dumped = chromium(tmp_path, "--dump-dom", html.as_uri())
     assert dumped.returncode == 0, dumped.stderr[-3000:]
     if SCREENSHOT:
-        shot = chromium(tmp_path, f"--screenshot={SCREENSHOT}", "--window-size=1280,1000", "--hide-scrollbars",
+        shot = chromium(tmp_path, f"--screenshot={SCREENSHOT}", "--window-size=1280,1240", "--hide-scrollbars",
                         html.as_uri())
         assert shot.returncode == 0, shot.stderr[-3000:]
     parsed = Cells()

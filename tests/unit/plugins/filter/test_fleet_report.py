@@ -139,6 +139,10 @@ def test_a_host_whose_tasks_failed_is_unknown_and_lists_each_failure():
                                 "image_store_info: store-unreadable: /store: Permission denied; fix it",
                                 "unknown files: exit status 127: imgdist: not found"]
     assert hv08["unknown_files"] is None
+    missing = dict(failed, unknown={"rc": 2, "stdout": "", "stderr": "", "msg": "Error executing command.",
+                                    "cmd": ["/usr/local/sbin/imgdist", "--list_unknown_files", "--json"]})
+    assert fleet_report([missing])["rows"][0]["failures"][2] == (
+        "unknown files: could not run /usr/local/sbin/imgdist: Error executing command.")
     assert hv08["last_sync"]["meaning"] == "the sync unit is not-found"
 
 
