@@ -215,18 +215,23 @@ def page(tmp_path_factory):
               sync_status=1, problems=["engine: engine-unreachable: no answer on /run/rtorrent/rpc.socket"])
     site.host("hv03", held=["alma9-1"], enabled=False, rows=[("alma9-1", "seeding", alma["size"])], sync_status=3)
     site.unreachable("hv04")
+    site.host("hv05", held=[], rows=[("alma9-1", None, 0)])
+    broken = tmp_path / "hv05" / "not-a-store"
+    broken.write_text("a file where the store should be")
+    site.inventory["hv05"]["hypervisor_store_dir"] = str(broken)
     html = tmp_path / "out" / "fleet.html"
     done = site.report(html)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     dumped = chromium(tmp_path, "--dump-dom", html.as_uri())
     assert dumped.returncode == 0, dumped.stderr[-3000:]
     if SCREENSHOT:
-        shot = chromium(tmp_path, f"--screenshot={SCREENSHOT}", "--window-size=1280,1240", "--hide-scrollbars",
+        shot = chromium(tmp_path, f"--screenshot={SCREENSHOT}", "--window-size=1280,1330", "--hide-scrollbars",
                         html.as_uri())
         assert shot.returncode == 0, shot.stderr[-3000:]
     parsed = Cells()
     parsed.feed(dumped.stdout)
-    return {"html": html.read_text(), "dom": dumped.stdout, "parsed": parsed, "stdout": done.stdout}
+    return {"tmp": str(tmp_path), "html": html.read_text(), "dom": dumped.stdout, "parsed": parsed,
+            "stdout": done.stdout}
 
 
 @pytest.mark.parametrize(("host", "uuid", "state", "text"), [
@@ -242,6 +247,8 @@ def page(tmp_path_factory):
     ("hv03", "slc6-2", "disabled", "disabled"),
     ("hv04", "alma9-1", "unknown", "unknown"),
     ("hv04", HOSTILE, "unknown", "unknown"),
+    ("hv05", "alma9-1", "missing", "missing"),
+    ("hv05", "cernvm-4", "none", "not wanted"),
 ])
 def test_cells_show_state_as_text_and_class(page, host, uuid, state, text):
     cell = page["parsed"].cells[(host, uuid)]
@@ -252,9 +259,9 @@ def test_cells_show_state_as_text_and_class(page, host, uuid, state, text):
 
 def test_every_host_and_image_has_a_cell(page):
     cells = page["parsed"].cells
-    assert {host for host, _ in cells} == {"hv01", "hv02", "hv03", "hv04"}
+    assert {host for host, _ in cells} == {"hv01", "hv02", "hv03", "hv04", "hv05"}
     assert {uuid for _, uuid in cells} == {"alma9-1", "cernvm-4", "slc6-2", HOSTILE}
-    assert len(cells) == 16
+    assert len(cells) == 20
 
 
 def test_hostile_names_stay_text(page):
@@ -265,7 +272,7 @@ def test_hostile_names_stay_text(page):
 
 def test_host_sections(page):
     sections = page["parsed"].sections
-    assert sections["host-state"] == ["enabled", "enabled", "disabled", "not reporting"]
+    assert sections["host-state"] == ["enabled", "enabled", "disabled", "not reporting", "enabled"]
     assert sections["host-index"][:3] == ["version 7, expires 2027-01-31T12:00:00Z"] * 3
     assert sections["host-sync"][0] == "Wed 2026-12-02 14:00:09 UTC: success"
     assert sections["host-sync"][1] == "Wed 2026-12-02 14:00:09 UTC: some image failed"
@@ -275,6 +282,8 @@ def test_host_sections(page):
     assert "engine-unreachable" in sections["host-failures"][1]
     assert "unreachable" in sections["host-failures"][3]
     assert sections["host-failures"][0] == "none"
+    assert sections["host-failures"][4].startswith("image_store_info: manifest-unreadable: ")
+    assert str(Path(page["tmp"]) / "hv05" / "not-a-store") in sections["host-failures"][4]
     assert "Index version <b>7</b>, expires <b>2027-01-31T12:00:00Z</b>" in page["dom"]
 
 
