@@ -208,6 +208,8 @@ def _host_row(entry, columns_seen):
     store = _reported(entry.get("store"))
     failures = [line for line in (_problem("facts", facts), _problem("image_store_info", entry.get("store")),
                                   _problem("unknown files", entry.get("unknown"))) if line]
+    if isinstance(entry.get("status"), str) and not unreachable:  # setup keeps a failed fact script's error text
+        failures.append(f"fact ansible_local.vmcloud: {_one_line(entry['status'])}")
     rows = {}
     if status is not None:
         for row in status.get("images") or []:

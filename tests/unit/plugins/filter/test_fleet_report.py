@@ -206,3 +206,13 @@ def test_the_documentation_parses():
 
     docs = {name: yaml.safe_load(getattr(plugin, name)) for name in ("DOCUMENTATION", "EXAMPLES", "RETURN")}
     assert docs["DOCUMENTATION"]["name"] == "fleet_report" and "_value" in docs["RETURN"]
+
+
+def test_a_fact_script_that_failed_is_a_failure_not_silence():
+    """setup does not fail when a fact script does: ansible_local.vmcloud is then its error text."""
+    broken = host("hv07", store=[held("img-1")])
+    broken["status"] = "Failure executing fact script (/etc/ansible/facts.d/vmcloud.fact), rc: 5, err: imgdist: boom"
+    hv07 = fleet_report([broken])["rows"][0]
+    assert hv07["enabled"] is None and hv07["reachable"] is True
+    assert hv07["failures"] == ["fact ansible_local.vmcloud: Failure executing fact script "
+                                "(/etc/ansible/facts.d/vmcloud.fact), rc: 5, err: imgdist: boom"]
