@@ -194,6 +194,8 @@ def _last_sync(result):
         status = None
     meaning = "never ran" if not ended and not props.get("ExecMainStartTimestamp") else (
         SYNC_EXIT_MEANING.get(status, f"exit status {status}") if status is not None else "running")
+    if ended and props.get("Result") not in (None, "", "success", "exit-code"):  # timeout, signal, core-dump...
+        meaning += f" (systemd: {props['Result']})"
     return {"time": ended, "started": props.get("ExecMainStartTimestamp") or None, "result": props.get("Result"),
             "exit_status": status, "meaning": meaning}
 

@@ -216,3 +216,10 @@ def test_a_fact_script_that_failed_is_a_failure_not_silence():
     assert hv07["enabled"] is None and hv07["reachable"] is True
     assert hv07["failures"] == ["fact ansible_local.vmcloud: Failure executing fact script "
                                 "(/etc/ansible/facts.d/vmcloud.fact), rc: 5, err: imgdist: boom"]
+
+
+def test_a_sync_systemd_ended_says_how():
+    timed_out = systemctl(9)
+    timed_out["stdout"] = timed_out["stdout"].replace("Result=exit-code", "Result=timeout")
+    last = fleet_report([host("hv01", sync=timed_out)])["rows"][0]["last_sync"]
+    assert (last["exit_status"], last["result"], last["meaning"]) == (9, "timeout", "exit status 9 (systemd: timeout)")
