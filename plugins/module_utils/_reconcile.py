@@ -14,7 +14,9 @@ Private to the collection; not a public API. Plain Python (no ansible): the modu
   path outside the store);
 - ``retire``: a managed image that is no longer desired (``ImageStore.retire``);
 - ``quarantine`` / ``remove``: an unknown entry, by policy;
-- ``evict``: a kept, no-longer-desired image removed because the store is over its quota.
+- ``evict``: a kept, no-longer-desired image removed because the store is over its quota;
+- ``clean``: a ``.promote-*`` temporary file older than ``grace_seconds`` (a promotion killed
+  between write and rename), removed whatever the unknown policy and never reported as unknown.
 
 ``apply_plan`` executes a plan; in check mode it returns the plan's actions as done and touches
 nothing. Check mode and a real run call the same two functions, so what check mode and diff show
@@ -42,14 +44,13 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 from ._errors import StoreError
 from ._io import fsync_directory
-from ._store import META_DIR, ImageStore, file_stat_key, open_files, stored_file_name
+from ._store import META_DIR, TEMP_GRACE_SECONDS, TEMP_PREFIX, ImageStore, file_stat_key, open_files, stored_file_name
 
 POLICIES = ("report", "quarantine", "remove")
 NOT_DESIRED = ("retire", "keep")
 DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
-DEFAULT_GRACE_SECONDS = 3600
+DEFAULT_GRACE_SECONDS = TEMP_GRACE_SECONDS
 QUARANTINE_DIR = "quarantine"
-TEMP_PREFIX = ".promote-"  # ImageStore._copy_verified's temporary files
 
 Identity = Tuple[int, int]  # (st_dev, st_ino) of an entry, not followed
 Holders = Dict[Identity, List[int]]
@@ -148,7 +149,7 @@ class ImageState:
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # forget | retire | quarantine | remove | evict
+    kind: str  # forget | retire | quarantine | remove | evict | clean
     path: str
     reason: str
     uuid: Optional[str] = None  # a managed image (forget, retire, evict of a managed image)
@@ -359,6 +360,7 @@ class _Planner:
         self.held: List[Held] = []
         self.unknown: List[Entry] = []
         self.in_progress: List[str] = []
+        self.stale_temporary: List[Entry] = []
         self.keepable: List[Action] = []  # evictions ready, should the quota need them
         self.kept: List[Optional[str]] = []
 
@@ -461,6 +463,20 @@ class _Planner:
                 self.unknown.append(replace(found, reason=reason))
         for found in self.unknown:
             self._unknown_action(found)
+        for found in self.stale_temporary:
+            self._clean_action(found)
+
+    def _clean_action(self, found: Entry) -> None:
+        """An interrupted promotion's temporary file goes whatever the unknown policy: it is
+        vmcloud's own, never an unknown image."""
+        if found.refusal:
+            return
+        if found.pids:
+            self.held.append(Held(found.path, found.pids, "vmcloud temporary file, held open: not removed"))
+            return
+        self.actions.append(Action("clean", found.path, f"vmcloud temporary file older than grace_seconds "
+                                   f"({self.options.grace_seconds}), left by an interrupted promotion: removed",
+                                   size=found.size, mtime=found.mtime, identity=found.identity))
 
     def _unknown_reason(self, name: str, found: Entry, managed_names: Set[Any]) -> Optional[str]:
         if name in self.wanted or name in managed_names:
@@ -470,9 +486,9 @@ class _Planner:
         if name.startswith(TEMP_PREFIX) and found.kind == "file":
             if self.now - found.mtime < self.options.grace_seconds:
                 self.in_progress.append(found.path)
-                return None
-            return (f"vmcloud temporary file older than grace_seconds ({self.options.grace_seconds}): "
-                    "an interrupted promotion")
+            else:
+                self.stale_temporary.append(found)
+            return None
         hidden = "hidden " if name.startswith(".") else ""
         return f"{hidden}{found.kind} nobody declared (not a desired image, not in the manifest)" \
             + self._link_note(found)
@@ -540,7 +556,8 @@ class _Planner:
 
     @staticmethod
     def _freed(actions: Iterable[Action]) -> int:
-        freeing = {action.path: action.size for action in actions if action.kind in ("retire", "remove", "evict")}
+        freeing = {action.path: action.size for action in actions
+                   if action.kind in ("retire", "remove", "evict", "clean")}
         return sum(freeing.values())
 
     def _excess(self, store_bytes: int, fs_total: Optional[int], fs_used: Optional[int], freed: int) -> int:
@@ -707,6 +724,9 @@ class _Executor:
         fsync_directory(directory)
         return None
 
+    def _clean(self, action: Action) -> Optional[str]:
+        return self._remove(action)
+
     def _remove(self, action: Action) -> Optional[str]:
         if action.entry_kind == "directory":
             shutil.rmtree(action.path)
@@ -736,7 +756,7 @@ def diff(outcome: Outcome) -> Dict[str, Dict[str, List[str]]]:
     """The store's file list and managed uuids before, and after the actions done (or, in check
     mode, to be done)."""
     plan = outcome.plan
-    moved = ("retire", "evict", "quarantine", "remove")
+    moved = ("retire", "evict", "quarantine", "remove", "clean")
     gone_files = {os.path.basename(a.path) for a in outcome.done if a.kind in moved}
     gone_uuids = {a.uuid for a in outcome.done if a.uuid and a.kind in ("forget", "retire", "evict")}
     return {
@@ -764,6 +784,7 @@ def report(outcome: Outcome) -> Dict[str, Any]:
         "unknown_entries": [entry.as_dict() for entry in plan.unknown],
         "quarantined": [action.path for action in done("quarantine")],  # destinations: actions[].to
         "removed": [action.path for action in done("remove")],
+        "cleaned": [action.path for action in done("clean")],  # interrupted promotions' temporary files
         "retired": [action.uuid for action in done("retire")],
         "forgotten": [action.uuid for action in done("forget")],
         "evicted": [{"path": action.path, "uuid": action.uuid, "size": action.size, "mtime": action.mtime}
