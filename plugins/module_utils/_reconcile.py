@@ -51,6 +51,7 @@ NOT_DESIRED = ("retire", "keep")
 DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
 DEFAULT_GRACE_SECONDS = TEMP_GRACE_SECONDS
 QUARANTINE_DIR = "quarantine"
+MAX_DEPTH = 64  # directory levels below a store entry that are walked; deeper: reported, never touched
 
 Identity = Tuple[int, int]  # (st_dev, st_ino) of an entry, not followed
 Holders = Dict[Identity, List[int]]
@@ -65,6 +66,26 @@ def filesystem_usage(path: str) -> Tuple[int, int]:
     """Total and used bytes of the filesystem holding ``path`` (used includes root's reserve)."""
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def printable(text: str) -> str:
+    """``text`` as a report can carry it: a file name that is not UTF-8 (decoded by Python with
+    lone surrogates) shows its bytes as ``\\xNN`` escapes; any other name is unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
+
+
+def _printable_all(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(k) if isinstance(k, str) else k: _printable_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable_all(item) for item in value]
+    return value
 
 
 def is_plain_name(name: Any) -> bool:
@@ -218,31 +239,34 @@ class Plan:
 
 def _inspect_tree(path: str, root_dev: int, holders: Holders) -> Tuple[int, List[int], Optional[str]]:
     """Bytes of the regular files under a directory, PIDs holding one open, and a refusal if the
-    tree reaches another filesystem or cannot be read completely. Symlinks are not followed."""
+    tree reaches another filesystem, is deeper than ``MAX_DEPTH`` or cannot be read completely.
+    Iterative (no recursion, whatever the depth); symlinks are not followed."""
     size = 0
     pids: Set[int] = set()
     problems: List[str] = []
-
-    def note(exc: OSError) -> None:
-        problems.append(f"{exc.filename}: {exc.strerror}")
-
-    for dirpath, dirnames, filenames in os.walk(path, onerror=note):
-        for name in list(dirnames):
-            sub = os.path.join(dirpath, name)
+    pending: List[Tuple[str, int]] = [(path, 0)]
+    while pending and len(problems) < 3:
+        directory, depth = pending.pop()
+        try:
+            with os.scandir(directory) as listing:
+                children = list(listing)
+        except OSError as exc:
+            problems.append(f"{printable(directory)}: {exc.strerror}")
+            continue
+        for child in children:
             try:
-                st = os.lstat(sub)
+                st = child.stat(follow_symlinks=False)
             except OSError as exc:
-                note(exc)
-                dirnames.remove(name)
+                problems.append(f"{printable(child.path)}: {exc.strerror}")
                 continue
-            if st.st_dev != root_dev:
-                problems.append(f"{sub}: another filesystem is mounted there")
-                dirnames.remove(name)
-        for name in filenames:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError as exc:
-                note(exc)
+            if stat.S_ISDIR(st.st_mode):
+                if st.st_dev != root_dev:
+                    problems.append(f"{printable(child.path)}: another filesystem is mounted there")
+                elif depth + 1 >= MAX_DEPTH:
+                    problems.append(f"deeper than {MAX_DEPTH} levels")
+                    break
+                else:
+                    pending.append((child.path, depth + 1))
                 continue
             if stat.S_ISREG(st.st_mode):
                 size += st.st_size
@@ -490,8 +514,9 @@ class _Planner:
                 self.stale_temporary.append(found)
             return None
         hidden = "hidden " if name.startswith(".") else ""
+        odd = "" if printable(name) == name else ", its name is not UTF-8 (shown with \\x escapes)"
         return f"{hidden}{found.kind} nobody declared (not a desired image, not in the manifest)" \
-            + self._link_note(found)
+            + odd + self._link_note(found)
 
     def _declared_by(self, name: str) -> str:
         if name in self.wanted:
@@ -773,7 +798,7 @@ def report(outcome: Outcome) -> Dict[str, Any]:
     def done(kind: str) -> List[Action]:
         return [action for action in outcome.done if action.kind == kind]
 
-    return {
+    return _printable_all({
         "changed": outcome.changed,
         "store": plan.root,
         "present": plan.uuids("present"),
@@ -797,7 +822,7 @@ def report(outcome: Outcome) -> Dict[str, Any]:
         "deferred": [dict(action.as_dict(), why=why) for action, why in outcome.deferred],
         "failures": [dict(action.as_dict(), error=error) for action, error in outcome.failures],
         "diff": diff(outcome),
-    }
+    })
 
 
 def reconcile(root: str, desired: Sequence[Mapping[str, Any]], options: Optional[Options] = None,
