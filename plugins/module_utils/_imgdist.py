@@ -457,6 +457,7 @@ def _status_row(image: Dict[str, Any], holding: Optional[Dict[str, Any]], status
         "state": image_state(holding["state"] if holding else None, status, desired),
         "path": path,
         "store": holding["state"] if holding else None,
+        "store_reason": holding.get("reason") if holding else None,
         "info_hash": (image.get("torrent") or {}).get("info_hash"),
         "engine": status.to_dict() if status else None,
     }

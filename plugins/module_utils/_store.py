@@ -3,10 +3,14 @@
 """The image store on a hypervisor: verify-and-promote, retire, manifest.
 
 Private to the collection; not a public API. Nothing reaches the store unverified: a
-downloaded file is read once, its SHA-256 compared with the index while it is copied
-(and unpacked, for compressed images) into a temporary file in the store directory
-itself; only a match is fsynced and renamed into place. A mismatch, a short read or a
-full disk removes the temporary file and leaves the store as it was.
+downloaded file is opened without following a symlink (``open_staged``: the engine's user
+can write the staging directory), must be a regular file owned as expected, is read to
+exactly its declared size and checked against a content hash (SHA-256, or for a legacy
+entry the piece hashes of its verified .torrent) while it is copied (and unpacked, for
+compressed images, after a first verifying pass and up to the declared unpacked size) into
+a temporary file ``.promote-*`` in the store directory itself; only a match is fsynced and
+renamed into place. A mismatch, a short or long read or a full disk (``store-full``)
+removes the temporary file and leaves the store as it was.
 
 The manifest (``.vmcloud/manifest.json`` in the store) records what vmcloud put there:
 per uuid the stored file, its SHA-256 and the (size, mtime, inode) it had when

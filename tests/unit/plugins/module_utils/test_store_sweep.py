@@ -205,6 +205,7 @@ def test_imgdist_status_with_a_fifo_for_an_image_reports_it(tmp_path, monkeypatc
         code, out, _ = run("-c", config, "status", "--json")
     rows = {row["uuid"]: row for row in json.loads(out)["images"]}
     assert code == 0 and rows["slc-5"]["state"] == "corrupt" and rows["alma-9"]["state"] == "ready"
+    assert rows["slc-5"]["store_reason"] == "not a regular file (a FIFO)"
 
 
 def test_a_fifo_is_never_opened_even_when_its_size_matches(tmp_path):
