@@ -385,14 +385,28 @@ class ImageStore:
 
     def manifest(self) -> Dict[str, Dict[str, Any]]:
         try:
-            with open(self.manifest_path, "rb") as handle:
-                data = json.loads(handle.read().decode("utf-8"))
+            fd = os.open(self.manifest_path, _READ_FLAGS)  # a symlink or FIFO there: refused, no hang
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise StoreError("manifest-unreadable", f"{self.manifest_path} cannot be read ({exc}); inspect it "
+                                 "by hand") from exc
+            fd = -1
+        try:
+            if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreError("store-invalid", f"{self.manifest_path} is not a regular file; vmcloud wrote no "
+                                 "such manifest: move it away (nothing was deleted)")
+            with os.fdopen(fd, "rb") as handle:
+                fd = -1
+                data = json.loads(handle.read().decode("utf-8"))
         except (OSError, ValueError) as exc:
             raise StoreError(
                 "manifest-unreadable", f"{self.manifest_path} cannot be read ({exc}); inspect it by hand"
             ) from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
         return check_manifest(data, self.manifest_path)
 
     def _save_manifest(self, images: Dict[str, Dict[str, Any]]) -> None:

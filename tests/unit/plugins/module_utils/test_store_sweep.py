@@ -251,3 +251,17 @@ def test_imgdist_status_reports_a_manifest_it_cannot_use(tmp_path, monkeypatch):
     report = json.loads(out)
     assert code == 0 and any(p.startswith("store: store-invalid: ") for p in report["problems"])
     assert manifest.read_text() == '{"format": 1, "images": []}'
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_manifest_that_is_not_a_regular_file_is_store_invalid(held, tmp_path, kind):
+    manifest = held["root"] / META_DIR / MANIFEST
+    manifest.unlink()
+    if kind == "fifo":
+        os.mkfifo(manifest)
+    else:
+        (tmp_path / "elsewhere.json").write_text('{"format": 1, "images": {}}')
+        manifest.symlink_to(tmp_path / "elsewhere.json")
+    with no_hang(), pytest.raises(StoreError) as caught:
+        held["store"].manifest()
+    assert caught.value.rule == "store-invalid" and "not a regular file" in caught.value.message
