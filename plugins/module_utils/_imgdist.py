@@ -457,6 +457,7 @@ def _status_row(image: Dict[str, Any], holding: Optional[Dict[str, Any]], status
         "state": image_state(holding["state"] if holding else None, status, desired),
         "path": path,
         "store": holding["state"] if holding else None,
+        "store_reason": holding.get("reason") if holding else None,
         "info_hash": (image.get("torrent") or {}).get("info_hash"),
         "engine": status.to_dict() if status else None,
     }
@@ -498,8 +499,12 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
     except (VmcloudError, OSError) as exc:
         run_guard["rule"] = getattr(exc, "rule", "io-error")
         problems.append(f"index: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")
-    holdings = {held["uuid"]: held for held in store.holdings()}
-    manifest = store.manifest()
+    try:  # lstat first, never a read of anything but a regular file (a FIFO there does not hang)
+        holdings = {held["uuid"]: held for held in store.holdings()}
+        manifest = store.manifest()
+    except (VmcloudError, OSError) as exc:
+        holdings, manifest = {}, {}
+        problems.append(f"store: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")
     statuses: Dict[str, TorrentStatus] = {}
     try:
         engine = engine_for(config["engine"], socket=config["socket"], timeout=config["rpc_timeout"])
@@ -639,7 +644,7 @@ def unknown_files(config: Mapping[str, Any]) -> List[str]:
     The desired set comes from the last verified index (verified again offline); before the
     first sync there is none, and every entry that vmcloud did not put there is unknown.
     """
-    from ._reconcile import find_unknown
+    from ._reconcile import find_unknown, printable
 
     try:
         images = kept_index(config).index.images
@@ -649,7 +654,7 @@ def unknown_files(config: Mapping[str, Any]) -> List[str]:
         images = []
     desired = selection_for(images, options_from(config))["desired"]
     try:
-        return sorted(entry.name for entry in find_unknown(config["store_dir"], desired))
+        return sorted(printable(entry.name) for entry in find_unknown(config["store_dir"], desired))
     except VmcloudError as exc:
         raise CliError(exc.rule, exc.message, EXIT_ERROR) from exc
 

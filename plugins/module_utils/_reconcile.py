@@ -14,7 +14,9 @@ Private to the collection; not a public API. Plain Python (no ansible): the modu
   path outside the store);
 - ``retire``: a managed image that is no longer desired (``ImageStore.retire``);
 - ``quarantine`` / ``remove``: an unknown entry, by policy;
-- ``evict``: a kept, no-longer-desired image removed because the store is over its quota.
+- ``evict``: a kept, no-longer-desired image removed because the store is over its quota;
+- ``clean``: a ``.promote-*`` temporary file older than ``grace_seconds`` (a promotion killed
+  between write and rename), removed whatever the unknown policy and never reported as unknown.
 
 ``apply_plan`` executes a plan; in check mode it returns the plan's actions as done and touches
 nothing. Check mode and a real run call the same two functions, so what check mode and diff show
@@ -42,14 +44,14 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 from ._errors import StoreError
 from ._io import fsync_directory
-from ._store import META_DIR, ImageStore, file_stat_key, open_files, stored_file_name
+from ._store import META_DIR, TEMP_GRACE_SECONDS, TEMP_PREFIX, ImageStore, file_stat_key, open_files, stored_file_name
 
 POLICIES = ("report", "quarantine", "remove")
 NOT_DESIRED = ("retire", "keep")
 DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
-DEFAULT_GRACE_SECONDS = 3600
+DEFAULT_GRACE_SECONDS = TEMP_GRACE_SECONDS
 QUARANTINE_DIR = "quarantine"
-TEMP_PREFIX = ".promote-"  # ImageStore._copy_verified's temporary files
+MAX_DEPTH = 64  # directory levels below a store entry that are walked; deeper: reported, never touched
 
 Identity = Tuple[int, int]  # (st_dev, st_ino) of an entry, not followed
 Holders = Dict[Identity, List[int]]
@@ -64,6 +66,26 @@ def filesystem_usage(path: str) -> Tuple[int, int]:
     """Total and used bytes of the filesystem holding ``path`` (used includes root's reserve)."""
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def printable(text: str) -> str:
+    """``text`` as a report can carry it: a file name that is not UTF-8 (decoded by Python with
+    lone surrogates) shows its bytes as ``\\xNN`` escapes; any other name is unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
+
+
+def _printable_all(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(k) if isinstance(k, str) else k: _printable_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable_all(item) for item in value]
+    return value
 
 
 def is_plain_name(name: Any) -> bool:
@@ -148,7 +170,7 @@ class ImageState:
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # forget | retire | quarantine | remove | evict
+    kind: str  # forget | retire | quarantine | remove | evict | clean
     path: str
     reason: str
     uuid: Optional[str] = None  # a managed image (forget, retire, evict of a managed image)
@@ -217,31 +239,34 @@ class Plan:
 
 def _inspect_tree(path: str, root_dev: int, holders: Holders) -> Tuple[int, List[int], Optional[str]]:
     """Bytes of the regular files under a directory, PIDs holding one open, and a refusal if the
-    tree reaches another filesystem or cannot be read completely. Symlinks are not followed."""
+    tree reaches another filesystem, is deeper than ``MAX_DEPTH`` or cannot be read completely.
+    Iterative (no recursion, whatever the depth); symlinks are not followed."""
     size = 0
     pids: Set[int] = set()
     problems: List[str] = []
-
-    def note(exc: OSError) -> None:
-        problems.append(f"{exc.filename}: {exc.strerror}")
-
-    for dirpath, dirnames, filenames in os.walk(path, onerror=note):
-        for name in list(dirnames):
-            sub = os.path.join(dirpath, name)
+    pending: List[Tuple[str, int]] = [(path, 0)]
+    while pending and len(problems) < 3:
+        directory, depth = pending.pop()
+        try:
+            with os.scandir(directory) as listing:
+                children = list(listing)
+        except OSError as exc:
+            problems.append(f"{printable(directory)}: {exc.strerror}")
+            continue
+        for child in children:
             try:
-                st = os.lstat(sub)
+                st = child.stat(follow_symlinks=False)
             except OSError as exc:
-                note(exc)
-                dirnames.remove(name)
+                problems.append(f"{printable(child.path)}: {exc.strerror}")
                 continue
-            if st.st_dev != root_dev:
-                problems.append(f"{sub}: another filesystem is mounted there")
-                dirnames.remove(name)
-        for name in filenames:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError as exc:
-                note(exc)
+            if stat.S_ISDIR(st.st_mode):
+                if st.st_dev != root_dev:
+                    problems.append(f"{printable(child.path)}: another filesystem is mounted there")
+                elif depth + 1 >= MAX_DEPTH:
+                    problems.append(f"deeper than {MAX_DEPTH} levels")
+                    break
+                else:
+                    pending.append((child.path, depth + 1))
                 continue
             if stat.S_ISREG(st.st_mode):
                 size += st.st_size
@@ -359,6 +384,7 @@ class _Planner:
         self.held: List[Held] = []
         self.unknown: List[Entry] = []
         self.in_progress: List[str] = []
+        self.stale_temporary: List[Entry] = []
         self.keepable: List[Action] = []  # evictions ready, should the quota need them
         self.kept: List[Optional[str]] = []
 
@@ -461,6 +487,20 @@ class _Planner:
                 self.unknown.append(replace(found, reason=reason))
         for found in self.unknown:
             self._unknown_action(found)
+        for found in self.stale_temporary:
+            self._clean_action(found)
+
+    def _clean_action(self, found: Entry) -> None:
+        """An interrupted promotion's temporary file goes whatever the unknown policy: it is
+        vmcloud's own, never an unknown image."""
+        if found.refusal:
+            return
+        if found.pids:
+            self.held.append(Held(found.path, found.pids, "vmcloud temporary file, held open: not removed"))
+            return
+        self.actions.append(Action("clean", found.path, f"vmcloud temporary file older than grace_seconds "
+                                   f"({self.options.grace_seconds}), left by an interrupted promotion: removed",
+                                   size=found.size, mtime=found.mtime, identity=found.identity))
 
     def _unknown_reason(self, name: str, found: Entry, managed_names: Set[Any]) -> Optional[str]:
         if name in self.wanted or name in managed_names:
@@ -470,12 +510,13 @@ class _Planner:
         if name.startswith(TEMP_PREFIX) and found.kind == "file":
             if self.now - found.mtime < self.options.grace_seconds:
                 self.in_progress.append(found.path)
-                return None
-            return (f"vmcloud temporary file older than grace_seconds ({self.options.grace_seconds}): "
-                    "an interrupted promotion")
+            else:
+                self.stale_temporary.append(found)
+            return None
         hidden = "hidden " if name.startswith(".") else ""
+        odd = "" if printable(name) == name else ", its name is not UTF-8 (shown with \\x escapes)"
         return f"{hidden}{found.kind} nobody declared (not a desired image, not in the manifest)" \
-            + self._link_note(found)
+            + odd + self._link_note(found)
 
     def _declared_by(self, name: str) -> str:
         if name in self.wanted:
@@ -540,7 +581,8 @@ class _Planner:
 
     @staticmethod
     def _freed(actions: Iterable[Action]) -> int:
-        freeing = {action.path: action.size for action in actions if action.kind in ("retire", "remove", "evict")}
+        freeing = {action.path: action.size for action in actions
+                   if action.kind in ("retire", "remove", "evict", "clean")}
         return sum(freeing.values())
 
     def _excess(self, store_bytes: int, fs_total: Optional[int], fs_used: Optional[int], freed: int) -> int:
@@ -707,6 +749,9 @@ class _Executor:
         fsync_directory(directory)
         return None
 
+    def _clean(self, action: Action) -> Optional[str]:
+        return self._remove(action)
+
     def _remove(self, action: Action) -> Optional[str]:
         if action.entry_kind == "directory":
             shutil.rmtree(action.path)
@@ -736,7 +781,7 @@ def diff(outcome: Outcome) -> Dict[str, Dict[str, List[str]]]:
     """The store's file list and managed uuids before, and after the actions done (or, in check
     mode, to be done)."""
     plan = outcome.plan
-    moved = ("retire", "evict", "quarantine", "remove")
+    moved = ("retire", "evict", "quarantine", "remove", "clean")
     gone_files = {os.path.basename(a.path) for a in outcome.done if a.kind in moved}
     gone_uuids = {a.uuid for a in outcome.done if a.uuid and a.kind in ("forget", "retire", "evict")}
     return {
@@ -753,7 +798,7 @@ def report(outcome: Outcome) -> Dict[str, Any]:
     def done(kind: str) -> List[Action]:
         return [action for action in outcome.done if action.kind == kind]
 
-    return {
+    return _printable_all({
         "changed": outcome.changed,
         "store": plan.root,
         "present": plan.uuids("present"),
@@ -764,6 +809,7 @@ def report(outcome: Outcome) -> Dict[str, Any]:
         "unknown_entries": [entry.as_dict() for entry in plan.unknown],
         "quarantined": [action.path for action in done("quarantine")],  # destinations: actions[].to
         "removed": [action.path for action in done("remove")],
+        "cleaned": [action.path for action in done("clean")],  # interrupted promotions' temporary files
         "retired": [action.uuid for action in done("retire")],
         "forgotten": [action.uuid for action in done("forget")],
         "evicted": [{"path": action.path, "uuid": action.uuid, "size": action.size, "mtime": action.mtime}
@@ -776,7 +822,7 @@ def report(outcome: Outcome) -> Dict[str, Any]:
         "deferred": [dict(action.as_dict(), why=why) for action, why in outcome.deferred],
         "failures": [dict(action.as_dict(), error=error) for action, error in outcome.failures],
         "diff": diff(outcome),
-    }
+    })
 
 
 def reconcile(root: str, desired: Sequence[Mapping[str, Any]], options: Optional[Options] = None,

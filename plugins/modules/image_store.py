@@ -75,7 +75,8 @@ options:
   grace_seconds:
     description:
       - Age (since last modification) under which vmcloud's own temporary files (C(.promote-*), a promotion
-        under way) are left alone. Older ones are leftovers of an interrupted promotion, thus unknown.
+        under way) are left alone. Older ones are leftovers of an interrupted promotion; they are removed
+        (listed in RV(cleaned)) whatever O(unknown) says, and never reported as unknown entries.
     type: int
     default: 3600
 notes:
@@ -204,6 +205,13 @@ removed:
   type: list
   elements: str
   sample: [/var/lib/vmcloud/images/stray.img]
+cleaned:
+  description: Paths of vmcloud temporary files (C(.promote-*)) older than O(grace_seconds) removed, the
+    leftovers of a promotion killed between writing and renaming.
+  returned: always
+  type: list
+  elements: str
+  sample: [/var/lib/vmcloud/images/.promote-x8f2ka]
 retired:
   description: Uuids of images no longer desired that were removed from the store.
   returned: always

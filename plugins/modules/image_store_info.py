@@ -56,7 +56,11 @@ images:
       description: SHA-256 of the stored file when it was verified.
       type: str
     state:
-      description: V(present), V(corrupt) (content changed) or V(missing).
+      description: V(present), V(corrupt) (content changed, or not a regular file) or V(missing).
+      type: str
+    reason:
+      description: Why, for example C(not a regular file (a FIFO)); the stored file is never opened unless
+        it is a regular file directly in the store.
       type: str
   sample: [{uuid: cernvm_demo-img-1, name: cernvm_demo-img, version: 1, state: present,
             path: /var/lib/vmcloud/images/cernvm_demo.img, size: 268435456, sha256: 5f1d...}]

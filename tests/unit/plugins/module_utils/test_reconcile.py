@@ -403,18 +403,20 @@ def test_a_directory_with_a_held_open_file_is_not_removed(site):
     assert (directory / "disk.img").exists()
 
 
-def test_vmcloud_temporary_files_are_left_alone_within_the_grace_period(site):
+@pytest.mark.parametrize("policy", ["report", "quarantine", "remove"])
+def test_vmcloud_temporary_files_are_left_alone_within_the_grace_period(site, policy):
     fresh = site.root / ".promote-fresh"
     stale = site.root / ".promote-stale"
     fresh.write_bytes(b"being written")
     stale.write_bytes(b"interrupted")
     age(fresh, 60, site.now)
     age(stale, 7200, site.now)
-    plan = site.plan([], unknown="remove", grace_seconds=3600)
+    plan = site.plan([], unknown=policy, grace_seconds=3600)
     assert plan.in_progress == (str(fresh),)
-    assert [entry.name for entry in plan.unknown] == [".promote-stale"]
-    assert "an interrupted promotion" in plan.unknown[0].reason
-    apply_plan(plan)
+    assert plan.unknown == ()  # vmcloud's own leftovers are never unknown images
+    assert [(a.kind, a.path) for a in plan.actions] == [("clean", str(stale))]
+    assert "interrupted promotion" in plan.actions[0].reason
+    assert report(apply_plan(plan))["cleaned"] == [str(stale)]
     assert fresh.exists() and not stale.exists()
 
 

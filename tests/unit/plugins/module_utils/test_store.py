@@ -146,7 +146,7 @@ def test_full_disk_leaves_the_store_unchanged(tiny_store, staged):
     store = ImageStore(str(tiny_store))
     with pytest.raises(StoreError) as caught:
         store.promote(entry_for(staged), str(staged))
-    assert caught.value.rule == "disk-full" and "nothing changed" in str(caught.value)
+    assert caught.value.rule == "store-full" and "nothing changed" in str(caught.value)
     assert sorted(os.listdir(tiny_store)) == ["keep.img"]
 
 
