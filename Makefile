@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # the BitTorrent tools that endorser tooling and engine tests run for real, and
 # Podman (with runc, see ../shared/TESTBED.md) plus debootstrap for the lab.
 DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman runc debootstrap \
-                   uidmap slirp4netns iptables
+                   uidmap slirp4netns iptables qemu-utils qemu-system-x86 libvirt-daemon-system
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor integration \
         molecule bench demo lab lab-down clean
