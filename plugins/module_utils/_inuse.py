@@ -47,6 +47,7 @@ DEFAULT_URI = "qemu:///system"
 DEFAULT_CONFIG_DIR = "/etc/libvirt/qemu"
 VIRSH_TIMEOUT = 60
 RULE = "image-in-use"
+DomainXmlError = ElementTree.ParseError  # what domain_disks raises for XML that does not parse
 
 Identity = Tuple[int, int]
 
@@ -246,9 +247,10 @@ def domain_disks(domain_xml: str | bytes, follow: Callable[..., Chain] = backing
     problems: List[str] = []
     complete = True
     for disk in root.iter("disk"):
-        layers = [(_source_file(disk), _format(disk, "driver"))]
+        # No format given is raw for libvirt (it probes no format): its header is never read.
+        layers = [(_source_file(disk), _format(disk, "driver") or "raw")]
         for store in disk.iter("backingStore"):
-            layers.append((_source_file(store), _format(store, "format")))
+            layers.append((_source_file(store), _format(store, "format") or "raw"))
         for path, fmt in layers:
             if not path:
                 continue
