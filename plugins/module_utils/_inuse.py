@@ -329,10 +329,13 @@ def _virsh(libvirt: Libvirt, *args: str) -> str:
 def _from_virsh(libvirt: Libvirt) -> Domains:
     domains = Domains(source=f"virsh -c {libvirt.uri}")
     uuids = _virsh(libvirt, "list", "--all", "--uuid").split()
+    running = set(_virsh(libvirt, "list", "--uuid").split())
     saved = set(_virsh(libvirt, "list", "--all", "--uuid", "--with-managed-save").split())
     for uuid in uuids:
         try:
-            documents = [_virsh(libvirt, "dumpxml", "--inactive", uuid), _virsh(libvirt, "dumpxml", uuid)]
+            documents = [_virsh(libvirt, "dumpxml", "--inactive", uuid)]
+            if uuid in running:  # its live XML may differ (a disk changed until the next start)
+                documents.append(_virsh(libvirt, "dumpxml", uuid))
             if uuid in saved:
                 documents.append(_virsh(libvirt, "managedsave-dumpxml", uuid))
         except _VirshFailed:

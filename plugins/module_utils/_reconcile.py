@@ -94,6 +94,11 @@ class Holders:
     pids: Mapping[Identity, List[int]] = field(default_factory=dict)
     domains: Mapping[Identity, List[str]] = field(default_factory=dict)
     unknown: Optional[str] = None  # the domains could not be read: every file counts as in use
+    source: str = ""  # where the domains were read from ("none: libvirt is not installed ...")
+    problems: Tuple[str, ...] = ()  # disk chains not followed to their end
+
+    def report(self) -> Dict[str, Any]:
+        return {"source": self.source, "unknown": self.unknown, "problems": list(self.problems)}
 
     def of(self, identity: Identity) -> Tuple[Tuple[int, ...], Tuple[str, ...]]:
         return tuple(self.pids.get(identity, ())), tuple(self.domains.get(identity, ()))
@@ -102,7 +107,7 @@ class Holders:
 def find_holders(proc: str = "/proc", libvirt: Optional[Libvirt] = None) -> Holders:
     """Open files (one pass over /proc) and the files libvirt's domains use (``_inuse``)."""
     domains = libvirt_domains(libvirt)
-    return Holders(open_files(proc), domains.by_identity(), domains.unknown)
+    return Holders(open_files(proc), domains.by_identity(), domains.unknown, domains.source, tuple(domains.problems))
 
 
 # --------------------------------------------------------------------------- the plan's records
@@ -253,6 +258,7 @@ class Plan:
     quota: Optional[Quota]
     files: Tuple[str, ...]  # names in the store before (the diff's "before"), .vmcloud left out
     managed: Tuple[str, ...]  # uuids in the manifest before
+    libvirt: Dict[str, Any] = field(default_factory=dict)  # where "in use by a domain" came from (Holders.report)
 
     def uuids(self, state: str) -> List[str]:
         return [image.uuid for image in self.images if image.state == state]
@@ -407,6 +413,7 @@ class _Planner:
         self.wanted_uuids = {image["uuid"] for image in self.wanted.values()}
         self.manifest = self.store.manifest()
         self.survey = _survey(root, holders)
+        self.holders = holders
         self.entries = self.survey.entries
         self.images: List[ImageState] = []
         self.actions: List[Action] = []
@@ -631,6 +638,7 @@ class _Planner:
             quota=quota,
             files=tuple(self.entries),
             managed=tuple(sorted(self.manifest)),
+            libvirt=self.holders.report(),
         )
 
 
@@ -825,6 +833,7 @@ def report(outcome: Outcome) -> Dict[str, Any]:
                     for action in done("evict")],
         "kept": list(plan.kept),
         "held_open": [held.as_dict() for held in outcome.held_open],
+        "libvirt": plan.libvirt,  # where the domains came from (source), unknown, chain problems
         "in_progress": list(plan.in_progress),
         "quota": plan.quota.as_dict() if plan.quota else None,
         "actions": [action.as_dict() for action in plan.actions],

@@ -182,6 +182,7 @@ def test_shut_off_overlaid_and_managed_saved_domains_keep_their_images(fleet):
     assert plan.actions == ()
     result = report(apply_plan(plan, libvirt=fleet.daemon.libvirt()))
     assert result["changed"] is False and result["retired"] == []
+    assert result["libvirt"] == {"source": f"virsh -c {fleet.daemon.uri}", "unknown": None, "problems": []}
     assert fleet.held(result) == {"direct-1": ["off1"], "backing-1": ["ov1"], "saved-1": ["saved1"]}
     assert {held["uuid"]: (held["reason"], held["pids"], held["rule"]) for held in result["held_open"]} == {
         "direct-1": ("no longer desired, in use by libvirt domain off1: not retired", [], "image-in-use"),

@@ -344,9 +344,13 @@ def test_images_used_by_domains_are_never_retired_and_the_report_names_the_domai
          "reason": "no longer desired, in use by libvirt domain ov1: not retired"},
     ]
     assert snapshot(site.root) == before
-    # Without the domains, both are retired (the test can fail).
-    assert sorted(report(apply_plan(plan_reconcile(str(site.root), [new], libvirt=Libvirt(
-        virsh="/nonexistent", config_dir="/nonexistent"), now=site.now)))["retired"]) == ["old-1", "old-2"]
+    assert result["libvirt"] == {"source": f"{libvirt.config_dir}/*.xml (virsh not found)", "unknown": None,
+                                 "problems": []}
+    # Without the domains (libvirt absent: the report says so), both are retired.
+    result = report(apply_plan(plan_reconcile(str(site.root), [new], libvirt=Libvirt(
+        virsh="/nonexistent", config_dir="/nonexistent"), now=site.now)))
+    assert sorted(result["retired"]) == ["old-1", "old-2"]
+    assert result["libvirt"]["source"] == "none: libvirt is not installed (virsh not found, no /nonexistent)"
 
 
 def test_kept_images_used_by_domains_are_never_evicted(tmp_path):
