@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 from ._errors import StoreError
 from ._inuse import RULE as IN_USE_RULE
-from ._inuse import Libvirt, libvirt_domains
+from ._inuse import Domains, Libvirt, libvirt_domains
 from ._io import fsync_directory
 from ._store import META_DIR, ImageStore, file_stat_key, open_files, stored_file_name
 
@@ -96,6 +96,7 @@ class Holders:
     unknown: Optional[str] = None  # the domains could not be read: every file counts as in use
     source: str = ""  # where the domains were read from ("none: libvirt is not installed ...")
     problems: Tuple[str, ...] = ()  # disk chains not followed to their end
+    found: Optional[Domains] = None  # what _inuse found (ImageStore.retire asks again with it)
 
     def report(self) -> Dict[str, Any]:
         return {"source": self.source, "unknown": self.unknown, "problems": list(self.problems)}
@@ -107,7 +108,8 @@ class Holders:
 def find_holders(proc: str = "/proc", libvirt: Optional[Libvirt] = None) -> Holders:
     """Open files (one pass over /proc) and the files libvirt's domains use (``_inuse``)."""
     domains = libvirt_domains(libvirt)
-    return Holders(open_files(proc), domains.by_identity(), domains.unknown, domains.source, tuple(domains.problems))
+    return Holders(open_files(proc), domains.by_identity(), domains.unknown, domains.source, tuple(domains.problems),
+                   domains)
 
 
 # --------------------------------------------------------------------------- the plan's records
@@ -745,11 +747,11 @@ class _Executor:
         return None if self.store.forget([action.uuid or ""]) else "no longer in the manifest"
 
     def _retire(self, action: Action) -> Optional[str]:
-        result = self.store.retire(action.uuid or "")
+        result = self.store.retire(action.uuid or "", domains=self.holders.found)
         if result["action"] == "held-open":
-            self.outcome.held_open.append(Held(action.path, tuple(result["pids"]), "held open since planned: not "
-                                               "retired", action.uuid))
-            return "held open since planned"
+            self.outcome.held_open.append(Held(action.path, tuple(result["pids"]), "in use since planned: not "
+                                               "retired", action.uuid, tuple(result["domains"])))
+            return "in use since planned"
         return None if result["action"] == "removed" else "no longer in the manifest"
 
     def _evict(self, action: Action) -> Optional[str]:

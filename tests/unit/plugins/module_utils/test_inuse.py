@@ -18,7 +18,7 @@ from typing import List
 
 import pytest
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _inuse
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _inuse, _store
 from ansible_collections.vmcloud.fleet.plugins.module_utils._inuse import (
     MAX_CHAIN,
     Chain,
@@ -429,3 +429,25 @@ def test_a_symlink_in_the_store_named_as_a_disk_is_in_use(tmp_path):
     libvirt = Libvirt(virsh="/nonexistent", config_dir=str(directory))
     plan = plan_reconcile(str(site.root), [], libvirt=libvirt, now=site.now, options=_options(unknown="remove"))
     assert plan.actions == () and [held.domains for held in plan.held_open] == [("vm",)]
+
+
+# --------------------------------------------------------------------------- ImageStore.retire (the sync's path)
+
+
+def test_image_store_retire_keeps_an_image_a_domain_uses(tmp_path, monkeypatch):
+    site = Site(tmp_path)
+    old, new = site.image("old-1"), site.image("new-1")
+    top = overlay(tmp_path / "vm.qcow2", str(site.path(old)))
+    used = _inuse.Domains(disks={"vm": (top, str(site.path(old)))}, source="test")
+    assert site.store.retire("old-1", domains=used) == {
+        "changed": False, "uuid": "old-1", "action": "held-open", "path": str(site.path(old)), "pids": [],
+        "domains": ["vm"]}
+    unknown = _inuse.Domains(source="test", unknown="cannot read them")
+    assert site.store.retire("old-1", domains=unknown)["unknown"] == "cannot read them"
+    # retire_all_but reads libvirt's domains once, for every image it retires.
+    calls = []
+    monkeypatch.setattr(_store, "libvirt_domains", lambda: calls.append(1) or used)
+    result = site.store.retire_all_but([new["uuid"]])
+    assert (result["retired"], [held["domains"] for held in result["held_open"]], calls) == ([], [["vm"]], [1])
+    assert site.path(old).exists() and "old-1" in site.store.manifest()
+    assert site.store.retire("old-1", domains=_inuse.Domains())["action"] == "removed"
