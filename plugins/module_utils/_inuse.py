@@ -239,7 +239,8 @@ def _format(element: ElementTree.Element, tag: str) -> Optional[str]:
 def domain_disks(domain_xml: str | bytes, follow: Callable[..., Chain] = backing_chain) -> DiskFiles:
     """The files the disks of a domain read (every device: disks, cdroms, floppies).
 
-    Raises ``ElementTree.ParseError`` for XML that does not parse.
+    Only parses: it never calls libvirt (the qemu hook runs it inside libvirtd's start of a guest,
+    where calling back would deadlock). Raises ``DomainXmlError`` for XML that does not parse.
     """
     root = ElementTree.fromstring(domain_xml)  # noqa: S314 - libvirt's own XML (virsh or its config dir)
     name = root.findtext("name") or ""

@@ -670,11 +670,12 @@ def plan_reconcile(
 
 
 def find_unknown(root: str, desired: Sequence[Mapping[str, Any]], grace_seconds: int = DEFAULT_GRACE_SECONDS,
-                 now: Optional[float] = None, proc: str = "/proc", libvirt: Optional[Libvirt] = None) -> List[Entry]:
-    """Unknown entries of the store (``imgdist --list_unknown_files``), without verifying any image."""
+                 now: Optional[float] = None, proc: str = "/proc") -> List[Entry]:
+    """Unknown entries of the store (``imgdist --list_unknown_files``), without verifying any image.
+    Nothing is acted on, so libvirt's domains are not read (the entries' ``domains`` are empty)."""
     with _unreadable_as_store_error():
         planner = _Planner(root, desired, Options(grace_seconds=grace_seconds), _clock() if now is None else now,
-                           find_holders(proc, libvirt))
+                           Holders(open_files(proc)))
         planner.unknown_entries()
         return planner.unknown
 
