@@ -10,9 +10,11 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Debian packages the controller side needs: Python venvs, OpenSSL for the demo CA,
 # the BitTorrent tools that endorser tooling and engine tests run for real, and
-# Podman (with runc, see ../shared/TESTBED.md) plus debootstrap for the lab.
+# Podman (with runc, see ../shared/TESTBED.md) plus debootstrap for the lab; qemu-img and a libvirtd
+# with qemu (TCG, no KVM needed) that the in-use tests run for real (a private session daemon).
 DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman runc debootstrap \
-                   uidmap slirp4netns iptables chromium
+                   uidmap slirp4netns iptables \
+                   qemu-utils qemu-system-x86 libvirt-daemon libvirt-clients chromium
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor integration \
         molecule bench demo lab lab-down clean

@@ -27,9 +27,10 @@ deferred, never forced, when that no longer holds.
 Safety rules: nothing is ever followed through a symlink (entries are ``lstat``-ed; a symlink is
 moved or removed as a link); every path acted on must resolve to a direct child of the store's
 real path; an entry on another filesystem (a mount point, or a directory containing one) or that
-cannot be read completely is reported and never touched; a file a process holds open (a running
-VM's disk) is never moved, removed or dropped from the manifest: it is reported with the PIDs.
-See docs/reconcile.md.
+cannot be read completely is reported and never touched; a file in use (``image-in-use``: a process
+holds it open, or a libvirt domain - running, shut off or managed-saved - reads it as a disk or
+through a qcow2 backing chain, see ``_inuse``) is never moved, removed or dropped from the
+manifest: it is reported with the PIDs and the domain names. See docs/reconcile.md.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ._errors import StoreError
+from ._inuse import RULE as IN_USE_RULE
+from ._inuse import Domains, Libvirt, libvirt_domains
 from ._io import fsync_directory
 from ._store import META_DIR, TEMP_GRACE_SECONDS, TEMP_PREFIX, ImageStore, file_stat_key, open_files, stored_file_name
 
@@ -54,7 +57,6 @@ QUARANTINE_DIR = "quarantine"
 MAX_DEPTH = 64  # directory levels below a store entry that are walked; deeper: reported, never touched
 
 Identity = Tuple[int, int]  # (st_dev, st_ino) of an entry, not followed
-Holders = Dict[Identity, List[int]]
 FilesystemUsage = Callable[[str], Tuple[int, int]]
 
 
@@ -104,6 +106,34 @@ def _kind(mode: int) -> str:
     return "other"
 
 
+# --------------------------------------------------------------------------- what is in use
+
+
+@dataclass(frozen=True)
+class Holders:
+    """Who uses which file: processes holding it open, libvirt domains reading it as a disk."""
+
+    pids: Mapping[Identity, List[int]] = field(default_factory=dict)
+    domains: Mapping[Identity, List[str]] = field(default_factory=dict)
+    unknown: Optional[str] = None  # the domains could not be read: every file counts as in use
+    source: str = ""  # where the domains were read from ("none: libvirt is not installed ...")
+    problems: Tuple[str, ...] = ()  # disk chains not followed to their end
+    found: Optional[Domains] = None  # what _inuse found (ImageStore.retire asks again with it)
+
+    def report(self) -> Dict[str, Any]:
+        return {"source": self.source, "unknown": self.unknown, "problems": list(self.problems)}
+
+    def of(self, identity: Identity) -> Tuple[Tuple[int, ...], Tuple[str, ...]]:
+        return tuple(self.pids.get(identity, ())), tuple(self.domains.get(identity, ()))
+
+
+def find_holders(proc: str = "/proc", libvirt: Optional[Libvirt] = None) -> Holders:
+    """Open files (one pass over /proc) and the files libvirt's domains use (``_inuse``)."""
+    domains = libvirt_domains(libvirt)
+    return Holders(open_files(proc), domains.by_identity(), domains.unknown, domains.source, tuple(domains.problems),
+                   domains)
+
+
 # --------------------------------------------------------------------------- the plan's records
 
 
@@ -147,14 +177,30 @@ class Entry:
     mtime: float
     identity: Identity
     pids: Tuple[int, ...] = ()  # processes holding it (or, for a directory, a file under it) open
+    domains: Tuple[str, ...] = ()  # libvirt domains whose disks read it (or a file under it)
+    use_unknown: Optional[str] = None  # libvirt's domains could not be read: counts as in use
     link_target: Optional[str] = None  # a symlink's text, for the report; never resolved
     refusal: Optional[str] = None  # why it can never be touched (another filesystem, unreadable)
     reason: str = ""  # why it is unknown
 
+    @property
+    def in_use(self) -> bool:
+        return bool(self.pids or self.domains or self.use_unknown)
+
+    @property
+    def use(self) -> str:
+        """How it is in use, for reasons: "held open", "in use by libvirt domain web1", ..."""
+        parts = ["held open"] if self.pids else []
+        if self.domains:
+            parts.append(f"in use by libvirt domain{'s' if len(self.domains) > 1 else ''} {', '.join(self.domains)}")
+        if self.use_unknown:
+            parts.append(f"maybe in use ({self.use_unknown})")
+        return " and ".join(parts)
+
     def as_dict(self) -> Dict[str, Any]:
         return {"path": self.path, "type": self.kind, "size": self.size, "mtime": self.mtime,
-                "reason": self.reason, "pids": list(self.pids), "link_target": self.link_target,
-                "refusal": self.refusal}
+                "reason": self.reason, "pids": list(self.pids), "domains": list(self.domains),
+                "link_target": self.link_target, "refusal": self.refusal}
 
 
 @dataclass(frozen=True)
@@ -187,15 +233,22 @@ class Action:
 
 @dataclass(frozen=True)
 class Held:
-    """Something the plan would act on, left alone because a process holds it open."""
+    """Something the plan would act on, left alone because it is in use (``image-in-use``): a process
+    holds it open, or libvirt domains read it as a disk."""
 
     path: str
     pids: Tuple[int, ...]
     reason: str
     uuid: Optional[str] = None
+    domains: Tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, found: Entry, reason: str, uuid: Optional[str] = None) -> Held:
+        return cls(found.path, found.pids, reason, uuid, found.domains)
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"path": self.path, "pids": list(self.pids), "reason": self.reason, "uuid": self.uuid}
+        return {"path": self.path, "pids": list(self.pids), "reason": self.reason, "uuid": self.uuid,
+                "domains": list(self.domains), "rule": IN_USE_RULE}
 
 
 @dataclass(frozen=True)
@@ -229,6 +282,7 @@ class Plan:
     quota: Optional[Quota]
     files: Tuple[str, ...]  # names in the store before (the diff's "before"), .vmcloud left out
     managed: Tuple[str, ...]  # uuids in the manifest before
+    libvirt: Dict[str, Any] = field(default_factory=dict)  # where "in use by a domain" came from (Holders.report)
 
     def uuids(self, state: str) -> List[str]:
         return [image.uuid for image in self.images if image.state == state]
@@ -237,12 +291,13 @@ class Plan:
 # --------------------------------------------------------------------------- reading the store
 
 
-def _inspect_tree(path: str, root_dev: int, holders: Holders) -> Tuple[int, List[int], Optional[str]]:
-    """Bytes of the regular files under a directory, PIDs holding one open, and a refusal if the
-    tree reaches another filesystem, is deeper than ``MAX_DEPTH`` or cannot be read completely.
-    Iterative (no recursion, whatever the depth); symlinks are not followed."""
+def _inspect_tree(path: str, root_dev: int, holders: Holders) -> Tuple[int, List[int], Optional[str], List[str]]:
+    """Bytes of the regular files under a directory, PIDs holding one open, a refusal if the tree
+    reaches another filesystem, is deeper than ``MAX_DEPTH`` or cannot be read completely, and the
+    domains using a file under it. Iterative (no recursion, whatever the depth); symlinks are not followed."""
     size = 0
     pids: Set[int] = set()
+    domains: Set[str] = set()
     problems: List[str] = []
     pending: List[Tuple[str, int]] = [(path, 0)]
     while pending and len(problems) < 3:
@@ -270,11 +325,13 @@ def _inspect_tree(path: str, root_dev: int, holders: Holders) -> Tuple[int, List
                 continue
             if stat.S_ISREG(st.st_mode):
                 size += st.st_size
-            pids.update(holders.get((st.st_dev, st.st_ino), ()))
+            held_by, used_by = holders.of((st.st_dev, st.st_ino))
+            pids.update(held_by)
+            domains.update(used_by)
     refusal = None
     if problems:
         refusal = "cannot be handled safely (" + "; ".join(problems[:3]) + "); never touched"
-    return size, sorted(pids), refusal
+    return size, sorted(pids), refusal, sorted(domains)
 
 
 def inspect_entry(root: str, name: str, root_dev: int, holders: Holders) -> Optional[Entry]:
@@ -291,15 +348,19 @@ def inspect_entry(root: str, name: str, root_dev: int, holders: Holders) -> Opti
             target: Optional[str] = os.readlink(path)
         except OSError:
             target = None
-        return Entry(name, path, kind, 0, st.st_mtime, identity, link_target=target)
+        _, domains = holders.of(identity)  # a domain may name the link itself as its disk
+        return Entry(name, path, kind, 0, st.st_mtime, identity, domains=domains, use_unknown=holders.unknown,
+                     link_target=target)
     if st.st_dev != root_dev:
         return Entry(name, path, kind, 0, st.st_mtime, identity,
                      refusal="another filesystem is mounted here; never touched")
     if kind == "directory":
-        size, pids, refusal = _inspect_tree(path, root_dev, holders)
-        return Entry(name, path, kind, size, st.st_mtime, identity, tuple(pids), refusal=refusal)
+        size, pids, refusal, used_by = _inspect_tree(path, root_dev, holders)
+        return Entry(name, path, kind, size, st.st_mtime, identity, tuple(pids), tuple(used_by), holders.unknown,
+                     refusal=refusal)
     size = st.st_size if kind == "file" else 0
-    return Entry(name, path, kind, size, st.st_mtime, identity, tuple(holders.get(identity, ())))
+    pids, domains = holders.of(identity)
+    return Entry(name, path, kind, size, st.st_mtime, identity, pids, domains, holders.unknown)
 
 
 def _check_meta(root: str) -> None:
@@ -339,7 +400,7 @@ def _survey(root: str, holders: Holders) -> _Survey:
         if entry is not None:
             entries[name] = entry
     meta = os.path.join(root, META_DIR)
-    meta_bytes = _inspect_tree(meta, root_dev, {})[0] if os.path.isdir(meta) else 0
+    meta_bytes = _inspect_tree(meta, root_dev, Holders())[0] if os.path.isdir(meta) else 0
     return _Survey(entries, root_dev, meta_bytes)
 
 
@@ -378,6 +439,7 @@ class _Planner:
         self.wanted_uuids = {image["uuid"] for image in self.wanted.values()}
         self.manifest = self.store.manifest()
         self.survey = _survey(root, holders)
+        self.holders = holders
         self.entries = self.survey.entries
         self.images: List[ImageState] = []
         self.actions: List[Action] = []
@@ -429,8 +491,8 @@ class _Planner:
                 reason = f"size is {found.size} bytes, was {entry.get('size')} when verified"
             else:
                 reason = "content changed: same size, but the SHA-256 is not the verified one"
-        if found.pids:
-            self.held.append(Held(path, found.pids, f"corrupt ({reason}), held open: left in the manifest", uuid))
+        if found.in_use:
+            self.held.append(Held.of(found, f"corrupt ({reason}), {found.use}: left in the manifest", uuid))
         else:
             self._forget(uuid, path, reason, found.identity)
         return ImageState(uuid, path, "corrupt", reason)
@@ -466,8 +528,8 @@ class _Planner:
     def _retire(self, uuid: str, path: str, found: Optional[Entry]) -> None:
         if found is None:
             self.actions.append(Action("retire", path, "no longer desired; its file is already gone", uuid=uuid))
-        elif found.pids:
-            self.held.append(Held(path, found.pids, "no longer desired, held open: not retired", uuid))
+        elif found.in_use:
+            self.held.append(Held.of(found, f"no longer desired, {found.use}: not retired", uuid))
         else:
             reason = "no longer desired"
             kind = "retire"
@@ -495,8 +557,8 @@ class _Planner:
         vmcloud's own, never an unknown image."""
         if found.refusal:
             return
-        if found.pids:
-            self.held.append(Held(found.path, found.pids, "vmcloud temporary file, held open: not removed"))
+        if found.in_use:
+            self.held.append(Held.of(found, f"vmcloud temporary file, {found.use}: not removed"))
             return
         self.actions.append(Action("clean", found.path, f"vmcloud temporary file older than grace_seconds "
                                    f"({self.options.grace_seconds}), left by an interrupted promotion: removed",
@@ -534,8 +596,8 @@ class _Planner:
         if policy == "report" or found.refusal:
             return
         verb = "quarantined" if policy == "quarantine" else "removed"
-        if found.pids:
-            self.held.append(Held(found.path, found.pids, f"unknown {found.kind}, held open: not {verb}"))
+        if found.in_use:
+            self.held.append(Held.of(found, f"unknown {found.kind}, {found.use}: not {verb}"))
             return
         target = self._quarantine_target(found.name) if policy == "quarantine" else None
         self.actions.append(Action(policy, found.path, f"{found.reason}: {verb}", target=target,
@@ -619,6 +681,7 @@ class _Planner:
             quota=quota,
             files=tuple(self.entries),
             managed=tuple(sorted(self.manifest)),
+            libvirt=self.holders.report(),
         )
 
 
@@ -637,21 +700,23 @@ def plan_reconcile(
     now: Optional[float] = None,
     proc: str = "/proc",
     fs_usage: FilesystemUsage = filesystem_usage,
+    libvirt: Optional[Libvirt] = None,
 ) -> Plan:
     """Read the store and return what a reconciliation does; changes nothing."""
     options = options if options is not None else Options()
     options.validate()
     with _unreadable_as_store_error():
-        planner = _Planner(root, desired, options, _clock() if now is None else now, open_files(proc))
+        planner = _Planner(root, desired, options, _clock() if now is None else now, find_holders(proc, libvirt))
         return planner.plan(fs_usage)
 
 
 def find_unknown(root: str, desired: Sequence[Mapping[str, Any]], grace_seconds: int = DEFAULT_GRACE_SECONDS,
                  now: Optional[float] = None, proc: str = "/proc") -> List[Entry]:
-    """Unknown entries of the store (``imgdist --list_unknown_files``), without verifying any image."""
+    """Unknown entries of the store (``imgdist --list_unknown_files``), without verifying any image.
+    Nothing is acted on, so libvirt's domains are not read (the entries' ``domains`` are empty)."""
     with _unreadable_as_store_error():
         planner = _Planner(root, desired, Options(grace_seconds=grace_seconds), _clock() if now is None else now,
-                           open_files(proc))
+                           Holders(open_files(proc)))
         planner.unknown_entries()
         return planner.unknown
 
@@ -712,10 +777,10 @@ class _Executor:
             return "replaced since planned; run again"
         if found.refusal:
             return found.refusal
-        if found.pids:
-            self.outcome.held_open.append(Held(action.path, found.pids, f"held open since planned: not {action.kind}",
-                                               action.uuid))
-            return "held open since planned"
+        if found.in_use:
+            self.outcome.held_open.append(Held.of(found, f"{found.use} since planned: not {action.kind}",
+                                                  action.uuid))
+            return f"{found.use} since planned"
         if found.kind == "directory" and not shutil.rmtree.avoids_symlink_attacks:
             return "this platform cannot remove a directory without following symlinks; not touched"
         return None
@@ -724,11 +789,11 @@ class _Executor:
         return None if self.store.forget([action.uuid or ""]) else "no longer in the manifest"
 
     def _retire(self, action: Action) -> Optional[str]:
-        result = self.store.retire(action.uuid or "")
+        result = self.store.retire(action.uuid or "", domains=self.holders.found)
         if result["action"] == "held-open":
-            self.outcome.held_open.append(Held(action.path, tuple(result["pids"]), "held open since planned: not "
-                                               "retired", action.uuid))
-            return "held open since planned"
+            self.outcome.held_open.append(Held(action.path, tuple(result["pids"]), "in use since planned: not "
+                                               "retired", action.uuid, tuple(result["domains"])))
+            return "in use since planned"
         return None if result["action"] == "removed" else "no longer in the manifest"
 
     def _evict(self, action: Action) -> Optional[str]:
@@ -761,14 +826,14 @@ class _Executor:
         return None
 
 
-def apply_plan(plan: Plan, check_mode: bool = False, proc: str = "/proc") -> Outcome:
+def apply_plan(plan: Plan, check_mode: bool = False, proc: str = "/proc", libvirt: Optional[Libvirt] = None) -> Outcome:
     """Carry out ``plan``; in check mode report its actions as done and touch nothing."""
     outcome = Outcome(plan, check_mode, held_open=list(plan.held_open))
     if check_mode:
         outcome.done.extend(plan.actions)
         return outcome
     if plan.actions:
-        executor = _Executor(plan, open_files(proc), outcome)
+        executor = _Executor(plan, find_holders(proc, libvirt), outcome)
         for action in plan.actions:
             executor.run(action)
     return outcome
@@ -816,6 +881,7 @@ def report(outcome: Outcome) -> Dict[str, Any]:
                     for action in done("evict")],
         "kept": list(plan.kept),
         "held_open": [held.as_dict() for held in outcome.held_open],
+        "libvirt": plan.libvirt,  # where the domains came from (source), unknown, chain problems
         "in_progress": list(plan.in_progress),
         "quota": plan.quota.as_dict() if plan.quota else None,
         "actions": [action.as_dict() for action in plan.actions],

@@ -37,6 +37,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 from fastbencode import bdecode
 
 from ._errors import StoreError
+from ._inuse import Domains, libvirt_domains
 from ._io import fsync_directory, write_atomic
 from ._torrent import TorrentError, check_info_hash, parse_torrent
 
@@ -596,8 +597,9 @@ class ImageStore:
 
     # -------------------------------------------------------------- retire
 
-    def retire(self, uuid: str, check_mode: bool = False) -> Dict[str, Any]:
-        """Remove a managed image that is no longer desired, unless a process holds it open."""
+    def retire(self, uuid: str, check_mode: bool = False, domains: Optional[Domains] = None) -> Dict[str, Any]:
+        """Remove a managed image that is no longer desired, unless it is in use: a process holds it
+        open, or a libvirt domain reads it (``domains``, read from libvirt when not given; ``_inuse``)."""
         manifest = self.manifest()
         entry = manifest.get(uuid)
         if entry is None:
@@ -611,8 +613,13 @@ class ImageStore:
             return {"changed": True, "uuid": uuid, "action": "forgotten", "path": path}
         if os.path.exists(path):
             holders = open_by_processes(path)
-            if holders:
-                return {"changed": False, "uuid": uuid, "action": "held-open", "path": path, "pids": holders}
+            domains = domains if domains is not None else libvirt_domains()
+            st = os.stat(path)
+            users = domains.by_identity().get((st.st_dev, st.st_ino), [])
+            if holders or users or domains.unknown:
+                held = {"changed": False, "uuid": uuid, "action": "held-open", "path": path, "pids": holders,
+                        "domains": users}
+                return dict(held, unknown=domains.unknown) if domains.unknown else held
         if check_mode:
             return {"changed": True, "uuid": uuid, "action": "removed", "path": path}
         with contextlib.suppress(FileNotFoundError):
@@ -671,7 +678,8 @@ class ImageStore:
         """Retire every managed image whose uuid is not in ``keep`` (files nobody declared are not
         touched here: they are not in the manifest)."""
         wanted = set(keep)
-        outcomes = [self.retire(uuid, check_mode) for uuid in sorted(self.manifest()) if uuid not in wanted]
+        domains = libvirt_domains() if any(uuid not in wanted for uuid in self.manifest()) else Domains()
+        outcomes = [self.retire(uuid, check_mode, domains) for uuid in sorted(self.manifest()) if uuid not in wanted]
         return {
             "changed": any(o["changed"] for o in outcomes),
             "retired": [o["uuid"] for o in outcomes if o["action"] in ("removed", "forgotten")],

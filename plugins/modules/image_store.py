@@ -181,6 +181,10 @@ unknown_entries:
       description: Processes holding it (or a file under it) open.
       type: list
       elements: int
+    domains:
+      description: libvirt domains whose disks read it (or a file under it).
+      type: list
+      elements: str
     link_target:
       description: A symlink's target, as written (never followed); null otherwise.
       type: str
@@ -238,8 +242,11 @@ kept:
   elements: str
   sample: [alma8-img-3]
 held_open:
-  description: What was not moved, removed, retired or dropped from the manifest because a process holds it
-    open.
+  description:
+    - What was not moved, removed, retired or dropped from the manifest because it is in use
+      (rule C(image-in-use)) - a process holds it open, or a libvirt domain (running, shut off or
+      managed-saved) reads it as a disk, directly or through a qcow2 backing chain.
+    - When libvirt's domains cannot be read, every entry counts as in use (see RV(libvirt)).
   returned: always
   type: list
   elements: dict
@@ -251,14 +258,38 @@ held_open:
       description: Processes holding it open.
       type: list
       elements: int
+    domains:
+      description: libvirt domains whose disks read it.
+      type: list
+      elements: str
+    rule:
+      description: Always C(image-in-use).
+      type: str
     reason:
       description: What was not done.
       type: str
     uuid:
       description: The managed image, or null for an unknown entry.
       type: str
-  sample: [{path: /var/lib/vmcloud/images/slc5.img, pids: [4242], uuid: slc5-img-1,
-            reason: "no longer desired, held open: not retired"}]
+  sample: [{path: /var/lib/vmcloud/images/slc5.img, pids: [4242], domains: [web1], uuid: slc5-img-1,
+            rule: image-in-use, reason: "no longer desired, held open and in use by libvirt domain web1: not retired"}]
+libvirt:
+  description: Where the libvirt domains were read from, for C(held_open).
+  returned: always
+  type: dict
+  contains:
+    source:
+      description: "C(virsh -c qemu:///system), libvirt's persistent definitions when libvirtd is down, or
+        C(none: libvirt is not installed ...)."
+      type: str
+    unknown:
+      description: Why the domains could not be read (then nothing is retired), or null.
+      type: str
+    problems:
+      description: Disk backing chains that could not be followed to their end.
+      type: list
+      elements: str
+  sample: {source: "virsh -c qemu:///system", unknown: null, problems: []}
 in_progress:
   description: vmcloud temporary files younger than O(grace_seconds), left alone.
   returned: always

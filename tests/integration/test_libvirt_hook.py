@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -203,11 +202,11 @@ def domain(name: str, *disks: str) -> str:
             f"<devices>{devices}</devices></domain>")
 
 
-def qcow2_overlay(path: Path, backing: str) -> str:
-    """A qcow2 header naming ``backing`` (what `qemu-img create -b` writes; the hook reads no more)."""
-    name = backing.encode()
-    header = b"QFI\xfb" + struct.pack(">IQI", 3, 512, len(name))
-    path.write_bytes(header.ljust(512, b"\0") + name)
+def qcow2_overlay(path: Path, backing: str, backing_format: str = "raw") -> str:
+    """A qcow2 overlay of ``backing`` (a name relative to ``path``'s directory, or absolute), by qemu-img."""
+    path.unlink(missing_ok=True)
+    subprocess.run([shutil.which("qemu-img") or "/usr/bin/qemu-img", "create", "-q", "-f", "qcow2", "-b", backing,
+                    "-F", backing_format, str(path)], cwd=path.parent, check=True, capture_output=True)
     return str(path)
 
 
@@ -332,12 +331,48 @@ def test_backing_stores_in_the_store_are_checked(host, tmp_path):
 
 def test_a_qcow2_backing_chain_into_the_store_is_followed(host, tmp_path):
     # libvirt's inactive XML names only the overlay; its qcow2 header names the store image.
-    top = qcow2_overlay(tmp_path / "top.qcow2", "middle.qcow2")
     qcow2_overlay(tmp_path / "middle.qcow2", host.image_path("slc-5"))
+    top = qcow2_overlay(tmp_path / "top.qcow2", "middle.qcow2", "qcow2")
     code, err = host.run_hook("web6", "prepare", "begin", domain("web6", disk(top, "qcow2")))
     assert code == 1 and "(image slc-5): not-approved: " in err and err.count("\n") == 1
     qcow2_overlay(tmp_path / "middle.qcow2", host.image_path("alma-9"))
     assert host.run_hook("web6", "prepare", "begin", domain("web6", disk(top, "qcow2"))) == (0, "")
+
+
+def test_a_chain_the_hook_cannot_follow_to_its_end_is_refused(host, tmp_path):
+    # Past the bound, or in a loop, a store image could hide: the guest does not start.
+    chain = [qcow2_overlay(tmp_path / "0.qcow2", host.image_path("slc-5"))]
+    for level in range(1, 40):
+        chain.append(qcow2_overlay(tmp_path / f"{level}.qcow2", chain[-1], "qcow2"))
+    code, err = host.run_hook("web14", "prepare", "begin", domain("web14", disk(chain[-1], "qcow2")))
+    assert (code, err) == (1, f"vmcloud: refusing to start web14: cannot tell which files its disks read: the "
+                              f"backing chain of {chain[-1]} is longer than 32 files (at {chain[7]})\n")
+    first = qcow2_overlay(tmp_path / "a.qcow2", host.image_path("alma-9"))
+    second = qcow2_overlay(tmp_path / "b.qcow2", first, "qcow2")
+    subprocess.run(["qemu-img", "rebase", "-u", "-b", second, "-F", "qcow2", first], check=True)
+    code, err = host.run_hook("web14", "prepare", "begin", domain("web14", disk(second, "qcow2")))
+    assert (code, err) == (1, f"vmcloud: refusing to start web14: cannot tell which files its disks read: the "
+                              f"backing chain of {second} loops: {second} is {second} again (qemu refuses it)\n")
+
+
+def test_a_raw_disk_is_not_parsed_as_qcow2(host, tmp_path):
+    # A guest may write a qcow2 header naming an unapproved store image into its raw disk.
+    written = qcow2_overlay(tmp_path / "guest.img", host.image_path("slc-5"))
+    assert host.run_hook("web15", "prepare", "begin", domain("web15", disk(written, "raw"))) == (0, "")
+    code, err = host.run_hook("web15", "prepare", "begin", domain("web15", disk(written, "qcow2")))
+    assert code == 1 and "(image slc-5): not-approved: " in err
+
+
+def test_without_its_library_the_hook_refuses(host, tmp_path):
+    hook = tmp_path / "qemu"
+    library = str(REPO / "collections")
+    hook.write_text(host.hook.read_text().replace(repr(library)[1:-1], str(tmp_path / "gone")))
+    hook.chmod(0o755)
+    done = subprocess.run([str(hook), "web16", "prepare", "begin", "-"], env=HOOK_ENV, capture_output=True,
+                          input=domain("web16", disk(str(tmp_path / "x.img"))).encode(), timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stderr.decode().startswith(f"vmcloud: refusing to start web16: the imgdist library cannot be "
+                                           f"loaded from {tmp_path / 'gone'} (")
 
 
 @pytest.mark.parametrize(

@@ -226,7 +226,8 @@ def test_a_corrupt_image_held_open_stays_in_the_manifest(site):
     assert plan.uuids("corrupt") == ["alma-9"] and plan.actions == ()
     assert result["changed"] is False and "alma-9" in site.store.manifest()
     assert result["held_open"] == [{"path": str(path), "pids": [pid], "uuid": "alma-9",
-                                    "reason": f"corrupt ({plan.images[0].reason}), held open: left in the manifest"}]
+                                    "reason": f"corrupt ({plan.images[0].reason}), held open: left in the manifest",
+                                    "domains": [], "rule": "image-in-use"}]
 
 
 def test_a_symlink_at_a_desired_name_is_corrupt_and_unknown_never_followed(site):
@@ -388,7 +389,8 @@ def test_a_held_open_unknown_file_is_never_moved_or_removed(site, policy):
         assert stray.exists()
     verb = "quarantined" if policy == "quarantine" else "removed"
     assert result["held_open"] == [{"path": str(stray), "pids": [pid], "uuid": None,
-                                    "reason": f"unknown file, held open: not {verb}"}]
+                                    "reason": f"unknown file, held open: not {verb}", "domains": [],
+                                    "rule": "image-in-use"}]
     assert [os.path.basename(a.path) for a in plan.actions] == ["other"]
 
 
