@@ -38,6 +38,7 @@ from ._errors import ApprovalConfigError, IndexRefused, VmcloudError
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._index_service import build_policy, selection_for
 from ._io import fsync_directory, write_atomic
+from ._lock import host_lock, lock_path
 from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, guarded_accept
 from ._selection import parse_approvals
 from ._store import ImageStore
@@ -606,6 +607,14 @@ def print_sync(report: SyncReport, out: TextIO) -> None:
 
 
 def run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: TextIO, err: TextIO) -> int:
+    if check_mode:  # changes nothing: no lock
+        return _run_sync(config, check_mode, as_json, out, err)
+    # The flag is read under the host lock the sync holds (re-entered), so --disable is never missed.
+    with host_lock(lock_path(config["state_dir"]), config["timeout"]):
+        return _run_sync(config, check_mode, as_json, out, err)
+
+
+def _run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: TextIO, err: TextIO) -> int:
     if enabled_state(config["disabled_flag"]) == "disable":
         raise CliError(
             "host-disabled",
@@ -729,7 +738,9 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path = args.config or DEFAULT_CONFIG
     config = load_config(path, required=needs_index or args.config is not None)
     if args.action in ("enable", "disable"):
-        before = set_state(config["disabled_flag"], args.action)
+        # Under the host lock: once --disable returns, no sync is running and none starts.
+        with host_lock(lock_path(config["state_dir"]), config["timeout"]):
+            before = set_state(config["disabled_flag"], args.action)
         if args.json:
             print(json.dumps({"previous": before, "state": args.action}), file=out)
         else:

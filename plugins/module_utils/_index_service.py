@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional
 from ._fetch import read_source
 from ._index import IndexPolicy, parse_utc_timestamp
 from ._index_state import AcceptedIndex, accept_index
+from ._lock import host_lock, lock_path
 from ._selection import HostPlacement, parse_approvals, select_images
 from ._trust import TrustStore, load_crls, load_pem_certificates, load_trust_anchors, parse_pins
 
@@ -49,7 +50,18 @@ def build_policy(options: Mapping[str, Any], fetched_url: Optional[str]) -> Inde
 
 
 def fetch_and_accept(options: Mapping[str, Any], persist: bool) -> tuple:
-    """(AcceptedIndex, raw bytes): fetch ``src``, verify, and advance the mark when ``persist``."""
+    """(AcceptedIndex, raw bytes): fetch ``src``, verify, and advance the mark when ``persist``.
+
+    Persisting takes the host lock (``_lock``) around the fetch and the mark's read-check-write, so
+    two writers never interleave; a caller already holding it (``_sync.sync``) re-enters it.
+    """
+    if persist and options.get("state_dir"):
+        with host_lock(lock_path(options["state_dir"])):
+            return _fetch_and_accept(options, persist)
+    return _fetch_and_accept(options, persist)
+
+
+def _fetch_and_accept(options: Mapping[str, Any], persist: bool) -> tuple:
     data, fetched_url = read_source(
         options["src"],
         max_size=options["max_size"],

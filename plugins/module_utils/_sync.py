@@ -29,21 +29,20 @@ the store) and returns the same report a real run would, changing nothing.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
 from ._engine import TorrentEngine, TorrentStatus, reconcile
 from ._errors import VmcloudError
 from ._fetch import read_source
 from ._index_service import fetch_and_accept, selection_for
 from ._io import fsync_directory, write_atomic
+from ._lock import host_lock, lock_path
 from ._store import ImageStore
 from ._torrent import (
     MAX_TORRENT_BYTES,
@@ -429,34 +428,6 @@ def _left_out(selection: Mapping[str, Any]) -> Dict[str, Any]:
     return {key: selection[key] for key in ("host", "not_endorsed", "not_approved", "not_targeted", "blocked")}
 
 
-LOCK_NAME = "sync.lock"
-
-
-@contextlib.contextmanager
-def sync_lock(state_dir: str, timeout: float, clock: Callable[[], float] = time.monotonic,
-              sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
-    """One sync at a time on a host: the agent's timer and an Ansible run take turns."""
-    os.makedirs(state_dir, mode=0o755, exist_ok=True)
-    deadline = clock() + timeout
-    with open(os.path.join(state_dir, LOCK_NAME), "a", encoding="ascii") as handle:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if clock() >= deadline:
-                    raise VmcloudError(
-                        "sync-busy",
-                        f"another sync holds {os.path.join(state_dir, LOCK_NAME)} for more than {timeout:g} s; "
-                        "try again when it is done",
-                    ) from None
-                sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def sync(
     config: Mapping[str, Any],
     engine: TorrentEngine,
@@ -470,17 +441,23 @@ def sync(
     ``config`` uses the option names of _argspec (``src``, ``trust_anchors``, ``approved``,
     ``host``, ...) and of ``SYNC_ARGSPEC``. Raises ``IndexRefused`` (nothing changed) when the
     index fails verification and ``ApprovalConfigError`` when the approvals are malformed;
-    every per-image problem is in the report's ``failures`` instead. Once the index is accepted,
-    one sync at a time works on the host (check mode takes no lock: it changes nothing).
+    every per-image problem is in the report's ``failures`` instead. A real run holds the host
+    lock (``_lock.host_lock``) from before the index is fetched to the end, so the index it
+    converges to is never older than the one the run before it accepted; check mode takes no
+    lock (it changes nothing).
     """
     options = dict(config)
+    if check_mode:
+        return _accept_and_converge(options, engine, check_mode, progress, clock, sleep)
+    timeout = float(options.get("download_timeout", DEFAULT_DOWNLOAD_TIMEOUT))
+    with host_lock(lock_path(options["state_dir"]), timeout, clock, sleep):
+        return _accept_and_converge(options, engine, check_mode, progress, clock, sleep)
+
+
+def _accept_and_converge(options, engine, check_mode, progress, clock, sleep) -> SyncReport:
     accepted, data = fetch_and_accept(options, persist=not check_mode)
     selection = selection_for(accepted.index.images, options)
-    if check_mode:
-        return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep)
-    timeout = float(options.get("download_timeout", DEFAULT_DOWNLOAD_TIMEOUT))
-    with sync_lock(options["state_dir"], timeout, clock, sleep):
-        return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep)
+    return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep)
 
 
 def _converge(

@@ -78,6 +78,14 @@ options:
         under way) are left alone. Older ones are leftovers of an interrupted promotion, thus unknown.
     type: int
     default: 3600
+  state_dir:
+    description:
+      - The host's index state directory, where the per-host lock C(sync.lock) lives (the same as
+        M(vmcloud.fleet.image_sync)'s O(vmcloud.fleet.image_sync#module:state_dir) and C(imgdist)'s). A real
+        run holds the lock from planning to the last action, so it never interleaves with a sync; it waits
+        up to an hour for a running one, then fails with rule C(lock-timeout). Check mode takes no lock.
+    type: path
+    default: /var/lib/vmcloud/index
 notes:
   - An action whose entry changed, or became held open, between planning and acting is not carried out;
     it is listed in RV(deferred) and the next run plans it again.
@@ -337,7 +345,9 @@ failures:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import DEFAULT_STATE_DIR
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._lock import host_lock, lock_path
 from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_STORE_DIR,
@@ -357,6 +367,7 @@ ARGUMENT_SPEC = {
     "max_bytes": {"type": "int"},
     "high_watermark_percent": {"type": "int"},
     "grace_seconds": {"type": "int", "default": DEFAULT_GRACE_SECONDS},
+    "state_dir": {"type": "path", "default": DEFAULT_STATE_DIR},
 }
 
 
@@ -371,8 +382,11 @@ def main() -> None:
         grace_seconds=params["grace_seconds"],
     )
     try:
-        plan = plan_reconcile(params["path"], params["desired"], options)
-        outcome = apply_plan(plan, check_mode=module.check_mode)
+        if module.check_mode:
+            outcome = apply_plan(plan_reconcile(params["path"], params["desired"], options), check_mode=True)
+        else:
+            with host_lock(lock_path(params["state_dir"])):
+                outcome = apply_plan(plan_reconcile(params["path"], params["desired"], options))
     except VmcloudError as exc:
         module.fail_json(msg=str(exc), rule=exc.rule)
     result = report(outcome)

@@ -109,7 +109,8 @@ def test_help_lists_the_exit_codes():
 @pytest.fixture
 def flag_config(tmp_path):
     path = tmp_path / "imgdist.yml"
-    path.write_text(yaml.safe_dump({"disabled_flag": str(tmp_path / "state" / "disabled")}))
+    path.write_text(yaml.safe_dump({"disabled_flag": str(tmp_path / "state" / "disabled"),
+                                    "state_dir": str(tmp_path / "index"), "timeout": 0}))
     return str(path), tmp_path / "state" / "disabled"
 
 
@@ -122,6 +123,20 @@ def test_disable_prints_the_seed_lines(flag_config):
     assert run("-c", config, "--enable") == (EXIT_OK, "current state: disable\nenable\n", "")
     assert not flag.exists()
     assert run("-c", config, "--enable") == (EXIT_OK, "current state: enable\nenable\n", "")
+
+
+def test_enable_and_disable_wait_for_the_host_lock(flag_config, tmp_path):
+    import fcntl
+
+    config, flag = flag_config
+    (tmp_path / "index").mkdir()
+    with open(tmp_path / "index" / "sync.lock", "a") as running_sync:
+        fcntl.flock(running_sync.fileno(), fcntl.LOCK_EX)
+        code, out, err = run("-c", config, "--disable")
+        assert (code, out) == (5, "") and err.startswith("imgdist: lock-timeout: ") and err.count("\n") == 1
+        assert not flag.exists()
+        fcntl.flock(running_sync.fileno(), fcntl.LOCK_UN)
+    assert run("-c", config, "--disable")[0] == EXIT_OK and flag.exists()
 
 
 def test_disable_json(flag_config):
@@ -610,7 +625,7 @@ def test_sync_exit_2_on_a_refused_index_printing_the_rule(world):
     assert code == EXIT_INDEX_REFUSED
     assert err.startswith("imgdist: index-expired: index version 1 expired at 2020-01-01T00:00:00Z")
     assert json.loads(out)["rule"] == "index-expired"
-    assert not os.path.exists(world.host_path("index"))
+    assert os.listdir(world.host_path("index")) == ["sync.lock"]  # no mark, no kept index
 
 
 def test_sync_exit_5_when_the_index_is_unreachable(world):

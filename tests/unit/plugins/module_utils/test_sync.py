@@ -254,18 +254,100 @@ def test_nothing_approved_retires_everything(world):
     assert os.listdir(world.host_path("staging")) == [] and os.listdir(world.host_path("torrents")) == []
 
 
+def _sync_in_child(options, engine, results, name, waiting=None, go=None):
+    """Run ``sync`` in a forked process; with ``waiting``/``go``, pause at the first refused lock attempt."""
+    import fcntl
+
+    if waiting is not None:
+        real_flock = fcntl.flock
+
+        def flock(fd, operation):
+            try:
+                return real_flock(fd, operation)
+            except BlockingIOError:
+                waiting.set()  # this run now waits for the host lock
+                go.wait(60)
+                raise
+
+        fcntl.flock = flock
+    try:
+        report = sync(options, engine, check_mode=False, sleep=lambda _seconds: None)
+        results.put((name, "ok", report.held))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        results.put((name, "refused", getattr(exc, "rule", repr(exc))))
+
+
+def test_an_older_run_cannot_converge_the_host_back(world, tmp_path):
+    """A timer run that read index 1, waiting for the host lock behind a run that accepted index 2,
+    must not converge the host back to index 1 once it gets the lock."""
+    import fcntl
+    import multiprocessing
+
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore as Store
+
+    latest = [{"name": "alma", "version": "latest"}, {"name": "slc", "version": "latest"}]
+    engine = FakeEngine.serving(world)
+    assert sync(world.options(approved=latest), engine, check_mode=False).held == ["alma-9", "slc-5"]
+    older = tmp_path / "mirror-index-1.yaml"  # a mirror still serving index 1
+    older.write_bytes(world.index_path.read_bytes())
+    world.publish("alma", 10, compressed=True)
+    world.write_index(2)
+    engine = FakeEngine.serving(world)
+
+    context = multiprocessing.get_context("fork")
+    results, waiting, go = context.Queue(), context.Event(), context.Event()
+    lock_file = os.path.join(world.host_path("index"), "sync.lock")
+    with open(lock_file, "a") as third_run:  # an Ansible run holds the host
+        fcntl.flock(third_run.fileno(), fcntl.LOCK_EX)
+        timer = context.Process(target=_sync_in_child, args=(world.options(approved=latest, src=str(older)),
+                                                            engine, results, "timer", waiting, go))
+        timer.start()
+        assert waiting.wait(60), "the timer run never waited for the lock"
+        fcntl.flock(third_run.fileno(), fcntl.LOCK_UN)
+    newer = context.Process(target=_sync_in_child, args=(world.options(approved=latest), engine, results, "newer"))
+    newer.start()
+    newer.join(60)
+    go.set()
+    timer.join(60)
+    outcomes = dict((name, (state, detail)) for name, state, detail in (results.get(timeout=5) for _ in range(2)))
+    assert outcomes["newer"] == ("ok", ["alma-10", "slc-5"])
+    assert outcomes["timer"] == ("refused", "rollback")
+    assert sorted(Store(world.host_path("images")).manifest()) == ["alma-10", "slc-5"]
+
+
 def test_one_sync_at_a_time(tmp_path):
     import fcntl
 
     from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
-    from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import LOCK_NAME, sync_lock
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._lock import host_lock, lock_path
 
-    with sync_lock(str(tmp_path), timeout=1):
-        # Another holder (the timer's imgdist sync, say) has its own open file description.
-        with open(tmp_path / LOCK_NAME, "a") as other, pytest.raises(OSError):
-            fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(VmcloudError) as caught, sync_lock(str(tmp_path), timeout=0.2):
+    path = lock_path(str(tmp_path / "index"))
+    clock = FakeClock()
+    with host_lock(path, timeout=1):
+        with host_lock(path, timeout=1):  # re-entrant in one process
             pass
-        assert caught.value.rule == "sync-busy"
-    with sync_lock(str(tmp_path), timeout=0.2):
+        # Another holder (the timer's imgdist sync, say) has its own open file description.
+        with open(path, "a") as other, pytest.raises(OSError):
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(path, "a") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(VmcloudError) as caught, host_lock(path, timeout=5, clock=clock, sleep=clock.sleep):
+            pass
+        assert caught.value.rule == "lock-timeout" and path in caught.value.message
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    with host_lock(path, timeout=0):
         pass
+
+
+def test_a_sync_waits_for_the_lock_then_gives_up_changing_nothing(world):
+    import fcntl
+
+    options = world.options(download_timeout=5)
+    os.makedirs(options["state_dir"])
+    clock = FakeClock()
+    with open(os.path.join(options["state_dir"], "sync.lock"), "a") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(Exception) as caught:
+            sync(options, FakeEngine.serving(world), check_mode=False, clock=clock, sleep=clock.sleep)
+    assert caught.value.rule == "lock-timeout"
+    assert host_state(world) == {"index/sync.lock": b""}  # no mark, no index copy, nothing in the store
