@@ -30,6 +30,7 @@ the store) and returns the same report a real run would, changing nothing.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import shutil
@@ -202,6 +203,8 @@ def describe_error(exc: BaseException) -> tuple:
     """(rule, message) of an error, for the report; one line each."""
     if isinstance(exc, VmcloudError):
         return exc.rule, " ".join(exc.message.split())
+    if isinstance(exc, http.client.HTTPException):  # a broken HTTP answer urllib lets through
+        return "fetch-protocol", " ".join(f"{type(exc).__name__}: {exc}".split())
     if isinstance(exc, OSError):
         return "io-error", " ".join(str(exc).split())
     return "internal-error", f"{type(exc).__name__}: {exc}"
@@ -485,10 +488,12 @@ def _converge(
     desired = selection["desired"]
     report.images = [_outcome_for(store, image) for image in desired]
 
+    # Whatever goes wrong with one image (a .torrent server that answers garbage, say) fails that
+    # image only: the others go on.
     for image, outcome in zip(desired, report.images, strict=True):
         try:
             _hand_to_engine(options, engine, image, outcome, check_mode)
-        except (VmcloudError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded per image with its rule
             report.fail("torrent" if outcome.torrent == "pending" else "engine", exc, outcome)
 
     deadline = clock() + float(options.get("download_timeout", DEFAULT_DOWNLOAD_TIMEOUT))
@@ -500,7 +505,7 @@ def _converge(
                 outcome.store = store.promote(image, staged_file(options, image), check_mode=True).action
             else:
                 _wait_and_promote(options, engine, store, image, outcome, deadline, progress, clock, sleep)
-        except (VmcloudError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded per image with its rule
             report.fail("download" if outcome.store == "pending" else "promote", exc, outcome)
             if outcome.store == "downloaded":
                 outcome.store = "pending"

@@ -177,6 +177,28 @@ def test_a_tampered_torrent_fails_that_image_and_is_not_written(world, monkeypat
     assert sorted(os.listdir(world.host_path("torrents"))) == [world.published["slc-5"].info_hash + ".torrent"]
 
 
+@pytest.mark.parametrize("error", [
+    __import__("http.client").client.BadStatusLine("HTTP/1.1 five hundred"),  # urllib lets it through
+    __import__("http.client").client.IncompleteRead(b"d8:announce", 4096),
+    ValueError("a server bug nobody foresaw"),
+])
+def test_one_bad_torrent_server_fails_only_its_image(world, monkeypatch, error):
+    alma, slc = world.published["alma-9"], world.published["slc-5"]
+    good = world.fetcher()
+
+    def read_source(src, max_size, **kwargs):
+        if src == alma.entry["torrent"]["url"]:
+            raise error
+        return good(src, max_size, **kwargs)
+
+    monkeypatch.setattr(_sync, "read_source", read_source)
+    report = sync(world.options(), FakeEngine.serving(world), check_mode=False)
+    assert [(f["uuid"], f["step"]) for f in report.failures] == [("alma-9", "torrent")]
+    assert report.failures[0]["rule"] in ("fetch-protocol", "fetch-failed", "internal-error")
+    assert report.promoted == ["slc-5"] and report.held == ["slc-5"]
+    assert sha256_of(ImageStore(world.host_path("images")).path_of(slc.entry)) == slc.content_sha256
+
+
 def test_a_content_sha256_mismatch_fails_at_promote(world):
     slc = world.published["slc-5"]
     engine = FakeEngine.serving(world)
