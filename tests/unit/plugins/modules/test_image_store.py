@@ -204,3 +204,16 @@ def test_a_real_run_waits_for_the_host_lock_and_changes_nothing(capsys, store, m
     assert result["failed"] is True and result["rule"] == "lock-timeout"
     assert files() == before
     assert run(capsys, path=str(store["root"]), desired=store["desired"])["retired"] == ["alma-8"]
+
+
+def test_an_empty_desired_set_is_stopped_by_the_guard_unless_confirmed(capsys, store):
+    def files() -> Dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted(store["root"].rglob("*")) if p.is_file() and not p.is_symlink()}
+
+    before = files()
+    result = run(capsys, path=str(store["root"]), desired=[])
+    assert result["failed"] is True and result["rule"] == "retire-guard"
+    assert "would retire 3 of the 3 images" in result["msg"] and "retire_confirm" in result["msg"]
+    assert files() == before
+    result = run(capsys, path=str(store["root"]), desired=[], retire_confirm=True)
+    assert result["retired"] == ["alma-8", "alma-9", "slc-5"]
