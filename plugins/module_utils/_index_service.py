@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from ._fetch import read_source
 from ._index import IndexPolicy, parse_utc_timestamp
-from ._index_state import AcceptedIndex, accept_index
+from ._index_state import AcceptedIndex, accept_index, write_high_water_mark
 from ._lock import host_lock, lock_path
 from ._selection import HostPlacement, parse_approvals, select_images
 from ._trust import TrustStore, load_crls, load_pem_certificates, load_trust_anchors, parse_pins
@@ -72,6 +72,14 @@ def _fetch_and_accept(options: Mapping[str, Any], persist: bool) -> tuple:
     policy = build_policy(options, fetched_url)
     accepted = accept_index(data, policy, options.get("state_dir"), persist=persist, origin=options["src"])
     return accepted, data
+
+
+def commit_accepted(options: Mapping[str, Any], accepted: AcceptedIndex) -> None:
+    """Advance the rollback mark to an index ``fetch_and_accept(persist=False)`` accepted (the sync does
+    it once its own checks pass). Under the host lock; the caller holds it already."""
+    if accepted.advanced and options.get("state_dir"):
+        with host_lock(lock_path(options["state_dir"])):
+            write_high_water_mark(options["state_dir"], accepted.index, reference_time(options.get("reference_time")))
 
 
 def selection_for(images, options: Mapping[str, Any]) -> Dict[str, Any]:

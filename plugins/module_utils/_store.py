@@ -263,7 +263,12 @@ class ImageStore:
     # -------------------------------------------------------------- retire
 
     def retire(self, uuid: str, check_mode: bool = False) -> Dict[str, Any]:
-        """Remove a managed image that is no longer desired, unless a process holds it open."""
+        """Remove a managed image that is no longer desired, unless a process holds it open.
+
+        The one function that deletes a managed image; only the reconcile executor
+        (``_reconcile.apply_plan``) calls it, after its plan checked the name (a plain name in the
+        store), the identity of the file and who holds it. Everything that retires (image_sync,
+        ``imgdist sync``, image_store) goes through that plan."""
         manifest = self.manifest()
         entry = manifest.get(uuid)
         if entry is None:
@@ -318,14 +323,3 @@ class ImageStore:
             held.append({"uuid": uuid, "name": entry.get("name"), "version": entry.get("version"),
                          "path": path, "size": entry.get("size"), "sha256": entry.get("sha256"), "state": state})
         return held
-
-    def retire_all_but(self, keep: Iterable[str], check_mode: bool = False) -> Dict[str, Any]:
-        """Retire every managed image whose uuid is not in ``keep`` (files nobody declared are not
-        touched here: they are not in the manifest)."""
-        wanted = set(keep)
-        outcomes = [self.retire(uuid, check_mode) for uuid in sorted(self.manifest()) if uuid not in wanted]
-        return {
-            "changed": any(o["changed"] for o in outcomes),
-            "retired": [o["uuid"] for o in outcomes if o["action"] in ("removed", "forgotten")],
-            "held_open": [o for o in outcomes if o["action"] == "held-open"],
-        }

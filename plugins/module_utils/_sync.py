@@ -17,9 +17,16 @@ hypervisors under Debian's python3.
 4. wait for the downloads (one deadline for all of them: the engine downloads them in
    parallel), and promote each into the store (``ImageStore.promote``: SHA-256 checked while
    copying or unpacking, atomic);
-5. retire what is no longer desired: drop it from the engine, remove its staging directory and
-   its .torrent, and retire it from the store (``retire_all_but``; a file a process holds open
-   stays, and is reported).
+5. retire what is no longer desired with the same plan as the image_store module
+   (``_reconcile.plan_reconcile`` / ``apply_plan``: plain names, confinement, identity recheck, in
+   use, ``not_desired`` and the quota): a superseded image stays while a desired image of its name is
+   not in the store (``superseded_pending``), unless it is blocked or withdrawn from the index; then
+   drop from the engine, staging and .torrent files what no desired or still-held image uses.
+
+Before anything changes (the rollback mark included), undefined approvals (``approvals-undefined``),
+two desired images under one file name (``desired-conflict``) and a run that would retire more
+than ``retire_max_percent`` of the managed images (``retire-guard``) stop the run. Everything from
+the index fetch on runs under the host lock (``_lock``).
 
 A failure on one image (a .torrent that does not verify, a download timeout, a SHA-256 mismatch)
 is recorded for that image (``failures``) and the others go on; a refused index or malformed approvals stop the
@@ -39,11 +46,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
 from ._engine import TorrentEngine, TorrentStatus, reconcile
-from ._errors import VmcloudError
+from ._errors import ApprovalConfigError, VmcloudError
 from ._fetch import read_source
-from ._index_service import fetch_and_accept, selection_for
+from ._index_service import commit_accepted, fetch_and_accept, selection_for
 from ._io import fsync_directory, write_atomic
 from ._lock import host_lock, lock_path
+from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, apply_plan, plan_reconcile
+from ._reconcile import Options as ReconcileOptions
+from ._selection import is_blocked, parse_approvals
 from ._store import ImageStore
 from ._torrent import (
     MAX_TORRENT_BYTES,
@@ -130,6 +140,8 @@ class SyncReport:
     retired: List[str] = field(default_factory=list)  # uuids retired from the store
     removed: List[str] = field(default_factory=list)  # info-hashes dropped from engine/staging/torrents
     held_open: List[Dict[str, Any]] = field(default_factory=list)
+    superseded_pending: List[Dict[str, Any]] = field(default_factory=list)  # kept until their successors arrive
+    kept: List[str] = field(default_factory=list)  # no longer desired, kept (not_desired=keep)
     failures: List[Dict[str, Any]] = field(default_factory=list)  # not "failed": Ansible reserves that key
     held_before: List[str] = field(default_factory=list)
     held: List[str] = field(default_factory=list)  # uuids the store holds after the run
@@ -190,6 +202,8 @@ class SyncReport:
             "retired": self.retired,
             "removed": self.removed,
             "held_open": self.held_open,
+            "superseded_pending": self.superseded_pending,
+            "kept": self.kept,
             "failures": self.failures,
             "held": self.held,
             "held_before": self.held_before,
@@ -375,7 +389,63 @@ def _wait_and_promote(options, engine, store, image, outcome, deadline, progress
     outcome.store = store.promote(image, staged_file(options, image)).action
 
 
-def _retire(options, engine, store, report, desired_hashes, check_mode) -> None:
+def retire_options(options: Mapping[str, Any]) -> ReconcileOptions:
+    """The retirement policy of a sync (RETIRE_ARGSPEC): the image_store module's, with unknown
+    entries only reported (the image_store task handles them by its own policy)."""
+    return ReconcileOptions(
+        unknown="report",
+        not_desired=options.get("not_desired") or "retire",
+        max_bytes=options.get("max_bytes"),
+        high_watermark_percent=options.get("high_watermark_percent"),
+        retire_max_percent=options.get("retire_max_percent", DEFAULT_RETIRE_MAX_PERCENT),
+        retire_confirm=bool(options.get("retire_confirm")),
+    )
+
+
+def retire_now(store: ImageStore, index_images: Iterable[Dict[str, Any]], options: Mapping[str, Any]) -> List[str]:
+    """Managed uuids that go without waiting for a successor: withdrawn from the verified index, or blocked."""
+    endorsed = {image["uuid"] for image in index_images}
+    blocked = parse_approvals(None, options.get("blocked")).blocked
+    found = []
+    for uuid, entry in store.manifest().items():
+        held = {"uuid": uuid, "name": entry.get("name") if isinstance(entry, dict) else None,
+                "version": entry.get("version") if isinstance(entry, dict) else None}
+        if uuid not in endorsed or is_blocked(held, blocked):
+            found.append(uuid)
+    return sorted(found)
+
+
+def _retire(options, engine, store, report, desired, withdrawn, check_mode) -> None:
+    """Retire what is no longer desired with the reconcile plan (``_reconcile``: the one retirement, with
+    its name, confinement, identity, in-use and quota checks), then drop from the engine, staging and
+    .torrent files every info-hash of ours that no desired or still-held superseded image uses."""
+    arriving = [image.uuid for image in report.images
+                if check_mode and image.ok and image.store in ("promoted", "repaired")]
+    keep_hashes = {image["torrent"]["info_hash"] for image in desired}
+    try:
+        plan = plan_reconcile(store.root, desired, retire_options(options), retire_now=withdrawn, arriving=arriving)
+        done = apply_plan(plan, check_mode=check_mode)
+    except (VmcloudError, OSError) as exc:
+        report.fail("retire", exc)
+        keep_hashes.update(entry.get("info_hash") for entry in store.manifest().values() if isinstance(entry, dict))
+    else:
+        wanted = {image["uuid"] for image in desired}
+        report.retired = sorted({action.uuid for action in done.done if action.uuid and action.uuid not in wanted
+                                 and action.kind in ("retire", "evict", "forget")})
+        report.superseded_pending = [pending.as_dict() for pending in plan.pending]
+        report.kept = list(plan.kept)
+        report.held_open = [{"uuid": held.uuid, "path": held.path, "pids": list(held.pids), "reason": held.reason}
+                            for held in done.held_open if held.uuid]
+        for action, error in done.failures:
+            report.fail("retire", VmcloudError("retire-failed", f"{action.kind} {action.path}: {error}"),
+                        info_hash=None)
+        manifest = store.manifest()
+        keep_hashes.update(manifest.get(pending.uuid, {}).get("info_hash") for pending in plan.pending)
+        keep_hashes.update(manifest.get(held.uuid, {}).get("info_hash") for held in done.held_open if held.uuid)
+    _drop_from_engine(options, engine, report, keep_hashes, check_mode)
+
+
+def _drop_from_engine(options, engine, report, keep_hashes, check_mode) -> None:
     staging_dir, torrent_dir = options["staging_dir"], options["torrent_dir"]
     try:
         statuses = engine.list()
@@ -383,7 +453,8 @@ def _retire(options, engine, store, report, desired_hashes, check_mode) -> None:
         report.fail("retire", exc)
         statuses = []
     for info_hash in retired_info_hashes(
-        desired_hashes, _staged_names(staging_dir), _list_dir(torrent_dir), statuses, staging_dir
+        [value for value in keep_hashes if value], _staged_names(staging_dir), _list_dir(torrent_dir), statuses,
+        staging_dir,
     ):
         try:
             reconcile(engine, info_hash=info_hash, state="absent", check_mode=check_mode)
@@ -394,15 +465,6 @@ def _retire(options, engine, store, report, desired_hashes, check_mode) -> None:
             report.fail("retire", exc, info_hash=info_hash)
             continue
         report.removed.append(info_hash)
-    try:
-        retired = store.retire_all_but(report.desired, check_mode=check_mode)
-    except (VmcloudError, OSError) as exc:
-        report.fail("retire", exc)
-        return
-    report.retired = retired["retired"]
-    report.held_open = [
-        {"uuid": held["uuid"], "path": held["path"], "pids": held["pids"]} for held in retired["held_open"]
-    ]
 
 
 def _remove_tree(path: str) -> None:
@@ -458,9 +520,25 @@ def sync(
 
 
 def _accept_and_converge(options, engine, check_mode, progress, clock, sleep) -> SyncReport:
-    accepted, data = fetch_and_accept(options, persist=not check_mode)
+    if options.get("approved") is None:
+        raise ApprovalConfigError(
+            "approvals-undefined",
+            "the approved images are not defined (the image_sync option approved, vmcloud_approved_images in the "
+            "inventory, approved_images in imgdist.yml); refusing to treat that as approve nothing. Set them: an "
+            "explicit [] approves nothing",
+        )
+    accepted, data = fetch_and_accept(options, persist=False)
     selection = selection_for(accepted.index.images, options)
-    return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep)
+    store = ImageStore(options["store_dir"])
+    withdrawn = retire_now(store, accepted.index.images, options)
+    # Before anything changes (the mark included): two desired images under one file name
+    # (desired-conflict) and a run that would retire too much (retire-guard) stop here. Planned as if
+    # every download succeeds: what the run can retire at most.
+    plan_reconcile(store.root, selection["desired"], retire_options(options), retire_now=withdrawn,
+                   arriving=selection["desired_uuids"])
+    if not check_mode:
+        commit_accepted(options, accepted)
+    return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep, withdrawn)
 
 
 def _converge(
@@ -473,6 +551,7 @@ def _converge(
     progress: Optional[ProgressCallback],
     clock: Callable[[], float],
     sleep: Callable[[float], None],
+    withdrawn: List[str],
 ) -> SyncReport:
     store = ImageStore(options["store_dir"])
     held_before = sorted(store.manifest())
@@ -510,7 +589,7 @@ def _converge(
             if outcome.store == "downloaded":
                 outcome.store = "pending"
 
-    _retire(options, engine, store, report, [image["torrent"]["info_hash"] for image in desired], check_mode)
+    _retire(options, engine, store, report, desired, withdrawn, check_mode)
 
     for outcome in report.images:
         try:

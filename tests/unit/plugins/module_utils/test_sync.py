@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils import _sync
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import TorrentStatus
-from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import IndexRefused
+from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import IndexRefused, VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import (
     check_torrent_for,
@@ -135,7 +136,8 @@ def test_check_mode_writes_no_mark(world):
 def test_report_to_dict_has_the_documented_keys(world):
     report = sync(world.options(), FakeEngine.serving(world), check_mode=False).to_dict()
     assert set(report) == {"changed", "check_mode", "index", "index_saved", "desired", "fetched", "added",
-                           "started", "promoted", "retired", "removed", "held_open", "failures", "held",
+                           "started", "promoted", "retired", "removed", "held_open", "superseded_pending", "kept",
+                           "failures", "held",
                            "held_before", "selection", "desired_images", "images"}
     assert [image["uuid"] for image in report["desired_images"]] == report["desired"]
     assert report["index"]["version"] == 1 and report["index"]["advanced"] is True
@@ -267,10 +269,18 @@ def test_a_new_version_is_promoted_before_the_old_one_goes(world):
     assert report.index["previous_version"] == 1 and report.index["version"] == 2
 
 
-def test_nothing_approved_retires_everything(world):
+def test_nothing_approved_retires_everything_once_confirmed(world):
     engine = FakeEngine.serving(world)
     sync(world.options(), engine, check_mode=False)
-    report = sync(world.options(approved=[]), engine, check_mode=False)
+    world.write_index(2)
+    before = host_state(world)
+    for approved in ([], [{"name": "nothing-by-this-name"}]):  # an explicit empty list counts too
+        with pytest.raises(VmcloudError) as caught:
+            sync(world.options(approved=approved), engine, check_mode=False)
+        assert caught.value.rule == "retire-guard"
+        assert "would retire 2 of the 2 images" in caught.value.message and "retire_confirm" in caught.value.message
+        assert host_state(world) == before and len(engine.torrents) == 2  # not even the mark moved
+    report = sync(world.options(approved=[], retire_confirm=True), engine, check_mode=False)
     assert report.desired == [] and report.retired == ["alma-9", "slc-5"] and report.held == []
     assert engine.torrents == {}
     assert os.listdir(world.host_path("staging")) == [] and os.listdir(world.host_path("torrents")) == []
@@ -335,6 +345,109 @@ def test_an_older_run_cannot_converge_the_host_back(world, tmp_path):
     assert outcomes["newer"] == ("ok", ["alma-10", "slc-5"])
     assert outcomes["timer"] == ("refused", "rollback")
     assert sorted(Store(world.host_path("images")).manifest()) == ["alma-10", "slc-5"]
+
+
+def test_undefined_approvals_are_an_error_not_approve_nothing(world):
+    engine = FakeEngine.serving(world)
+    sync(world.options(), engine, check_mode=False)
+    before = host_state(world)
+    for check_mode in (True, False):
+        with pytest.raises(VmcloudError) as caught:
+            sync(world.options(approved=None) | {"approved": None}, engine, check_mode=check_mode)
+        assert caught.value.rule == "approvals-undefined" and "vmcloud_approved_images" in caught.value.message
+    assert host_state(world) == before
+
+
+def upgrade(world, serve_new: bool):
+    """alma 9 and slc 5 held; alma 10 published in index 2, and in the swarm only when ``serve_new``."""
+    latest = [{"name": "alma", "version": "latest"}, {"name": "slc", "version": "latest"}]
+    engine = FakeEngine.serving(world)
+    assert sync(world.options(approved=latest), engine, check_mode=False).held == ["alma-9", "slc-5"]
+    new = world.publish("alma", 10, compressed=True)
+    world.write_index(2)
+    if serve_new:
+        engine.swarm[new.info_hash] = new.path.read_bytes()
+    return engine, latest
+
+
+def test_a_failed_upgrade_keeps_the_version_the_host_holds(world):
+    engine, latest = upgrade(world, serve_new=False)
+    store = ImageStore(world.host_path("images"))
+    old = world.published["alma-9"]
+    held = Path(store.path_of(old.entry)).read_bytes()
+    clock = FakeClock()
+    options = world.options(approved=latest, download_timeout=30)
+    planned = sync(options, engine, check_mode=True)
+    report = sync(options, engine, check_mode=False, clock=clock, sleep=clock.sleep)
+    assert [(f["uuid"], f["rule"]) for f in report.failures] == [("alma-10", "download-timeout")]
+    assert report.retired == [] and report.held == ["alma-9", "slc-5"]
+    assert report.to_dict()["superseded_pending"] == [
+        {"uuid": "alma-9", "name": "alma", "version": 9, "path": store.path_of(old.entry), "waiting_for": ["alma-10"]}]
+    assert Path(store.path_of(old.entry)).read_bytes() == held  # byte for byte
+    assert old.info_hash in engine.torrents and os.path.isdir(world.host_path(f"staging/{old.info_hash}"))
+    assert planned.retired == ["alma-9"]  # check mode cannot know a download will fail: it assumes success
+    # Once alma 10 arrives, alma 9 goes.
+    engine.swarm[world.published["alma-10"].info_hash] = world.published["alma-10"].path.read_bytes()
+    later = sync(options, engine, check_mode=False)
+    assert later.promoted == ["alma-10"] and later.retired == ["alma-9"] and later.held == ["alma-10", "slc-5"]
+    assert later.to_dict()["superseded_pending"] == [] and old.info_hash not in engine.torrents
+
+
+@pytest.mark.parametrize("how", ["blocked", "withdrawn"])
+def test_a_blocked_or_withdrawn_image_goes_even_when_its_successor_failed(world, how):
+    engine, latest = upgrade(world, serve_new=False)
+    overrides = {}
+    if how == "blocked":
+        overrides["blocked"] = [{"uuid": "alma-9"}]
+    else:
+        world.write_index(3, [p.entry for p in world.published.values() if p.uuid != "alma-9"])
+    clock = FakeClock()
+    report = sync(world.options(approved=latest, download_timeout=30, **overrides), engine, check_mode=False,
+                  clock=clock, sleep=clock.sleep)
+    assert [(f["uuid"], f["rule"]) for f in report.failures] == [("alma-10", "download-timeout")]
+    assert report.retired == ["alma-9"] and report.held == ["slc-5"]
+
+
+def test_a_manifest_entry_pointing_outside_the_store_is_dropped_and_nothing_outside_is_touched(world):
+    import json
+
+    engine = FakeEngine.serving(world)
+    sync(world.options(), engine, check_mode=False)
+    victim = world.root / "outside" / "victim"
+    victim.parent.mkdir()
+    victim.write_bytes(b"not vmcloud's")
+    manifest_path = world.root / "host/images/.vmcloud/manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["images"]["planted-1"] = dict(manifest["images"]["slc-5"], uuid="planted-1", name="planted",
+                                           file="../../outside/victim")
+    manifest_path.write_text(json.dumps(manifest))
+    report = sync(world.options(), engine, check_mode=False)
+    assert report.failures == [] and report.retired == ["planted-1"] and report.held == ["alma-9", "slc-5"]
+    assert victim.read_bytes() == b"not vmcloud's"
+
+
+def test_two_desired_images_with_one_file_name_are_refused(world):
+    engine = FakeEngine.serving(world)
+    sync(world.options(), engine, check_mode=False)
+    twin = world.publish("twin", 1)
+    world.publish("twin", 1, compressed=True, uuid="twin-1-gz")  # stored unpacked: twin_1.img as well
+    world.write_index(2)
+    engine = FakeEngine.serving(world)
+    before = host_state(world)
+    for check_mode in (True, False):
+        with pytest.raises(VmcloudError) as caught:
+            sync(world.options(), engine, check_mode=check_mode)
+        assert caught.value.rule == "desired-conflict" and twin.entry["file"] in caught.value.message
+    assert host_state(world) == before
+
+
+def test_not_desired_keep_and_the_quota_reach_the_sync(world):
+    engine, latest = upgrade(world, serve_new=True)
+    report = sync(world.options(approved=latest, not_desired="keep"), engine, check_mode=False)
+    assert report.promoted == ["alma-10"] and report.retired == [] and report.held == ["alma-10", "alma-9", "slc-5"]
+    report = sync(world.options(approved=latest, not_desired="keep", max_bytes=1, retire_confirm=True), engine,
+                  check_mode=False)
+    assert report.retired == ["alma-9"] and report.held == ["alma-10", "slc-5"]
 
 
 def test_one_sync_at_a_time(tmp_path):
