@@ -16,7 +16,7 @@ description:
   - The store's manifest (C(.vmcloud/manifest.json)) records each promoted image with the size, mtime
     and inode it had when verified, so an unchanged image is not read again on later runs.
   - Retiring images is M(vmcloud.fleet.image_store)'s (and M(vmcloud.fleet.image_sync)'s, which follows the same
-    plan): one implementation, with its name, confinement, identity, in-use, supersession and mass-deletion
+    plan), one implementation with its name, confinement, identity, in-use, supersession and mass-deletion
     checks. This module no longer retires (O(state=absent), C(uuid) and C(keep) are gone).
 author:
   - vmcloud developers

@@ -86,8 +86,8 @@ options:
     default: 2
   not_desired:
     description:
-      - Images no longer desired: V(retire) removes them (once their successors are in the store), V(keep)
-        keeps them as a local cache until O(max_bytes) or O(high_watermark_percent) needs the space, as
+      - What to do with images no longer desired. V(retire) removes them (once their successors are in the
+        store), V(keep) keeps them as a local cache until O(max_bytes) or O(high_watermark_percent) needs the space, as
         M(vmcloud.fleet.image_store) does.
     type: str
     choices: [retire, keep]
