@@ -537,7 +537,7 @@ def _accept_and_converge(options, engine, check_mode, progress, clock, sleep) ->
     plan_reconcile(store.root, selection["desired"], retire_options(options), retire_now=withdrawn,
                    arriving=selection["desired_uuids"])
     if not check_mode:
-        commit_accepted(options, accepted)
+        accepted = commit_accepted(options, accepted)
     return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep, withdrawn)
 
 
