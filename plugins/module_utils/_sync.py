@@ -7,9 +7,10 @@ hypervisors under Debian's python3.
 
 ``sync`` does what the hypervisor role's tasks do, in the same order and with the same paths:
 
-1. fetch and verify the signed index, advance the rollback mark (``fetch_and_accept``) and keep
-   a copy of it at ``<state_dir>/verified-index.yaml`` for offline checks;
-2. select the host's images (``selection_for``: endorsed, approved, targeted, not blocked);
+1. fetch and verify the signed index (``fetch_and_accept``);
+2. select the host's images (``selection_for``: endorsed, approved, targeted, not blocked), check
+   the guards below, then advance the rollback mark (``commit_accepted``) and keep a copy of the
+   index at ``<state_dir>/verified-index.yaml`` for offline checks;
 3. per desired image: fetch its .torrent (size-capped), verify it against the index entry
    (SHA-256 of the file and info-hash; SHA-1 for legacy lists) and write it atomically to
    ``<torrent_dir>/<info_hash>.torrent``; hand it to the engine with its data in
@@ -28,10 +29,11 @@ two desired images under one file name (``desired-conflict``) and a run that wou
 than ``retire_max_percent`` of the managed images (``retire-guard``) stop the run. Everything from
 the index fetch on runs under the host lock (``_lock``).
 
-A failure on one image (a .torrent that does not verify, a download timeout, a SHA-256 mismatch)
-is recorded for that image (``failures``) and the others go on; a refused index or malformed approvals stop the
-run before anything changes. Check mode reads everything (the index, .torrent files, the engine,
-the store) and returns the same report a real run would, changing nothing.
+A failure on one image (a .torrent that does not verify or whose server answers garbage, a
+download timeout, a SHA-256 mismatch) is recorded for that image (``failures``) and the others go
+on; a refused index or malformed approvals stop the run before anything changes. Check mode reads
+everything (the index, .torrent files, the engine, the store) and returns the same report a real
+run would, changing nothing.
 """
 
 from __future__ import annotations
