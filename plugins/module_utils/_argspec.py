@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._engine import ENGINES
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
+from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED
 from ._sync import (
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_POLL_INTERVAL,
@@ -63,12 +64,24 @@ ENGINE_ARGSPEC = {
     "rpc_timeout": {"type": "float", "default": DEFAULT_RPC_TIMEOUT},
 }
 
+# How images that are no longer desired leave the store (_reconcile.Options): image_store and
+# image_sync alike, so the sync's retirement and the reconcile run follow one plan.
+RETIRE_ARGSPEC = {
+    "not_desired": {"type": "str", "choices": list(NOT_DESIRED), "default": "retire"},
+    "max_bytes": {"type": "int"},
+    "high_watermark_percent": {"type": "int"},
+    "retire_max_percent": {"type": "int", "default": DEFAULT_RETIRE_MAX_PERCENT},
+    "retire_confirm": {"type": "bool", "default": False},
+}
+
 SYNC_ARGSPEC = {
     "store_dir": {"type": "path", "default": DEFAULT_STORE_DIR},
     "staging_dir": {"type": "path", "default": DEFAULT_STAGING_DIR},
     "torrent_dir": {"type": "path", "default": DEFAULT_TORRENT_DIR},
+    "engine_user": {"type": "str"},
     **ENGINE_ARGSPEC,
     "download_timeout": {"type": "int", "default": DEFAULT_DOWNLOAD_TIMEOUT},
     "poll_interval": {"type": "float", "default": DEFAULT_POLL_INTERVAL},
     "torrent_max_size": {"type": "int", "default": MAX_TORRENT_BYTES},
+    **RETIRE_ARGSPEC,
 }

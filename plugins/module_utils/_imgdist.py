@@ -38,6 +38,8 @@ from ._errors import ApprovalConfigError, IndexRefused, VmcloudError
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._index_service import build_policy, selection_for
 from ._io import fsync_directory, write_atomic
+from ._lock import host_lock, lock_path
+from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED
 from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, guarded_accept
 from ._selection import parse_approvals
 from ._store import ImageStore
@@ -50,6 +52,7 @@ from ._sync import (
     DEFAULT_STORE_DIR,
     DEFAULT_TORRENT_DIR,
     SyncReport,
+    retire_options,
     sync,
     verified_index_path,
 )
@@ -133,8 +136,9 @@ CONFIG_KEYS: Dict[str, ConfigKey] = {
     "fetch_timeout": ConfigKey("int", "timeout", 30),
     "validate_certs": ConfigKey("bool", "validate_certs", True),
     "ca_path": ConfigKey("path", "ca_path"),
-    # What the site approves, and where this host sits.
-    "approved_images": ConfigKey("list", "approved", []),
+    # What the site approves, and where this host sits. approved_images has no default: a missing
+    # key is refused by sync and config-check, never read as "approve nothing" (an explicit [] is).
+    "approved_images": ConfigKey("list", "approved", None),
     "blocked_images": ConfigKey("list", "blocked", []),
     "approval_rules": ConfigKey("strs", "rules", []),
     "host": ConfigKey("str", "host"),  # default: this machine's host name
@@ -144,8 +148,16 @@ CONFIG_KEYS: Dict[str, ConfigKey] = {
     "store_dir": ConfigKey("path", "store_dir", DEFAULT_STORE_DIR),
     "staging_dir": ConfigKey("path", "staging_dir", DEFAULT_STAGING_DIR),
     "torrent_dir": ConfigKey("path", "torrent_dir", DEFAULT_TORRENT_DIR),
+    "engine_user": ConfigKey("str", "engine_user"),  # who owns staged files (default: rtorrent)
     "state_dir": ConfigKey("path", "state_dir", DEFAULT_STATE_DIR),
     "torrent_max_size": ConfigKey("int", "torrent_max_size", MAX_TORRENT_BYTES),
+    # Images no longer desired (the image_store module's options, _reconcile): retire or keep, the
+    # store's quota, and the mass-deletion guard (retire-guard unless retire_confirm).
+    "not_desired": ConfigKey("str", "not_desired", "retire", tuple(NOT_DESIRED)),
+    "max_bytes": ConfigKey("int", "max_bytes"),
+    "high_watermark_percent": ConfigKey("int", "high_watermark_percent"),
+    "retire_max_percent": ConfigKey("int", "retire_max_percent", DEFAULT_RETIRE_MAX_PERCENT),
+    "retire_confirm": ConfigKey("bool", "retire_confirm", False),
     "disabled_flag": ConfigKey("path", None, DEFAULT_DISABLED_FLAG),
     # The run guard (check, the libvirt hook): seconds a guest may still start after the kept index
     # stops verifying on a time rule alone (expiry, stale CRL); 0 refuses at once (_run_guard).
@@ -247,6 +259,13 @@ def require_keys(config: Mapping[str, Any], path: str, keys: Sequence[str]) -> N
             raise CliError("config-invalid", f"{path}: key {key!r} is required for this command", EXIT_CONFIG)
 
 
+def require_approvals(config: Mapping[str, Any], path: str) -> None:
+    """A sync needs ``approved_images`` given: a missing key is an error, never "approve nothing"."""
+    if config.get("approved_images") is None:
+        raise _config_error(path, "key 'approved_images' is missing; list the approved images (the agent role "
+                            "writes vmcloud_approved_images there; an explicit [] approves nothing)")
+
+
 def validate_config(config: Mapping[str, Any], path: str) -> None:
     """``config-check``: beyond each key's type, what a sync needs (index URL, anchors, valid approvals)."""
     require_keys(config, path, ["index_url", "trust_anchors"])
@@ -255,8 +274,10 @@ def validate_config(config: Mapping[str, Any], path: str) -> None:
     try:
         parse_approvals(config["approved_images"], config["blocked_images"], config["approval_rules"])
         parse_pins(config["endorser_pins"])
-    except VmcloudError as exc:  # malformed approvals (ApprovalConfigError) or pins
+        retire_options(options_from(config)).validate()
+    except VmcloudError as exc:  # malformed approvals (ApprovalConfigError), pins or retirement options
         raise _config_error(path, exc.message) from exc
+    require_approvals(config, path)
 
 
 def options_from(config: Mapping[str, Any]) -> Dict[str, Any]:
@@ -597,6 +618,9 @@ def print_sync(report: SyncReport, out: TextIO) -> None:
         print(f"  {uuid}: {would}retired", file=out)
     for held in report.held_open:
         print(f"  {held['uuid']}: not retired, held open by pid(s) {', '.join(map(str, held['pids']))}", file=out)
+    for pending in report.superseded_pending:
+        print(f"  {pending['uuid']}: kept (superseded) until {', '.join(pending['waiting_for'])} is in the store",
+              file=out)
     for info_hash in report.removed:
         print(f"  torrent {info_hash}: {would}removed from the engine and staging", file=out)
     for failure in report.failures:
@@ -611,6 +635,14 @@ def print_sync(report: SyncReport, out: TextIO) -> None:
 
 
 def run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: TextIO, err: TextIO) -> int:
+    if check_mode:  # changes nothing: no lock
+        return _run_sync(config, check_mode, as_json, out, err)
+    # The flag is read under the host lock the sync holds (re-entered), so --disable is never missed.
+    with host_lock(lock_path(config["state_dir"]), config["timeout"]):
+        return _run_sync(config, check_mode, as_json, out, err)
+
+
+def _run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: TextIO, err: TextIO) -> int:
     if enabled_state(config["disabled_flag"]) == "disable":
         raise CliError(
             "host-disabled",
@@ -734,7 +766,9 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path = args.config or DEFAULT_CONFIG
     config = load_config(path, required=needs_index or args.config is not None)
     if args.action in ("enable", "disable"):
-        before = set_state(config["disabled_flag"], args.action)
+        # Under the host lock: once --disable returns, no sync is running and none starts.
+        with host_lock(lock_path(config["state_dir"]), config["timeout"]):
+            before = set_state(config["disabled_flag"], args.action)
         if args.json:
             print(json.dumps({"previous": before, "state": args.action}), file=out)
         else:
@@ -767,6 +801,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return run_crl_refresh(config, path, args.json, out)
     if args.command == "sync":
         require_keys(config, path, ["index_url", "trust_anchors"])
+        require_approvals(config, path)
         return run_sync(config, args.check, args.json, out, err)
     require_keys(config, path, ["trust_anchors"])
     code, result = check_image(config, args.image)

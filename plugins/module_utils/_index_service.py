@@ -14,7 +14,14 @@ from typing import Any, Dict, Mapping, Optional
 
 from ._fetch import read_source
 from ._index import IndexPolicy, parse_utc_timestamp
-from ._index_state import AcceptedIndex, accept_index
+from ._index_state import (
+    AcceptedIndex,
+    accept_index,
+    check_rollback,
+    read_high_water_mark,
+    write_high_water_mark,
+)
+from ._lock import host_lock, lock_path
 from ._selection import HostPlacement, parse_approvals, select_images
 from ._trust import TrustStore, load_crls, load_pem_certificates, load_trust_anchors, parse_pins
 
@@ -49,7 +56,11 @@ def build_policy(options: Mapping[str, Any], fetched_url: Optional[str]) -> Inde
 
 
 def fetch_and_accept(options: Mapping[str, Any], persist: bool) -> tuple:
-    """(AcceptedIndex, raw bytes): fetch ``src``, verify, and advance the mark when ``persist``."""
+    """(AcceptedIndex, raw bytes): fetch ``src``, verify, and advance the mark when ``persist``.
+
+    The mark's read-check-write happens under the host lock (``commit_accepted``), so two writers
+    never interleave; a refused index takes no lock and leaves ``state_dir`` as it was.
+    """
     data, fetched_url = read_source(
         options["src"],
         max_size=options["max_size"],
@@ -58,8 +69,26 @@ def fetch_and_accept(options: Mapping[str, Any], persist: bool) -> tuple:
         validate_certs=options.get("validate_certs", True),
     )
     policy = build_policy(options, fetched_url)
-    accepted = accept_index(data, policy, options.get("state_dir"), persist=persist, origin=options["src"])
+    accepted = accept_index(data, policy, options.get("state_dir"), persist=False, origin=options["src"])
+    if persist:
+        accepted = commit_accepted(options, accepted)
     return accepted, data
+
+
+def commit_accepted(options: Mapping[str, Any], accepted: AcceptedIndex) -> AcceptedIndex:
+    """Advance the rollback mark to an index verified with ``persist=False``: under the host lock, read
+    the mark again, check it (``rollback`` when another run accepted a newer index meanwhile) and
+    write it. Returns the acceptance as of that check. The sync calls it once its own checks pass,
+    holding the lock already (re-entered)."""
+    state_dir = options.get("state_dir")
+    if accepted.index.format != "v2" or not state_dir:
+        return accepted
+    with host_lock(lock_path(state_dir)):
+        mark = read_high_water_mark(state_dir, accepted.index.url)
+        advanced = check_rollback(accepted.index, mark)
+        if advanced:
+            write_high_water_mark(state_dir, accepted.index, reference_time(options.get("reference_time")))
+    return AcceptedIndex(index=accepted.index, previous_version=mark["version"] if mark else None, advanced=advanced)
 
 
 def selection_for(images, options: Mapping[str, Any]) -> Dict[str, Any]:

@@ -12,7 +12,11 @@ Private to the collection; not a public API. Plain Python (no ansible): the modu
 - ``forget``: drop a manifest entry, touch no file (a corrupt copy, so the next distribution
   run fetches it again; an entry whose file now belongs to a desired image; an entry naming a
   path outside the store);
-- ``retire``: a managed image that is no longer desired (``ImageStore.retire``);
+- ``retire``: a managed image that is no longer desired (``ImageStore.retire``, the one function that
+  deletes a managed image; the image_sync module, ``imgdist sync`` and image_store all get here).
+  Supersede, never strand: while a desired image of the same ``name`` is not verified in the store
+  (a failed upgrade), the superseded one stays and is listed in ``pending`` with what it waits for,
+  unless the caller names it in ``retire_now`` (blocked, or withdrawn from the index);
 - ``quarantine`` / ``remove``: an unknown entry, by policy;
 - ``evict``: a kept, no-longer-desired image removed because the store is over its quota;
 - ``clean``: a ``.promote-*`` temporary file older than ``grace_seconds`` (a promotion killed
@@ -23,6 +27,11 @@ nothing. Check mode and a real run call the same two functions, so what check mo
 is what a real run does. Between planning and acting the store may change: every action checks
 its precondition again (same inode, nothing holds it open, still inside the store) and is
 deferred, never forced, when that no longer holds.
+
+Mass-deletion guard: a plan that would retire more than ``retire_max_percent`` of the managed images
+(default 50; a superseded image whose successors are all present does not count) raises
+``retire-guard`` before anything changes, unless ``retire_confirm``. Two desired images stored under
+one file name raise ``desired-conflict``.
 
 Safety rules: nothing is ever followed through a symlink (entries are ``lstat``-ed; a symlink is
 moved or removed as a link); every path acted on must resolve to a direct child of the store's
@@ -53,6 +62,7 @@ POLICIES = ("report", "quarantine", "remove")
 NOT_DESIRED = ("retire", "keep")
 DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
 DEFAULT_GRACE_SECONDS = TEMP_GRACE_SECONDS
+DEFAULT_RETIRE_MAX_PERCENT = 50
 QUARANTINE_DIR = "quarantine"
 MAX_DEPTH = 64  # directory levels below a store entry that are walked; deeper: reported, never touched
 
@@ -146,6 +156,11 @@ class Options:
     max_bytes: Optional[int] = None
     high_watermark_percent: Optional[int] = None
     grace_seconds: int = DEFAULT_GRACE_SECONDS
+    # The mass-deletion guard: a run that would retire more than this percentage of the managed
+    # images (supersessions by a present newer version of the same name do not count) stops before
+    # changing anything (rule retire-guard) unless retire_confirm. None: no guard.
+    retire_max_percent: Optional[int] = DEFAULT_RETIRE_MAX_PERCENT
+    retire_confirm: bool = False
 
     def validate(self) -> None:
         if self.unknown not in POLICIES:
@@ -160,6 +175,10 @@ class Options:
                              f"high_watermark_percent={self.high_watermark_percent}; give 1 to 100")
         if self.grace_seconds < 0:
             raise StoreError("option-invalid", f"grace_seconds={self.grace_seconds} is negative")
+        if self.retire_max_percent is not None and (isinstance(self.retire_max_percent, bool)
+                                                    or not 0 <= self.retire_max_percent <= 100):
+            raise StoreError("option-invalid",
+                             f"retire_max_percent={self.retire_max_percent!r}; give 0 to 100")
 
     @property
     def has_quota(self) -> bool:
@@ -252,6 +271,22 @@ class Held:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """A managed image no longer desired, kept because a desired image of its name is not in the store
+    yet (supersede, never strand): retired by the run that finds all of them present."""
+
+    uuid: str
+    name: Optional[str]
+    version: Any
+    path: str
+    waiting_for: Tuple[str, ...]
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"uuid": self.uuid, "name": self.name, "version": self.version, "path": self.path,
+                "waiting_for": list(self.waiting_for)}
+
+
+@dataclass(frozen=True)
 class Quota:
     max_bytes: Optional[int]
     high_watermark_percent: Optional[int]
@@ -278,6 +313,7 @@ class Plan:
     actions: Tuple[Action, ...]
     held_open: Tuple[Held, ...]
     kept: Tuple[str, ...]  # uuids of no-longer-desired images kept (not_desired=keep)
+    pending: Tuple[Pending, ...]  # superseded images kept until their successors are in the store
     in_progress: Tuple[str, ...]  # vmcloud temporary files younger than grace_seconds
     quota: Optional[Quota]
     files: Tuple[str, ...]  # names in the store before (the diff's "before"), .vmcloud left out
@@ -430,8 +466,12 @@ class _Planner:
     """Builds one Plan; each method handles one rule of the module docstring."""
 
     def __init__(self, root: str, desired: Sequence[Mapping[str, Any]], options: Options, now: float,
-                 holders: Holders) -> None:
+                 holders: Holders, retire_now: Iterable[str] = (), arriving: Iterable[str] = ()) -> None:
         self.root = root
+        self.retire_now = set(retire_now)
+        self.arriving = set(arriving)
+        self.pending: List[Pending] = []
+        self.superseded: Set[str] = set()  # retirements a present newer version of the same name makes
         self.options = options
         self.now = now
         self.store = ImageStore(root)
@@ -513,6 +553,10 @@ class _Planner:
                                            "store: entry dropped, nothing touched", uuid=uuid))
                 continue
             path = os.path.join(self.root, name)
+            waiting = self._waiting_for(uuid, entry)
+            if waiting:
+                self.pending.append(Pending(uuid, entry.get("name"), entry.get("version"), path, waiting))
+                continue
             if name in self.wanted:
                 owner = self.wanted[name]["uuid"]
                 self.actions.append(Action("forget", path, f"no longer desired, and its file now belongs to "
@@ -524,6 +568,19 @@ class _Planner:
                                            f"{found.kind}: entry dropped, the {found.kind} is unknown", uuid=uuid))
                 continue
             self._retire(uuid, path, found)
+
+    def _waiting_for(self, uuid: str, entry: Mapping[str, Any]) -> Tuple[str, ...]:
+        """Desired images of the same name not yet verified in the store (nor, in a sync's check mode,
+        about to be): while there is one, a superseded image stays. A blocked or withdrawn image
+        (``retire_now``) waits for nothing."""
+        family = entry.get("name")
+        successors = [image for image in self.wanted.values() if family is not None and image.get("name") == family]
+        states = {image.uuid: image.state for image in self.images}
+        waiting = tuple(sorted(image["uuid"] for image in successors
+                               if states.get(image["uuid"]) != "present" and image["uuid"] not in self.arriving))
+        if successors and not waiting:
+            self.superseded.add(uuid)  # replaced, not lost: the mass-deletion guard does not count it
+        return () if uuid in self.retire_now else waiting
 
     def _retire(self, uuid: str, path: str, found: Optional[Entry]) -> None:
         if found is None:
@@ -664,11 +721,30 @@ class _Planner:
 
     # ---------------------------------------------------------------- result
 
+    def guard(self) -> None:
+        """Stop before anything changes when the run would retire too much (module docstring)."""
+        limit, managed = self.options.retire_max_percent, len(self.manifest)
+        if limit is None or self.options.retire_confirm or not managed:
+            return
+        retiring = sorted({action.uuid for action in self.actions if action.kind in ("retire", "evict")
+                           and action.uuid and action.uuid not in self.superseded})
+        if len(retiring) * 100 > limit * managed:
+            shown = ", ".join(retiring[:5]) + (", ..." if len(retiring) > 5 else "")
+            raise StoreError(
+                "retire-guard",
+                f"this run would retire {len(retiring)} of the {managed} images vmcloud manages in {self.root} "
+                f"({shown}), more than retire_max_percent={limit}%; nothing was changed. Check the approvals "
+                "(an undefined or empty vmcloud_approved_images approves nothing); if it is intended, confirm with "
+                "retire_confirm: true (Ansible: -e vmcloud_retire_confirm=true; imgdist: retire_confirm in its "
+                "configuration)",
+            )
+
     def plan(self, fs_usage: FilesystemUsage) -> Plan:
         self.desired_images()
         self.not_desired()
         self.unknown_entries()
         quota = self.quota(fs_usage)
+        self.guard()
         return Plan(
             root=self.root,
             options=self.options,
@@ -677,6 +753,7 @@ class _Planner:
             actions=tuple(self.actions),
             held_open=tuple(self.held),
             kept=tuple(self.kept),
+            pending=tuple(self.pending),
             in_progress=tuple(self.in_progress),
             quota=quota,
             files=tuple(self.entries),
@@ -701,12 +778,21 @@ def plan_reconcile(
     proc: str = "/proc",
     fs_usage: FilesystemUsage = filesystem_usage,
     libvirt: Optional[Libvirt] = None,
+    retire_now: Iterable[str] = (),
+    arriving: Iterable[str] = (),
 ) -> Plan:
-    """Read the store and return what a reconciliation does; changes nothing."""
+    """Read the store and return what a reconciliation does; changes nothing.
+
+    ``retire_now``: uuids of managed images that are blocked or no longer in the verified index;
+    they are retired (when not desired) even while a desired image of their name is missing.
+    ``arriving``: uuids of desired images a sync's check mode expects to promote; they count as
+    present for supersession. Raises ``retire-guard`` (see ``Options``) and ``desired-conflict``.
+    """
     options = options if options is not None else Options()
     options.validate()
     with _unreadable_as_store_error():
-        planner = _Planner(root, desired, options, _clock() if now is None else now, find_holders(proc, libvirt))
+        planner = _Planner(root, desired, options, _clock() if now is None else now, find_holders(proc, libvirt),
+                           retire_now, arriving)
         return planner.plan(fs_usage)
 
 
@@ -880,6 +966,7 @@ def report(outcome: Outcome) -> Dict[str, Any]:
         "evicted": [{"path": action.path, "uuid": action.uuid, "size": action.size, "mtime": action.mtime}
                     for action in done("evict")],
         "kept": list(plan.kept),
+        "superseded_pending": [pending.as_dict() for pending in plan.pending],
         "held_open": [held.as_dict() for held in outcome.held_open],
         "libvirt": plan.libvirt,  # where the domains came from (source), unknown, chain problems
         "in_progress": list(plan.in_progress),

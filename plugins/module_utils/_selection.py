@@ -141,6 +141,12 @@ def _matches(ref: ImageRef, image: Dict[str, Any]) -> bool:
     return image["name"] == ref.name and (ref.version in (None, "latest") or image["version"] == ref.version)
 
 
+def is_blocked(image: Dict[str, Any], blocked: Sequence[ImageRef]) -> bool:
+    """Whether a block entry matches ``image`` (uuid, name and version; a held image without a name
+    matches by uuid only)."""
+    return any(_matches(ref, image) for ref in blocked)
+
+
 def _rule_uuids(rule, source: str, images: Sequence[Dict[str, Any]]) -> List[str]:
     found = rule.search(list(images))
     if found is None:

@@ -599,7 +599,12 @@ class ImageStore:
 
     def retire(self, uuid: str, check_mode: bool = False, domains: Optional[Domains] = None) -> Dict[str, Any]:
         """Remove a managed image that is no longer desired, unless it is in use: a process holds it
-        open, or a libvirt domain reads it (``domains``, read from libvirt when not given; ``_inuse``)."""
+        open, or a libvirt domain reads it (``domains``, read from libvirt when not given; ``_inuse``).
+
+        The one function that deletes a managed image; only the reconcile executor
+        (``_reconcile.apply_plan``) calls it, after its plan checked the name (a plain name in the
+        store), the identity of the file and who holds it. Everything that retires (image_sync,
+        ``imgdist sync``, image_store) goes through that plan."""
         manifest = self.manifest()
         entry = manifest.get(uuid)
         if entry is None:
@@ -673,15 +678,3 @@ class ImageStore:
                          "path": path, "size": entry.get("size"), "sha256": entry.get("sha256"), "state": state,
                          "reason": reason})
         return held
-
-    def retire_all_but(self, keep: Iterable[str], check_mode: bool = False) -> Dict[str, Any]:
-        """Retire every managed image whose uuid is not in ``keep`` (files nobody declared are not
-        touched here: they are not in the manifest)."""
-        wanted = set(keep)
-        domains = libvirt_domains() if any(uuid not in wanted for uuid in self.manifest()) else Domains()
-        outcomes = [self.retire(uuid, check_mode, domains) for uuid in sorted(self.manifest()) if uuid not in wanted]
-        return {
-            "changed": any(o["changed"] for o in outcomes),
-            "retired": [o["uuid"] for o in outcomes if o["action"] in ("removed", "forgotten")],
-            "held_open": [o for o in outcomes if o["action"] == "held-open"],
-        }

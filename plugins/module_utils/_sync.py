@@ -7,9 +7,10 @@ hypervisors under Debian's python3.
 
 ``sync`` does what the hypervisor role's tasks do, in the same order and with the same paths:
 
-1. fetch and verify the signed index, advance the rollback mark (``fetch_and_accept``) and keep
-   a copy of it at ``<state_dir>/verified-index.yaml`` for offline checks;
-2. select the host's images (``selection_for``: endorsed, approved, targeted, not blocked);
+1. fetch and verify the signed index (``fetch_and_accept``);
+2. select the host's images (``selection_for``: endorsed, approved, targeted, not blocked), check
+   the guards below, then advance the rollback mark (``commit_accepted``) and keep a copy of the
+   index at ``<state_dir>/verified-index.yaml`` for offline checks;
 3. per desired image: fetch its .torrent (size-capped), verify it against the index entry
    (SHA-256 of the file and info-hash; SHA-1 for legacy lists) and write it atomically to
    ``<torrent_dir>/<info_hash>.torrent``; hand it to the engine with its data in
@@ -17,33 +18,44 @@ hypervisors under Debian's python3.
 4. wait for the downloads (one deadline for all of them: the engine downloads them in
    parallel), and promote each into the store (``ImageStore.promote``: SHA-256 checked while
    copying or unpacking, atomic);
-5. retire what is no longer desired: drop it from the engine, remove its staging directory and
-   its .torrent, and retire it from the store (``retire_all_but``; a file a process holds open
-   stays, and is reported).
+5. retire what is no longer desired with the same plan as the image_store module
+   (``_reconcile.plan_reconcile`` / ``apply_plan``: plain names, confinement, identity recheck, in
+   use, ``not_desired`` and the quota): a superseded image stays while a desired image of its name is
+   not in the store (``superseded_pending``), unless it is blocked or withdrawn from the index; then
+   drop from the engine, staging and .torrent files what no desired or still-held image uses.
 
-A failure on one image (a .torrent that does not verify, a download timeout, a SHA-256 mismatch)
-is recorded for that image (``failures``) and the others go on; a refused index or malformed approvals stop the
-run before anything changes. Check mode reads everything (the index, .torrent files, the engine,
-the store) and returns the same report a real run would, changing nothing.
+Before anything changes (the rollback mark included), undefined approvals (``approvals-undefined``),
+two desired images under one file name (``desired-conflict``) and a run that would retire more
+than ``retire_max_percent`` of the managed images (``retire-guard``) stop the run. Everything from
+the index fetch on runs under the host lock (``_lock``).
+
+A failure on one image (a .torrent that does not verify or whose server answers garbage, a
+download timeout, a SHA-256 mismatch) is recorded for that image (``failures``) and the others go
+on; a refused index or malformed approvals stop the run before anything changes. Check mode reads
+everything (the index, .torrent files, the engine, the store) and returns the same report a real
+run would, changing nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
+import http.client
 import os
 import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
 from ._engine import TorrentEngine, TorrentStatus, reconcile
-from ._errors import VmcloudError
+from ._errors import ApprovalConfigError, VmcloudError
 from ._fetch import read_source
-from ._index_service import fetch_and_accept, selection_for
+from ._index_service import commit_accepted, fetch_and_accept, selection_for
 from ._io import fsync_directory, write_atomic
+from ._lock import host_lock, lock_path
+from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, apply_plan, plan_reconcile
+from ._reconcile import Options as ReconcileOptions
+from ._selection import is_blocked, parse_approvals
 from ._store import ImageStore
 from ._torrent import (
     MAX_TORRENT_BYTES,
@@ -130,6 +142,8 @@ class SyncReport:
     retired: List[str] = field(default_factory=list)  # uuids retired from the store
     removed: List[str] = field(default_factory=list)  # info-hashes dropped from engine/staging/torrents
     held_open: List[Dict[str, Any]] = field(default_factory=list)
+    superseded_pending: List[Dict[str, Any]] = field(default_factory=list)  # kept until their successors arrive
+    kept: List[str] = field(default_factory=list)  # no longer desired, kept (not_desired=keep)
     failures: List[Dict[str, Any]] = field(default_factory=list)  # not "failed": Ansible reserves that key
     held_before: List[str] = field(default_factory=list)
     held: List[str] = field(default_factory=list)  # uuids the store holds after the run
@@ -190,6 +204,8 @@ class SyncReport:
             "retired": self.retired,
             "removed": self.removed,
             "held_open": self.held_open,
+            "superseded_pending": self.superseded_pending,
+            "kept": self.kept,
             "failures": self.failures,
             "held": self.held,
             "held_before": self.held_before,
@@ -203,6 +219,8 @@ def describe_error(exc: BaseException) -> tuple:
     """(rule, message) of an error, for the report; one line each."""
     if isinstance(exc, VmcloudError):
         return exc.rule, " ".join(exc.message.split())
+    if isinstance(exc, http.client.HTTPException):  # a broken HTTP answer urllib lets through
+        return "fetch-protocol", " ".join(f"{type(exc).__name__}: {exc}".split())
     if isinstance(exc, OSError):
         return "io-error", " ".join(str(exc).split())
     return "internal-error", f"{type(exc).__name__}: {exc}"
@@ -370,10 +388,77 @@ def _wait_and_promote(options, engine, store, image, outcome, deadline, progress
         sleep=sleep,
     )
     outcome.store = "downloaded"
-    outcome.store = store.promote(image, staged_file(options, image)).action
+    outcome.store = store.promote(image, staged_file(options, image), **promote_arguments(options, image)).action
 
 
-def _retire(options, engine, store, report, desired_hashes, check_mode) -> None:
+def promote_arguments(options: Mapping[str, Any], image: Dict[str, Any]) -> Dict[str, Any]:
+    """How ``ImageStore.promote`` opens a staged file: nothing followed below ``staging_dir``, owned by
+    the engine's user (or root), and for a legacy entry (no sha256) the verified .torrent, whose piece
+    hashes are then the content check."""
+    torrent = None
+    if not image.get("sha256"):
+        torrent = read_torrent_file(torrent_path(options, image),
+                                    max_bytes=int(options.get("torrent_max_size") or MAX_TORRENT_BYTES))
+    return {"staging_dir": options["staging_dir"], "owner": options.get("engine_user"), "torrent": torrent}
+
+
+def retire_options(options: Mapping[str, Any]) -> ReconcileOptions:
+    """The retirement policy of a sync (RETIRE_ARGSPEC): the image_store module's, with unknown
+    entries only reported (the image_store task handles them by its own policy)."""
+    return ReconcileOptions(
+        unknown="report",
+        not_desired=options.get("not_desired") or "retire",
+        max_bytes=options.get("max_bytes"),
+        high_watermark_percent=options.get("high_watermark_percent"),
+        retire_max_percent=options.get("retire_max_percent", DEFAULT_RETIRE_MAX_PERCENT),
+        retire_confirm=bool(options.get("retire_confirm")),
+    )
+
+
+def retire_now(store: ImageStore, index_images: Iterable[Dict[str, Any]], options: Mapping[str, Any]) -> List[str]:
+    """Managed uuids that go without waiting for a successor: withdrawn from the verified index, or blocked."""
+    endorsed = {image["uuid"] for image in index_images}
+    blocked = parse_approvals(None, options.get("blocked")).blocked
+    found = []
+    for uuid, entry in store.manifest().items():
+        held = {"uuid": uuid, "name": entry.get("name") if isinstance(entry, dict) else None,
+                "version": entry.get("version") if isinstance(entry, dict) else None}
+        if uuid not in endorsed or is_blocked(held, blocked):
+            found.append(uuid)
+    return sorted(found)
+
+
+def _retire(options, engine, store, report, desired, withdrawn, check_mode) -> None:
+    """Retire what is no longer desired with the reconcile plan (``_reconcile``: the one retirement, with
+    its name, confinement, identity, in-use and quota checks), then drop from the engine, staging and
+    .torrent files every info-hash of ours that no desired or still-held superseded image uses."""
+    arriving = [image.uuid for image in report.images
+                if check_mode and image.ok and image.store in ("promoted", "repaired")]
+    keep_hashes = {image["torrent"]["info_hash"] for image in desired}
+    try:
+        plan = plan_reconcile(store.root, desired, retire_options(options), retire_now=withdrawn, arriving=arriving)
+        done = apply_plan(plan, check_mode=check_mode)
+    except (VmcloudError, OSError) as exc:
+        report.fail("retire", exc)
+        keep_hashes.update(entry.get("info_hash") for entry in store.manifest().values() if isinstance(entry, dict))
+    else:
+        wanted = {image["uuid"] for image in desired}
+        report.retired = sorted({action.uuid for action in done.done if action.uuid and action.uuid not in wanted
+                                 and action.kind in ("retire", "evict", "forget")})
+        report.superseded_pending = [pending.as_dict() for pending in plan.pending]
+        report.kept = list(plan.kept)
+        report.held_open = [{"uuid": held.uuid, "path": held.path, "pids": list(held.pids), "reason": held.reason}
+                            for held in done.held_open if held.uuid]
+        for action, error in done.failures:
+            report.fail("retire", VmcloudError("retire-failed", f"{action.kind} {action.path}: {error}"),
+                        info_hash=None)
+        manifest = store.manifest()
+        keep_hashes.update(manifest.get(pending.uuid, {}).get("info_hash") for pending in plan.pending)
+        keep_hashes.update(manifest.get(held.uuid, {}).get("info_hash") for held in done.held_open if held.uuid)
+    _drop_from_engine(options, engine, report, keep_hashes, check_mode)
+
+
+def _drop_from_engine(options, engine, report, keep_hashes, check_mode) -> None:
     staging_dir, torrent_dir = options["staging_dir"], options["torrent_dir"]
     try:
         statuses = engine.list()
@@ -381,7 +466,8 @@ def _retire(options, engine, store, report, desired_hashes, check_mode) -> None:
         report.fail("retire", exc)
         statuses = []
     for info_hash in retired_info_hashes(
-        desired_hashes, _staged_names(staging_dir), _list_dir(torrent_dir), statuses, staging_dir
+        [value for value in keep_hashes if value], _staged_names(staging_dir), _list_dir(torrent_dir), statuses,
+        staging_dir,
     ):
         try:
             reconcile(engine, info_hash=info_hash, state="absent", check_mode=check_mode)
@@ -392,15 +478,6 @@ def _retire(options, engine, store, report, desired_hashes, check_mode) -> None:
             report.fail("retire", exc, info_hash=info_hash)
             continue
         report.removed.append(info_hash)
-    try:
-        retired = store.retire_all_but(report.desired, check_mode=check_mode)
-    except (VmcloudError, OSError) as exc:
-        report.fail("retire", exc)
-        return
-    report.retired = retired["retired"]
-    report.held_open = [
-        {"uuid": held["uuid"], "path": held["path"], "pids": held["pids"]} for held in retired["held_open"]
-    ]
 
 
 def _remove_tree(path: str) -> None:
@@ -429,34 +506,6 @@ def _left_out(selection: Mapping[str, Any]) -> Dict[str, Any]:
     return {key: selection[key] for key in ("host", "not_endorsed", "not_approved", "not_targeted", "blocked")}
 
 
-LOCK_NAME = "sync.lock"
-
-
-@contextlib.contextmanager
-def sync_lock(state_dir: str, timeout: float, clock: Callable[[], float] = time.monotonic,
-              sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
-    """One sync at a time on a host: the agent's timer and an Ansible run take turns."""
-    os.makedirs(state_dir, mode=0o755, exist_ok=True)
-    deadline = clock() + timeout
-    with open(os.path.join(state_dir, LOCK_NAME), "a", encoding="ascii") as handle:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if clock() >= deadline:
-                    raise VmcloudError(
-                        "sync-busy",
-                        f"another sync holds {os.path.join(state_dir, LOCK_NAME)} for more than {timeout:g} s; "
-                        "try again when it is done",
-                    ) from None
-                sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def sync(
     config: Mapping[str, Any],
     engine: TorrentEngine,
@@ -470,17 +519,39 @@ def sync(
     ``config`` uses the option names of _argspec (``src``, ``trust_anchors``, ``approved``,
     ``host``, ...) and of ``SYNC_ARGSPEC``. Raises ``IndexRefused`` (nothing changed) when the
     index fails verification and ``ApprovalConfigError`` when the approvals are malformed;
-    every per-image problem is in the report's ``failures`` instead. Once the index is accepted,
-    one sync at a time works on the host (check mode takes no lock: it changes nothing).
+    every per-image problem is in the report's ``failures`` instead. A real run holds the host
+    lock (``_lock.host_lock``) from before the index is fetched to the end, so the index it
+    converges to is never older than the one the run before it accepted; check mode takes no
+    lock (it changes nothing).
     """
     options = dict(config)
-    accepted, data = fetch_and_accept(options, persist=not check_mode)
-    selection = selection_for(accepted.index.images, options)
     if check_mode:
-        return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep)
+        return _accept_and_converge(options, engine, check_mode, progress, clock, sleep)
     timeout = float(options.get("download_timeout", DEFAULT_DOWNLOAD_TIMEOUT))
-    with sync_lock(options["state_dir"], timeout, clock, sleep):
-        return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep)
+    with host_lock(lock_path(options["state_dir"]), timeout, clock, sleep):
+        return _accept_and_converge(options, engine, check_mode, progress, clock, sleep)
+
+
+def _accept_and_converge(options, engine, check_mode, progress, clock, sleep) -> SyncReport:
+    if options.get("approved") is None:
+        raise ApprovalConfigError(
+            "approvals-undefined",
+            "the approved images are not defined (the image_sync option approved, vmcloud_approved_images in the "
+            "inventory, approved_images in imgdist.yml); refusing to treat that as approve nothing. Set them: an "
+            "explicit [] approves nothing",
+        )
+    accepted, data = fetch_and_accept(options, persist=False)
+    selection = selection_for(accepted.index.images, options)
+    store = ImageStore(options["store_dir"])
+    withdrawn = retire_now(store, accepted.index.images, options)
+    # Before anything changes (the mark included): two desired images under one file name
+    # (desired-conflict) and a run that would retire too much (retire-guard) stop here. Planned as if
+    # every download succeeds: what the run can retire at most.
+    plan_reconcile(store.root, selection["desired"], retire_options(options), retire_now=withdrawn,
+                   arriving=selection["desired_uuids"])
+    if not check_mode:
+        accepted = commit_accepted(options, accepted)
+    return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep, withdrawn)
 
 
 def _converge(
@@ -493,6 +564,7 @@ def _converge(
     progress: Optional[ProgressCallback],
     clock: Callable[[], float],
     sleep: Callable[[float], None],
+    withdrawn: List[str],
 ) -> SyncReport:
     store = ImageStore(options["store_dir"])
     held_before = sorted(store.manifest())
@@ -508,10 +580,12 @@ def _converge(
     desired = selection["desired"]
     report.images = [_outcome_for(store, image) for image in desired]
 
+    # Whatever goes wrong with one image (a .torrent server that answers garbage, say) fails that
+    # image only: the others go on.
     for image, outcome in zip(desired, report.images, strict=True):
         try:
             _hand_to_engine(options, engine, image, outcome, check_mode)
-        except (VmcloudError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded per image with its rule
             report.fail("torrent" if outcome.torrent == "pending" else "engine", exc, outcome)
 
     deadline = clock() + float(options.get("download_timeout", DEFAULT_DOWNLOAD_TIMEOUT))
@@ -520,15 +594,16 @@ def _converge(
             continue
         try:
             if check_mode:
-                outcome.store = store.promote(image, staged_file(options, image), check_mode=True).action
+                outcome.store = store.promote(image, staged_file(options, image), check_mode=True,
+                                              **promote_arguments(options, image)).action
             else:
                 _wait_and_promote(options, engine, store, image, outcome, deadline, progress, clock, sleep)
-        except (VmcloudError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded per image with its rule
             report.fail("download" if outcome.store == "pending" else "promote", exc, outcome)
             if outcome.store == "downloaded":
                 outcome.store = "pending"
 
-    _retire(options, engine, store, report, [image["torrent"]["info_hash"] for image in desired], check_mode)
+    _retire(options, engine, store, report, desired, withdrawn, check_mode)
 
     for outcome in report.images:
         try:

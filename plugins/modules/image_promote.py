@@ -6,10 +6,10 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: image_promote
-short_description: Verify a downloaded image and promote it into the image store, or retire one
+short_description: Verify a downloaded image and promote it into the image store
 version_added: 0.1.0
 description:
-  - With O(state=present), validates O(image) as the index reader validates entries (a plain file name,
+  - Validates O(image) as the index reader validates entries (a plain file name,
     64 hex digits of SHA-256, a size of 0 or more, a uuid), opens the downloaded file without following
     any symlink (below O(staging_dir)), refuses anything but a regular file owned by the engine's user
     (O(owner)) or root, reads exactly its declared size and checks its SHA-256 (for a legacy entry,
@@ -19,8 +19,9 @@ description:
     stream or a full disk (rule C(store-full)) leaves the store exactly as it was.
   - The store's manifest (C(.vmcloud/manifest.json)) records each promoted image with the size, mtime
     and inode it had when verified, so an unchanged image is not read again on later runs.
-  - With O(state=absent), removes a managed image from the store unless a process holds it open
-    (a running VM); that case is reported, not forced.
+  - Retiring images is M(vmcloud.fleet.image_store)'s (and M(vmcloud.fleet.image_sync)'s, which follows the same
+    plan), one implementation with its name, confinement, identity, in-use, supersession and mass-deletion
+    checks. This module no longer retires (O(state=absent), C(uuid) and C(keep) are gone).
 author:
   - vmcloud developers
 extends_documentation_fragment:
@@ -36,11 +37,12 @@ options:
     description:
       - The verified image entry, as returned in C(images) by M(vmcloud.fleet.image_index)
         (needs C(uuid), C(file), C(compressed), and C(sha256) and C(size) when the index has them).
-      - Required with O(state=present).
     type: dict
+    required: true
   staged:
-    description: The downloaded file (the torrent's content). Required with O(state=present).
+    description: The downloaded file (the torrent's content).
     type: path
+    required: true
   staging_dir:
     description:
       - The directory the engine downloads into (the engine's user can write there). No directory
@@ -61,20 +63,6 @@ options:
         be the entry's, and the content is checked against its piece hashes. A legacy entry without it
         is refused (rule C(content-unverifiable)), never promoted unverified.
     type: path
-  uuid:
-    description: Uuid of the image to retire. With O(state=absent), give this or O(keep).
-    type: str
-  keep:
-    description:
-      - With O(state=absent), retire every image vmcloud put in the store whose uuid is not in this
-        list (the host's desired set). Files nobody declared are left alone.
-    type: list
-    elements: str
-  state:
-    description: V(present) verifies and promotes; V(absent) retires a managed image.
-    type: str
-    choices: [present, absent]
-    default: present
 """
 
 EXAMPLES = r"""
@@ -84,18 +72,6 @@ EXAMPLES = r"""
     image: "{{ item }}"
     staged: "/var/lib/vmcloud/staging/{{ item.uuid }}/{{ item.file }}"
   loop: "{{ vmcloud_index.selection.desired }}"
-
-- name: Retire every managed image that is no longer desired
-  vmcloud.fleet.image_promote:
-    store: /var/lib/vmcloud/images
-    keep: "{{ vmcloud_index.selection.desired_uuids }}"
-    state: absent
-
-- name: Retire a superseded image
-  vmcloud.fleet.image_promote:
-    store: /var/lib/vmcloud/images
-    uuid: cernvm_1276695059-img-1277992808
-    state: absent
 """
 
 RETURN = r"""
@@ -106,33 +82,15 @@ path:
   sample: /var/lib/vmcloud/images/cernvm_1276695059.img
 sha256:
   description: SHA-256 of the stored (unpacked) file.
-  returned: state=present and not in check mode
+  returned: not in check mode
   type: str
   sample: 3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a
 action:
-  description: What happened, V(present) (already verified), V(promoted), V(repaired) (the stored
-    copy had changed), V(removed), V(absent) (nothing to retire) or V(held-open) (not removed).
+  description: What happened, V(present) (already verified), V(promoted) or V(repaired) (the stored
+    copy had changed).
   returned: success
   type: str
   sample: promoted
-retired:
-  description: Uuids removed from the store, with O(keep).
-  returned: with keep
-  type: list
-  elements: str
-  sample: [cernvm_1276695059-img-1277992808]
-held_open:
-  description: Images not removed because a process holds them open, with O(keep).
-  returned: with keep
-  type: list
-  elements: dict
-  sample: [{uuid: slc5-img-1, path: /var/lib/vmcloud/images/slc5.img, pids: [4242], action: held-open}]
-pids:
-  description: Processes holding the image open, when O(state=absent) could not remove it.
-  returned: when action is held-open
-  type: list
-  elements: int
-  sample: [4242]
 """
 
 from typing import Any, Dict
@@ -153,14 +111,11 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import read
 
 ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     store=dict(type="path", required=True),
-    image=dict(type="dict"),
-    staged=dict(type="path"),
+    image=dict(type="dict", required=True),
+    staged=dict(type="path", required=True),
     staging_dir=dict(type="path"),
     owner=dict(type="str"),
     torrent=dict(type="path"),
-    uuid=dict(type="str"),
-    keep=dict(type="list", elements="str"),
-    state=dict(type="str", choices=["present", "absent"], default="present"),
 )
 
 
@@ -195,40 +150,25 @@ def checked_image(image: Dict[str, Any]) -> Dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
-        required_if=[("state", "present", ["image", "staged"]), ("state", "absent", ["uuid", "keep"], True)],
-        mutually_exclusive=[("uuid", "keep")],
         supports_check_mode=True,
     )
     store = ImageStore(module.params["store"])
     try:
-        if module.params["state"] == "present":
-            try:
-                image = checked_image(module.params["image"])
-            except IndexRefused as exc:
-                module.fail_json(msg=f"{exc.rule}: image: {exc.message}", rule=exc.rule)
-            torrent = read_torrent_file(module.params["torrent"]) if module.params["torrent"] else None
-            outcome = store.promote(image, module.params["staged"], check_mode=module.check_mode,
-                                    staging_dir=module.params["staging_dir"], owner=module.params["owner"],
-                                    torrent=torrent)
-            result = {"changed": outcome.changed, "path": outcome.path, "action": outcome.action}
-            if outcome.sha256:
-                result["sha256"] = outcome.sha256
-            result["diff"] = {
-                "before": {image["uuid"]: "present" if not outcome.changed else "missing or changed"},
-                "after": {image["uuid"]: "present"},
-            }
-        elif module.params["keep"] is not None:
-            result = store.retire_all_but(module.params["keep"], check_mode=module.check_mode)
-            result["diff"] = {
-                "before": {"managed": sorted(store.manifest())},
-                "after": {"managed": sorted(set(store.manifest()) - set(result["retired"]))},
-            }
-        else:
-            result = store.retire(module.params["uuid"], check_mode=module.check_mode)
-            result["diff"] = {
-                "before": {result["uuid"]: "absent" if result["action"] == "absent" else "present"},
-                "after": {result["uuid"]: "absent" if result["action"] in ("absent", "removed") else "present"},
-            }
+        try:
+            image = checked_image(module.params["image"])
+        except IndexRefused as exc:
+            module.fail_json(msg=f"{exc.rule}: image: {exc.message}", rule=exc.rule)
+        torrent = read_torrent_file(module.params["torrent"]) if module.params["torrent"] else None
+        outcome = store.promote(image, module.params["staged"], check_mode=module.check_mode,
+                                staging_dir=module.params["staging_dir"], owner=module.params["owner"],
+                                torrent=torrent)
+        result = {"changed": outcome.changed, "path": outcome.path, "action": outcome.action}
+        if outcome.sha256:
+            result["sha256"] = outcome.sha256
+        result["diff"] = {
+            "before": {image["uuid"]: "present" if not outcome.changed else "missing or changed"},
+            "after": {image["uuid"]: "present"},
+        }
     except VmcloudError as exc:
         module.fail_json(msg=str(exc), rule=exc.rule)
     module.exit_json(**result)

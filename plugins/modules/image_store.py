@@ -38,7 +38,12 @@ options:
     description:
       - The host's desired images, C(selection.desired) as returned by M(vmcloud.fleet.image_index)
         (each needs C(uuid) and C(file); C(compressed) and C(sha256) are used when present).
-      - Every image vmcloud holds that is not in this list is no longer desired; an empty list retires all.
+      - Every image vmcloud holds that is not in this list is no longer desired; an empty list retires all
+        (within O(retire_max_percent)).
+      - Supersede, never strand. An image no longer desired stays while a desired image of the same C(name) is
+        not verified in the store (a failed upgrade); it is listed in RV(superseded_pending) and retired by the
+        first run that finds its successors present.
+      - Two desired images stored under one file name are refused (rule C(desired-conflict)).
     type: list
     elements: dict
     required: true
@@ -72,6 +77,21 @@ options:
       - Like O(max_bytes), for the filesystem holding the store. Evicts until the filesystem's used space
         is at most this percentage of its size. With O(max_bytes) too, the stricter of the two applies.
     type: int
+  retire_max_percent:
+    description:
+      - The mass-deletion guard. A run that would retire (or evict) more than this percentage of the images
+        vmcloud manages in the store stops before changing anything, with rule C(retire-guard) saying how many
+        of how many, unless O(retire_confirm=true). An image superseded by a newer version of the same name that
+        is in the store does not count. V(100) turns the guard off.
+      - The hypervisor role sets it from C(vmcloud_retire_max_percent).
+    type: int
+    default: 50
+  retire_confirm:
+    description:
+      - Confirm a run the O(retire_max_percent) guard stops (C(-e vmcloud_retire_confirm=true) with the
+        hypervisor role). An explicit empty O(desired) counts toward the guard like any other.
+    type: bool
+    default: false
   grace_seconds:
     description:
       - Age (since last modification) under which vmcloud's own temporary files (C(.promote-*), a promotion
@@ -79,6 +99,14 @@ options:
         (listed in RV(cleaned)) whatever O(unknown) says, and never reported as unknown entries.
     type: int
     default: 3600
+  state_dir:
+    description:
+      - The host's index state directory, where the per-host lock C(sync.lock) lives (the same as
+        M(vmcloud.fleet.image_sync)'s O(vmcloud.fleet.image_sync#module:state_dir) and C(imgdist)'s). A real
+        run holds the lock from planning to the last action, so it never interleaves with a sync; it waits
+        up to an hour for a running one, then fails with rule C(lock-timeout). Check mode takes no lock.
+    type: path
+    default: /var/lib/vmcloud/index
 notes:
   - An action whose entry changed, or became held open, between planning and acting is not carried out;
     it is listed in RV(deferred) and the next run plans it again.
@@ -241,6 +269,14 @@ kept:
   type: list
   elements: str
   sample: [alma8-img-3]
+superseded_pending:
+  description: Images no longer desired that stay because a desired image of the same name is not verified in
+    the store yet; C(waiting_for) lists those uuids.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{uuid: slc5-img-1, name: slc5-img, version: 1, path: /var/lib/vmcloud/images/slc5_1.img,
+            waiting_for: [slc5-img-2]}]
 held_open:
   description:
     - What was not moved, removed, retired or dropped from the manifest because it is in use
@@ -376,11 +412,12 @@ failures:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import DEFAULT_STATE_DIR, RETIRE_ARGSPEC
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._lock import host_lock, lock_path
 from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_STORE_DIR,
-    NOT_DESIRED,
     POLICIES,
     Options,
     apply_plan,
@@ -392,10 +429,9 @@ ARGUMENT_SPEC = {
     "path": {"type": "path", "default": DEFAULT_STORE_DIR},
     "desired": {"type": "list", "elements": "dict", "required": True},
     "unknown": {"type": "str", "choices": list(POLICIES), "default": "report"},
-    "not_desired": {"type": "str", "choices": list(NOT_DESIRED), "default": "retire"},
-    "max_bytes": {"type": "int"},
-    "high_watermark_percent": {"type": "int"},
+    **RETIRE_ARGSPEC,
     "grace_seconds": {"type": "int", "default": DEFAULT_GRACE_SECONDS},
+    "state_dir": {"type": "path", "default": DEFAULT_STATE_DIR},
 }
 
 
@@ -408,10 +444,15 @@ def main() -> None:
         max_bytes=params["max_bytes"],
         high_watermark_percent=params["high_watermark_percent"],
         grace_seconds=params["grace_seconds"],
+        retire_max_percent=params["retire_max_percent"],
+        retire_confirm=params["retire_confirm"],
     )
     try:
-        plan = plan_reconcile(params["path"], params["desired"], options)
-        outcome = apply_plan(plan, check_mode=module.check_mode)
+        if module.check_mode:
+            outcome = apply_plan(plan_reconcile(params["path"], params["desired"], options), check_mode=True)
+        else:
+            with host_lock(lock_path(params["state_dir"])):
+                outcome = apply_plan(plan_reconcile(params["path"], params["desired"], options))
     except VmcloudError as exc:
         module.fail_json(msg=str(exc), rule=exc.rule)
     result = report(outcome)

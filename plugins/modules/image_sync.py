@@ -18,9 +18,19 @@ description:
     C(<torrent_dir>/<info_hash>.torrent); hands it to the BitTorrent engine with its data in
     C(<staging_dir>/<info_hash>) (loaded when absent, restarted when stopped); waits for the downloads;
     and promotes each image into O(store_dir), verifying its SHA-256 while copying (and unpacking) it.
-  - Then retires what is no longer desired, dropping it from the engine, removing its staging
-    directory and .torrent, and removing it from the store, except files a process holds open
-    (reported in RV(held_open)).
+  - Then retires what is no longer desired with the same plan as M(vmcloud.fleet.image_store) (plain names,
+    confinement to the store, identity recheck, files a process holds open stay and are reported in
+    RV(held_open), O(not_desired) and the quota), and drops it from the engine, staging and .torrent files.
+  - Supersede, never strand. An image that is no longer desired stays while a desired image of the same
+    C(name) is not verified in the store (a failed upgrade), and is listed in RV(superseded_pending); it goes
+    at once when it is blocked or no longer in the verified index.
+  - Before anything changes (the rollback mark included) the run stops when O(approved) is not given (rule
+    C(approvals-undefined)), when two desired images are stored under one file name (C(desired-conflict)),
+    or when it would retire more than O(retire_max_percent) of the images the store holds
+    (C(retire-guard)) and O(retire_confirm) is not set.
+  - The whole run, from fetching the index on, holds the host lock (C(<state_dir>/sync.lock)) shared with
+    C(imgdist) and M(vmcloud.fleet.image_store); it waits up to O(download_timeout) for it (rule
+    C(lock-timeout)).
   - A failure on one image (a .torrent that does not verify, a download timeout, a SHA-256 mismatch)
     is reported in RV(failures) and the other images go on; the task then fails with rule
     C(images-failed) after doing everything it could. A refused index changes nothing.
@@ -52,6 +62,13 @@ options:
       - Directories here named by an info-hash of no desired image are removed.
     type: path
     default: /var/lib/vmcloud/staging
+  engine_user:
+    description:
+      - The user the BitTorrent engine runs as (name or uid). A staged file is promoted only when it is a
+        regular file owned by this user or root, reached without following a symlink below O(staging_dir)
+        (rule C(staged-unsafe)).
+      - Default C(rtorrent), the rtorrent role's user (when no such user exists, only root's files).
+    type: str
   torrent_dir:
     description:
       - Where the verified .torrent files are kept, as C(<info_hash>.torrent).
@@ -74,6 +91,31 @@ options:
       - Seconds between progress checks while waiting.
     type: float
     default: 2
+  not_desired:
+    description:
+      - What to do with images no longer desired. V(retire) removes them (once their successors are in the
+        store), V(keep) keeps them as a local cache until O(max_bytes) or O(high_watermark_percent) needs the space, as
+        M(vmcloud.fleet.image_store) does.
+    type: str
+    choices: [retire, keep]
+    default: retire
+  max_bytes:
+    description: Quota of the store in bytes (see M(vmcloud.fleet.image_store)).
+    type: int
+  high_watermark_percent:
+    description: Quota as a percentage of the store's filesystem (see M(vmcloud.fleet.image_store)).
+    type: int
+  retire_max_percent:
+    description:
+      - The mass-deletion guard. A run that would retire more than this percentage of the images the store
+        holds stops before changing anything (rule C(retire-guard)). A superseded image whose successors are
+        in the store does not count. V(100) turns the guard off.
+    type: int
+    default: 50
+  retire_confirm:
+    description: Confirm a run O(retire_max_percent) stops (C(-e vmcloud_retire_confirm=true)).
+    type: bool
+    default: false
 notes:
   - Check mode verifies the index, reads (and verifies) the .torrent files it would fetch, and asks the
     engine and the store what they hold; it returns the same lists a real run would, and writes
@@ -167,7 +209,7 @@ promoted:
   elements: str
   sample: [cernvm_1276695059-img-1277992808]
 retired:
-  description: Uuids removed from the store because they are no longer desired.
+  description: Uuids removed from the store (or dropped from its manifest) because they are no longer desired.
   returned: success
   type: list
   elements: str
@@ -183,7 +225,22 @@ held_open:
   returned: success
   type: list
   elements: dict
-  sample: [{uuid: cernvm_1276695059-img-1276000000, path: /var/lib/vmcloud/images/cernvm.img, pids: [4242]}]
+  sample: [{uuid: cernvm_1276695059-img-1276000000, path: /var/lib/vmcloud/images/cernvm.img, pids: [4242],
+            reason: "no longer desired, held open: not retired"}]
+superseded_pending:
+  description: Images no longer desired kept because a desired image of the same name is not in the store yet
+    (C(waiting_for)); the first run that finds those present retires them.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{uuid: slc5_demo-1, name: slc5_demo-img, version: 1, path: /var/lib/vmcloud/images/slc5_demo.img,
+            waiting_for: [slc5_demo-2]}]
+kept:
+  description: Uuids of images no longer desired kept in the store (O(not_desired=keep)).
+  returned: success
+  type: list
+  elements: str
+  sample: []
 failures:
   description:
     - Per-image problems; the other images went on. C(step) is one of V(torrent), V(engine), V(download),

@@ -29,7 +29,12 @@ from typing import Dict, Iterator, List
 import pytest
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._inuse import Libvirt, libvirt_domains
-from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import apply_plan, plan_reconcile, report
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
+    Options,
+    apply_plan,
+    plan_reconcile,
+    report,
+)
 from tests.unit.plugins.module_utils.test_reconcile import Site, snapshot
 
 from .conftest import _die_with_parent, require, stop_daemon, wait_until
@@ -136,7 +141,7 @@ class Fleet:
 
     def plan(self, libvirt: Libvirt | None = None):
         return plan_reconcile(str(self.site.root), [self.images["new-1"]], libvirt=libvirt or self.daemon.libvirt(),
-                              now=self.site.now)
+                              now=self.site.now, options=Options(retire_confirm=True))  # 3 of 4: past the guard
 
     def held(self, result: dict) -> Dict[str, List[str]]:
         return {held["uuid"]: held["domains"] for held in result["held_open"]}

@@ -18,6 +18,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,3 +183,49 @@ def test_sync_download_verify_promote_retire(world, leecher):
     assert imgdist("-c", config, "check", cernvm.uuid)[0] == EXIT_OK
     code, last = imgdist_json("-c", config, "sync")
     assert code == EXIT_OK and last["changed"] is False
+
+
+def test_a_failed_upgrade_and_a_bad_torrent_server_strand_nothing(world, leecher, seeder, tracker):
+    """Version 2 of slc5 cannot arrive (its .torrent is served, nobody seeds it) and another image's
+    .torrent URL answers 404: the host keeps slc5 version 1 byte for byte, and a new good image is
+    still promoted in the same run. Once version 2 is seeded, version 1 goes."""
+    cernvm, slc5 = world.published["cernvm-1276695059"], world.published["slc5-1277993853"]
+    latest = [{"name": name, "version": "latest"} for name in ("cernvm", "slc5", "fresh", "broken")]
+    config = write_config(world, leecher, latest)
+    code, first = imgdist_json("-c", config, "sync")
+    assert code == EXIT_OK and first["held"] == [cernvm.uuid, slc5.uuid], first["failures"]
+    store = ImageStore(world.host_path("images"))
+    held_v1 = Path(store.path_of(slc5.entry)).read_bytes()
+
+    slc5_v2 = world.publish("slc5", 1277993854, size=IMAGE_BYTES)  # .torrent on the catalogue, no seeder
+    tracker.allow(slc5_v2.info_hash)
+    fresh = world.publish("fresh", 1, size=IMAGE_BYTES // 4)
+    broken = world.publish("broken", 1, size=IMAGE_BYTES // 4)
+    broken.entry["torrent"]["url"] = f"{world.base_url}/torrents/nowhere.torrent"  # HTTP 404
+    origin = seeder.engine()
+    for published in (fresh, broken):
+        tracker.allow(published.info_hash)
+        origin.add(published.torrent, str(published.path.parent))
+        assert origin.wait_complete(published.info_hash, timeout=WAIT, poll_interval=0.2).state == "seeding"
+    world.write_index(2)
+
+    code, failed = imgdist_json("-c", write_config(world, leecher, latest, timeout=5), "sync")
+    assert code == EXIT_IMAGES_FAILED
+    assert sorted((f["uuid"], f["step"], f["rule"]) for f in failed["failures"]) == [
+        (broken.uuid, "torrent", "fetch-failed"), (slc5_v2.uuid, "download", "download-timeout")]
+    assert failed["promoted"] == [fresh.uuid] and failed["retired"] == []
+    assert failed["held"] == sorted([cernvm.uuid, fresh.uuid, slc5.uuid])
+    assert [(p["uuid"], p["waiting_for"]) for p in failed["superseded_pending"]] == [(slc5.uuid, [slc5_v2.uuid])]
+    assert Path(store.path_of(slc5.entry)).read_bytes() == held_v1  # byte for byte
+    code, _, _ = imgdist("-c", config, "check", slc5.uuid)
+    assert code == EXIT_NOT_APPROVED  # superseded: guests keep running from it, new ones start from v2
+
+    # Version 2 gets a seeder: it arrives, and only then version 1 goes.
+    origin.add(slc5_v2.torrent, str(slc5_v2.path.parent))
+    assert origin.wait_complete(slc5_v2.info_hash, timeout=WAIT, poll_interval=0.2).state == "seeding"
+    latest = latest[:3]
+    code, upgraded = imgdist_json("-c", write_config(world, leecher, latest), "sync")
+    assert code == EXIT_OK, upgraded["failures"]
+    assert upgraded["promoted"] == [slc5_v2.uuid] and upgraded["retired"] == [slc5.uuid]
+    assert upgraded["superseded_pending"] == [] and sha256_of(store.path_of(slc5_v2.entry)) == slc5_v2.content_sha256
+    assert not os.path.exists(store.path_of(slc5.entry))

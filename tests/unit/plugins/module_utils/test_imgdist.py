@@ -109,7 +109,8 @@ def test_help_lists_the_exit_codes():
 @pytest.fixture
 def flag_config(tmp_path):
     path = tmp_path / "imgdist.yml"
-    path.write_text(yaml.safe_dump({"disabled_flag": str(tmp_path / "state" / "disabled")}))
+    path.write_text(yaml.safe_dump({"disabled_flag": str(tmp_path / "state" / "disabled"),
+                                    "state_dir": str(tmp_path / "index"), "timeout": 0}))
     return str(path), tmp_path / "state" / "disabled"
 
 
@@ -122,6 +123,20 @@ def test_disable_prints_the_seed_lines(flag_config):
     assert run("-c", config, "--enable") == (EXIT_OK, "current state: disable\nenable\n", "")
     assert not flag.exists()
     assert run("-c", config, "--enable") == (EXIT_OK, "current state: enable\nenable\n", "")
+
+
+def test_enable_and_disable_wait_for_the_host_lock(flag_config, tmp_path):
+    import fcntl
+
+    config, flag = flag_config
+    (tmp_path / "index").mkdir()
+    with open(tmp_path / "index" / "sync.lock", "a") as running_sync:
+        fcntl.flock(running_sync.fileno(), fcntl.LOCK_EX)
+        code, out, err = run("-c", config, "--disable")
+        assert (code, out) == (5, "") and err.startswith("imgdist: lock-timeout: ") and err.count("\n") == 1
+        assert not flag.exists()
+        fcntl.flock(running_sync.fileno(), fcntl.LOCK_UN)
+    assert run("-c", config, "--disable")[0] == EXIT_OK and flag.exists()
 
 
 def test_disable_json(flag_config):
@@ -157,7 +172,9 @@ def test_config_defaults_and_mapping():
     assert options["staging_dir"] == "/var/lib/vmcloud/staging"
     assert options["torrent_dir"] == "/var/lib/vmcloud/torrents"
     assert options["state_dir"] == "/var/lib/vmcloud/index"
-    assert options["approved"] == [] and options["rules"] == []
+    assert options["approved"] is None and options["rules"] == []  # missing: sync and config-check refuse
+    assert options["retire_max_percent"] == 50 and options["retire_confirm"] is False
+    assert options["not_desired"] == "retire" and options["max_bytes"] is None
     assert config["disabled_flag"] == "/var/lib/vmcloud/disabled"
 
 
@@ -218,10 +235,34 @@ def test_config_check_valid(tmp_path):
 )
 def test_config_check_refusals_exit_4_naming_the_problem(tmp_path, document, message):
     path = tmp_path / "imgdist.yml"
-    path.write_text(yaml.safe_dump({"index_url": "http://c/index.yaml", "trust_anchors": ["/a"], **document}))
+    path.write_text(yaml.safe_dump({"index_url": "http://c/index.yaml", "trust_anchors": ["/a"],
+                                    "approved_images": [], **document}))
     code, out, err = run("-c", str(path), "config-check")
     assert code == EXIT_CONFIG and out == ""
     assert err.startswith(f"imgdist: config-invalid: {path}: ") and message in err and err.count("\n") == 1
+
+
+def test_a_config_without_approved_images_is_refused_not_read_as_approve_nothing(world):
+    config = write_config(world)
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    before = {p: p.read_bytes() for p in sorted(Path(world.host_path("")).rglob("*")) if p.is_file()}
+    document = yaml.safe_load(Path(config).read_text())
+    del document["approved_images"]
+    Path(config).write_text(yaml.safe_dump(document))
+    for command in ("sync", "config-check"):
+        code, out, err = run("-c", config, command)
+        assert (code, out) == (EXIT_CONFIG, "")
+        assert err.startswith(f"imgdist: config-invalid: {config}: key 'approved_images' is missing") and \
+            "an explicit [] approves nothing" in err and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in sorted(Path(world.host_path("")).rglob("*")) if p.is_file()} == before
+    # An explicit empty list is valid, and meets the mass-deletion guard.
+    config = write_config(world, approved_images=[])
+    assert run("-c", config, "config-check")[0] == EXIT_OK
+    code, out, err = run("-c", config, "sync")
+    assert (code, out) == (5, "") and err.startswith("imgdist: retire-guard: this run would retire 2 of the 2 images")
+    assert {p: p.read_bytes() for p in sorted(Path(world.host_path("")).rglob("*")) if p.is_file()} == before
+    code, out, _ = run("-c", write_config(world, approved_images=[], retire_confirm=True), "sync", "--json")
+    assert code == EXIT_OK and json.loads(out)["retired"] == ["alma-9", "slc-5"]
 
 
 def test_config_check_needs_the_file(tmp_path):
@@ -610,7 +651,7 @@ def test_sync_exit_2_on_a_refused_index_printing_the_rule(world):
     assert code == EXIT_INDEX_REFUSED
     assert err.startswith("imgdist: index-expired: index version 1 expired at 2020-01-01T00:00:00Z")
     assert json.loads(out)["rule"] == "index-expired"
-    assert not os.path.exists(world.host_path("index"))
+    assert os.listdir(world.host_path("index")) == ["sync.lock"]  # no mark, no kept index
 
 
 def test_sync_exit_5_when_the_index_is_unreachable(world):

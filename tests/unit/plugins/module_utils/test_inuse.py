@@ -333,7 +333,8 @@ def in_use_site(tmp_path: Path):
 def test_images_used_by_domains_are_never_retired_and_the_report_names_the_domains(tmp_path):
     site, (old1, old2, new), libvirt = in_use_site(tmp_path)
     before = snapshot(site.root)
-    plan = plan_reconcile(str(site.root), [new], libvirt=libvirt, now=site.now)
+    confirmed = _options(retire_confirm=True)  # two of three retired: past the mass-deletion guard
+    plan = plan_reconcile(str(site.root), [new], libvirt=libvirt, now=site.now, options=confirmed)
     assert plan.actions == ()
     result = report(apply_plan(plan, libvirt=libvirt))
     assert result["changed"] is False and result["retired"] == []
@@ -348,7 +349,7 @@ def test_images_used_by_domains_are_never_retired_and_the_report_names_the_domai
                                  "problems": []}
     # Without the domains (libvirt absent: the report says so), both are retired.
     result = report(apply_plan(plan_reconcile(str(site.root), [new], libvirt=Libvirt(
-        virsh="/nonexistent", config_dir="/nonexistent"), now=site.now)))
+        virsh="/nonexistent", config_dir="/nonexistent"), now=site.now, options=confirmed)))
     assert sorted(result["retired"]) == ["old-1", "old-2"]
     assert result["libvirt"]["source"] == "none: libvirt is not installed (virsh not found, no /nonexistent)"
 
@@ -393,7 +394,7 @@ def test_an_unknown_file_used_by_a_domain_is_never_moved_or_removed(tmp_path, po
 def test_a_domain_defined_after_planning_defers_the_retirement(tmp_path):
     site, (old1, _old2, new), libvirt = in_use_site(tmp_path)
     nothing = Libvirt(virsh="/nonexistent", config_dir="/nonexistent")
-    plan = plan_reconcile(str(site.root), [new], libvirt=nothing, now=site.now)
+    plan = plan_reconcile(str(site.root), [new], libvirt=nothing, now=site.now, options=_options(retire_confirm=True))
     assert sorted(a.uuid for a in plan.actions if a.kind == "retire") == ["old-1", "old-2"]
     outcome = apply_plan(plan, libvirt=libvirt)
     assert outcome.done == [] and sorted(why for _, why in outcome.deferred) == [
@@ -436,7 +437,7 @@ def test_a_symlink_in_the_store_named_as_a_disk_is_in_use(tmp_path):
 
 def test_image_store_retire_keeps_an_image_a_domain_uses(tmp_path, monkeypatch):
     site = Site(tmp_path)
-    old, new = site.image("old-1"), site.image("new-1")
+    old, _new = site.image("old-1"), site.image("new-1")
     top = overlay(tmp_path / "vm.qcow2", str(site.path(old)))
     used = _inuse.Domains(disks={"vm": (top, str(site.path(old)))}, source="test")
     assert site.store.retire("old-1", domains=used) == {
@@ -444,10 +445,10 @@ def test_image_store_retire_keeps_an_image_a_domain_uses(tmp_path, monkeypatch):
         "domains": ["vm"]}
     unknown = _inuse.Domains(source="test", unknown="cannot read them")
     assert site.store.retire("old-1", domains=unknown)["unknown"] == "cannot read them"
-    # retire_all_but reads libvirt's domains once, for every image it retires.
+    # Without domains given, retire reads libvirt's itself.
     calls = []
     monkeypatch.setattr(_store, "libvirt_domains", lambda: calls.append(1) or used)
-    result = site.store.retire_all_but([new["uuid"]])
-    assert (result["retired"], [held["domains"] for held in result["held_open"]], calls) == ([], [["vm"]], [1])
+    result = site.store.retire("old-1")
+    assert (result["action"], result["domains"], calls) == ("held-open", ["vm"], [1])
     assert site.path(old).exists() and "old-1" in site.store.manifest()
     assert site.store.retire("old-1", domains=_inuse.Domains())["action"] == "removed"

@@ -54,13 +54,14 @@ class Site:
         self.store = ImageStore(str(self.root))
         self.now = time.time()
 
-    def image(self, uuid: str, size: int = 4 * KIB, name: str = "", fill: bytes = b"") -> Dict[str, Any]:
+    def image(self, uuid: str, size: int = 4 * KIB, name: str = "", fill: bytes = b"",
+              family: str = "") -> Dict[str, Any]:
         """Promote an image into the store (the verified way) and return its index entry."""
         staged = self.staging / uuid / (name or f"{uuid}.img")
         staged.parent.mkdir(parents=True, exist_ok=True)
         data = (fill or uuid.encode()) * (size // len(fill or uuid.encode()) + 1)
         staged.write_bytes(data[:size])
-        image = {"uuid": uuid, "name": uuid, "version": 1, "file": staged.name, "compressed": False,
+        image = {"uuid": uuid, "name": family or uuid, "version": 1, "file": staged.name, "compressed": False,
                  "size": size, "sha256": hashlib.sha256(data[:size]).hexdigest()}
         self.store.promote(image, str(staged))
         return image
@@ -281,6 +282,62 @@ def test_a_new_version_under_the_same_file_name_is_never_deleted(site):
     assert site.plan([new]).actions == ()
 
 
+def test_a_superseded_image_stays_until_its_successor_is_in_the_store(site):
+    old, other = site.image("alma-9", family="alma"), site.image("slc-5", family="slc")
+    new = dict(site.unpromoted("alma-10"), name="alma")
+    before = snapshot(site.root)
+    plan = site.plan([new, other])
+    assert plan.actions == () and plan.uuids("missing") == ["alma-10"]
+    assert [p.as_dict() for p in plan.pending] == [{"uuid": "alma-9", "name": "alma", "version": 1,
+                                                   "path": str(site.path(old)), "waiting_for": ["alma-10"]}]
+    result = report(apply_plan(plan))
+    assert result["retired"] == [] and result["superseded_pending"][0]["waiting_for"] == ["alma-10"]
+    assert snapshot(site.root) == before
+    # Blocked or withdrawn from the index: it goes even so; a sync's check mode counts what would arrive.
+    assert kinds(plan_reconcile(str(site.root), [new, other], retire_now=["alma-9"], now=site.now)) == [
+        ("retire", "alma-9.img", "alma-9")]
+    assert kinds(plan_reconcile(str(site.root), [new, other], arriving=["alma-10"], now=site.now)) == [
+        ("retire", "alma-9.img", "alma-9")]
+    # The successor arrives: the next plan retires the old one.
+    arrived = site.image("alma-10", family="alma")
+    plan = site.plan([arrived, other])
+    assert kinds(plan) == [("retire", "alma-9.img", "alma-9")] and plan.pending == ()
+
+
+def test_a_failed_upgrade_under_the_same_file_name_keeps_the_old_entry(site):
+    old = site.image("alma-9", name="alma.img", family="alma")
+    new = dict(site.unpromoted("alma-10"), name="alma", file="alma.img")
+    plan = site.plan([new])
+    assert plan.actions == () and [p.uuid for p in plan.pending] == ["alma-9"]
+    assert "alma-9" in site.store.manifest() and site.path(old).exists()
+
+
+def test_the_guard_stops_a_mass_retirement_before_anything_changes(site):
+    images = [site.image(uuid) for uuid in ("a-1", "b-1", "c-1")]
+    before = snapshot(site.root)
+    for desired in ([], images[:1]):
+        with pytest.raises(StoreError) as caught:
+            site.plan(desired)
+        assert caught.value.rule == "retire-guard"
+        assert f"would retire {3 - len(desired)} of the 3 images" in caught.value.message
+        assert "retire_confirm" in caught.value.message
+    assert snapshot(site.root) == before
+    assert kinds(site.plan(images[:2])) == [("retire", "c-1.img", "c-1")]  # one of three: within 50 %
+    assert len(site.plan([], retire_max_percent=100).actions) == 3
+    assert report(apply_plan(site.plan([], retire_confirm=True)))["retired"] == ["a-1", "b-1", "c-1"]
+
+
+def test_a_supersession_does_not_count_toward_the_guard(site):
+    site.image("a-1", family="a")
+    new = site.image("a-2", family="a")
+    site.image("d-1", family="d")
+    assert kinds(site.plan([new, site.image("d-2", family="d")], retire_max_percent=0)) == [
+        ("retire", "a-1.img", "a-1"), ("retire", "d-1.img", "d-1")]
+    with pytest.raises(StoreError) as caught:  # d withdrawn altogether: that one counts
+        site.plan([new], retire_max_percent=10)
+    assert caught.value.rule == "retire-guard" and "(d-1, d-2)" in caught.value.message
+
+
 def test_a_manifest_entry_naming_a_path_outside_is_dropped_without_touching_it(site):
     site.image("alma-9")
     manifest = json.loads(Path(site.store.manifest_path).read_text())
@@ -499,7 +556,10 @@ def test_over_the_quota_kept_images_are_evicted_oldest_first(site):
 
 def test_a_desired_image_is_never_evicted_and_still_over_is_said(site):
     world = kept_images(site)
-    plan = site.plan(world["desired"], not_desired="keep", max_bytes=1)
+    with pytest.raises(StoreError) as caught:  # three of the four managed images: the guard
+        site.plan(world["desired"], not_desired="keep", max_bytes=1)
+    assert caught.value.rule == "retire-guard" and "would retire 3 of the 4 images" in caught.value.message
+    plan = site.plan(world["desired"], not_desired="keep", max_bytes=1, retire_confirm=True)
     assert [action.uuid for action in plan.actions] == ["old-b", "old-a", "old-c"]
     assert plan.quota is not None and plan.quota.over_after is True
     apply_plan(plan)
@@ -525,7 +585,7 @@ def test_retired_and_removed_bytes_count_before_anything_is_evicted(site):
 def test_unknown_files_under_report_count_but_are_not_evicted(site):
     world = kept_images(site)
     (site.root / "stray").write_bytes(b"s" * 400 * KIB)
-    plan = site.plan(world["desired"], not_desired="keep", max_bytes=1)
+    plan = site.plan(world["desired"], not_desired="keep", max_bytes=1, retire_confirm=True)
     assert [action.uuid for action in plan.actions] == ["old-b", "old-a", "old-c"]
     assert plan.quota is not None and plan.quota.over_after is True
     assert (site.root / "stray").exists()

@@ -195,19 +195,25 @@ def test_retire_never_removes_a_file_held_open(staged, store):
         holder.wait()
 
 
-def test_retire_all_but_keeps_the_desired_and_unknown_files(tmp_path, store):
+def test_the_reconcile_plan_retires_all_but_the_desired_and_keeps_unknown_files(tmp_path, store):
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import Options, apply_plan, plan_reconcile
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import report as reconcile_report
+
+    entries = {}
     for name in ("a", "b", "c"):
         path = tmp_path / f"{name}.img"
         path.write_bytes(name.encode() * 1000)
-        store.promote(entry_for(path, uuid=name), str(path))
+        entries[name] = entry_for(path, uuid=name)
+        store.promote(entries[name], str(path))
     stranger = Path(store.root) / "nobody-declared.img"
     stranger.write_bytes(b"x")
-    assert store.retire_all_but(["b"], check_mode=True)["retired"] == ["a", "c"]
-    assert sorted(store.manifest()) == ["a", "b", "c"]
-    result = store.retire_all_but(["b"])
+    confirmed = Options(retire_confirm=True)  # two of three: over the mass-deletion guard
+    planned = reconcile_report(apply_plan(plan_reconcile(store.root, [entries["b"]], confirmed), check_mode=True))
+    assert planned["retired"] == ["a", "c"] and sorted(store.manifest()) == ["a", "b", "c"]
+    result = reconcile_report(apply_plan(plan_reconcile(store.root, [entries["b"]], confirmed)))
     assert result["changed"] and result["retired"] == ["a", "c"] and result["held_open"] == []
     assert sorted(os.listdir(store.root)) == [".vmcloud", "b.img", "nobody-declared.img"]
-    assert store.retire_all_but(["b"])["changed"] is False
+    assert not apply_plan(plan_reconcile(store.root, [entries["b"]])).changed
 
 
 def test_holdings_report_present_corrupt_and_missing(tmp_path, store):
@@ -229,7 +235,9 @@ def test_retiring_an_old_version_keeps_a_new_version_with_the_same_file_name(tmp
         path.write_bytes(content)
     store.promote(entry_for(old, uuid="cernvm-1"), str(old))
     kept = store.promote(entry_for(new, uuid="cernvm-2"), str(new))
-    result = store.retire_all_but(["cernvm-2"])
-    assert result["retired"] == ["cernvm-1"]
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import apply_plan, plan_reconcile, report
+
+    result = report(apply_plan(plan_reconcile(store.root, [entry_for(new, uuid="cernvm-2")])))
+    assert result["forgotten"] == ["cernvm-1"] and result["retired"] == []
     assert Path(kept.path).read_bytes() == b"two" * 1000
     assert sorted(store.manifest()) == ["cernvm-2"] and store.is_current(entry_for(new, uuid="cernvm-2"))

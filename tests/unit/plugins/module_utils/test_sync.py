@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils import _sync
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import TorrentStatus
-from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import IndexRefused
+from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import IndexRefused, VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import (
     check_torrent_for,
@@ -135,7 +136,8 @@ def test_check_mode_writes_no_mark(world):
 def test_report_to_dict_has_the_documented_keys(world):
     report = sync(world.options(), FakeEngine.serving(world), check_mode=False).to_dict()
     assert set(report) == {"changed", "check_mode", "index", "index_saved", "desired", "fetched", "added",
-                           "started", "promoted", "retired", "removed", "held_open", "failures", "held",
+                           "started", "promoted", "retired", "removed", "held_open", "superseded_pending", "kept",
+                           "failures", "held",
                            "held_before", "selection", "desired_images", "images"}
     assert [image["uuid"] for image in report["desired_images"]] == report["desired"]
     assert report["index"]["version"] == 1 and report["index"]["advanced"] is True
@@ -175,6 +177,28 @@ def test_a_tampered_torrent_fails_that_image_and_is_not_written(world, monkeypat
         ("alma-9", "torrent", "torrent-sha256-mismatch")]
     assert report.promoted == ["slc-5"]
     assert sorted(os.listdir(world.host_path("torrents"))) == [world.published["slc-5"].info_hash + ".torrent"]
+
+
+@pytest.mark.parametrize("error", [
+    __import__("http.client").client.BadStatusLine("HTTP/1.1 five hundred"),  # urllib lets it through
+    __import__("http.client").client.IncompleteRead(b"d8:announce", 4096),
+    ValueError("a server bug nobody foresaw"),
+])
+def test_one_bad_torrent_server_fails_only_its_image(world, monkeypatch, error):
+    alma, slc = world.published["alma-9"], world.published["slc-5"]
+    good = world.fetcher()
+
+    def read_source(src, max_size, **kwargs):
+        if src == alma.entry["torrent"]["url"]:
+            raise error
+        return good(src, max_size, **kwargs)
+
+    monkeypatch.setattr(_sync, "read_source", read_source)
+    report = sync(world.options(), FakeEngine.serving(world), check_mode=False)
+    assert [(f["uuid"], f["step"]) for f in report.failures] == [("alma-9", "torrent")]
+    assert report.failures[0]["rule"] in ("fetch-protocol", "fetch-failed", "internal-error")
+    assert report.promoted == ["slc-5"] and report.held == ["slc-5"]
+    assert sha256_of(ImageStore(world.host_path("images")).path_of(slc.entry)) == slc.content_sha256
 
 
 def test_a_content_sha256_mismatch_fails_at_promote(world):
@@ -245,27 +269,220 @@ def test_a_new_version_is_promoted_before_the_old_one_goes(world):
     assert report.index["previous_version"] == 1 and report.index["version"] == 2
 
 
-def test_nothing_approved_retires_everything(world):
+def test_nothing_approved_retires_everything_once_confirmed(world):
     engine = FakeEngine.serving(world)
     sync(world.options(), engine, check_mode=False)
-    report = sync(world.options(approved=[]), engine, check_mode=False)
+    world.write_index(2)
+    before = host_state(world)
+    for approved in ([], [{"name": "nothing-by-this-name"}]):  # an explicit empty list counts too
+        with pytest.raises(VmcloudError) as caught:
+            sync(world.options(approved=approved), engine, check_mode=False)
+        assert caught.value.rule == "retire-guard"
+        assert "would retire 2 of the 2 images" in caught.value.message and "retire_confirm" in caught.value.message
+        assert host_state(world) == before and len(engine.torrents) == 2  # not even the mark moved
+    report = sync(world.options(approved=[], retire_confirm=True), engine, check_mode=False)
     assert report.desired == [] and report.retired == ["alma-9", "slc-5"] and report.held == []
     assert engine.torrents == {}
     assert os.listdir(world.host_path("staging")) == [] and os.listdir(world.host_path("torrents")) == []
+
+
+def _sync_in_child(options, engine, results, name, waiting=None, go=None):
+    """Run ``sync`` in a forked process; with ``waiting``/``go``, pause at the first refused lock attempt."""
+    import fcntl
+
+    if waiting is not None:
+        real_flock = fcntl.flock
+
+        def flock(fd, operation):
+            try:
+                return real_flock(fd, operation)
+            except BlockingIOError:
+                waiting.set()  # this run now waits for the host lock
+                go.wait(60)
+                raise
+
+        fcntl.flock = flock
+    try:
+        report = sync(options, engine, check_mode=False, sleep=lambda _seconds: None)
+        results.put((name, "ok", report.held))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        results.put((name, "refused", getattr(exc, "rule", repr(exc))))
+
+
+def test_an_older_run_cannot_converge_the_host_back(world, tmp_path):
+    """A timer run that read index 1, waiting for the host lock behind a run that accepted index 2,
+    must not converge the host back to index 1 once it gets the lock."""
+    import fcntl
+    import multiprocessing
+
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore as Store
+
+    latest = [{"name": "alma", "version": "latest"}, {"name": "slc", "version": "latest"}]
+    engine = FakeEngine.serving(world)
+    assert sync(world.options(approved=latest), engine, check_mode=False).held == ["alma-9", "slc-5"]
+    older = tmp_path / "mirror-index-1.yaml"  # a mirror still serving index 1
+    older.write_bytes(world.index_path.read_bytes())
+    world.publish("alma", 10, compressed=True)
+    world.write_index(2)
+    engine = FakeEngine.serving(world)
+
+    context = multiprocessing.get_context("fork")
+    results, waiting, go = context.Queue(), context.Event(), context.Event()
+    lock_file = os.path.join(world.host_path("index"), "sync.lock")
+    with open(lock_file, "a") as third_run:  # an Ansible run holds the host
+        fcntl.flock(third_run.fileno(), fcntl.LOCK_EX)
+        timer = context.Process(target=_sync_in_child, args=(world.options(approved=latest, src=str(older)),
+                                                            engine, results, "timer", waiting, go))
+        timer.start()
+        assert waiting.wait(60), "the timer run never waited for the lock"
+        fcntl.flock(third_run.fileno(), fcntl.LOCK_UN)
+    newer = context.Process(target=_sync_in_child, args=(world.options(approved=latest), engine, results, "newer"))
+    newer.start()
+    newer.join(60)
+    go.set()
+    timer.join(60)
+    outcomes = dict((name, (state, detail)) for name, state, detail in (results.get(timeout=5) for _ in range(2)))
+    assert outcomes["newer"] == ("ok", ["alma-10", "slc-5"])
+    assert outcomes["timer"] == ("refused", "rollback")
+    assert sorted(Store(world.host_path("images")).manifest()) == ["alma-10", "slc-5"]
+
+
+def test_undefined_approvals_are_an_error_not_approve_nothing(world):
+    engine = FakeEngine.serving(world)
+    sync(world.options(), engine, check_mode=False)
+    before = host_state(world)
+    for check_mode in (True, False):
+        with pytest.raises(VmcloudError) as caught:
+            sync(world.options(approved=None) | {"approved": None}, engine, check_mode=check_mode)
+        assert caught.value.rule == "approvals-undefined" and "vmcloud_approved_images" in caught.value.message
+    assert host_state(world) == before
+
+
+def upgrade(world, serve_new: bool):
+    """alma 9 and slc 5 held; alma 10 published in index 2, and in the swarm only when ``serve_new``."""
+    latest = [{"name": "alma", "version": "latest"}, {"name": "slc", "version": "latest"}]
+    engine = FakeEngine.serving(world)
+    assert sync(world.options(approved=latest), engine, check_mode=False).held == ["alma-9", "slc-5"]
+    new = world.publish("alma", 10, compressed=True)
+    world.write_index(2)
+    if serve_new:
+        engine.swarm[new.info_hash] = new.path.read_bytes()
+    return engine, latest
+
+
+def test_a_failed_upgrade_keeps_the_version_the_host_holds(world):
+    engine, latest = upgrade(world, serve_new=False)
+    store = ImageStore(world.host_path("images"))
+    old = world.published["alma-9"]
+    held = Path(store.path_of(old.entry)).read_bytes()
+    clock = FakeClock()
+    options = world.options(approved=latest, download_timeout=30)
+    planned = sync(options, engine, check_mode=True)
+    report = sync(options, engine, check_mode=False, clock=clock, sleep=clock.sleep)
+    assert [(f["uuid"], f["rule"]) for f in report.failures] == [("alma-10", "download-timeout")]
+    assert report.retired == [] and report.held == ["alma-9", "slc-5"]
+    assert report.to_dict()["superseded_pending"] == [
+        {"uuid": "alma-9", "name": "alma", "version": 9, "path": store.path_of(old.entry), "waiting_for": ["alma-10"]}]
+    assert Path(store.path_of(old.entry)).read_bytes() == held  # byte for byte
+    assert old.info_hash in engine.torrents and os.path.isdir(world.host_path(f"staging/{old.info_hash}"))
+    assert planned.retired == ["alma-9"]  # check mode cannot know a download will fail: it assumes success
+    # Once alma 10 arrives, alma 9 goes.
+    engine.swarm[world.published["alma-10"].info_hash] = world.published["alma-10"].path.read_bytes()
+    later = sync(options, engine, check_mode=False)
+    assert later.promoted == ["alma-10"] and later.retired == ["alma-9"] and later.held == ["alma-10", "slc-5"]
+    assert later.to_dict()["superseded_pending"] == [] and old.info_hash not in engine.torrents
+
+
+@pytest.mark.parametrize("how", ["blocked", "withdrawn"])
+def test_a_blocked_or_withdrawn_image_goes_even_when_its_successor_failed(world, how):
+    engine, latest = upgrade(world, serve_new=False)
+    overrides = {}
+    if how == "blocked":
+        overrides["blocked"] = [{"uuid": "alma-9"}]
+    else:
+        world.write_index(3, [p.entry for p in world.published.values() if p.uuid != "alma-9"])
+    clock = FakeClock()
+    report = sync(world.options(approved=latest, download_timeout=30, **overrides), engine, check_mode=False,
+                  clock=clock, sleep=clock.sleep)
+    assert [(f["uuid"], f["rule"]) for f in report.failures] == [("alma-10", "download-timeout")]
+    assert report.retired == ["alma-9"] and report.held == ["slc-5"]
+
+
+def test_a_manifest_entry_pointing_outside_the_store_is_dropped_and_nothing_outside_is_touched(world):
+    import json
+
+    engine = FakeEngine.serving(world)
+    sync(world.options(), engine, check_mode=False)
+    victim = world.root / "outside" / "victim"
+    victim.parent.mkdir()
+    victim.write_bytes(b"not vmcloud's")
+    manifest_path = world.root / "host/images/.vmcloud/manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["images"]["planted-1"] = dict(manifest["images"]["slc-5"], uuid="planted-1", name="planted",
+                                           file="../../outside/victim")
+    manifest_path.write_text(json.dumps(manifest))
+    report = sync(world.options(), engine, check_mode=False)
+    assert report.failures == [] and report.retired == ["planted-1"] and report.held == ["alma-9", "slc-5"]
+    assert victim.read_bytes() == b"not vmcloud's"
+
+
+def test_two_desired_images_with_one_file_name_are_refused(world):
+    engine = FakeEngine.serving(world)
+    sync(world.options(), engine, check_mode=False)
+    twin = world.publish("twin", 1)
+    world.publish("twin", 1, compressed=True, uuid="twin-1-gz")  # stored unpacked: twin_1.img as well
+    world.write_index(2)
+    engine = FakeEngine.serving(world)
+    before = host_state(world)
+    for check_mode in (True, False):
+        with pytest.raises(VmcloudError) as caught:
+            sync(world.options(), engine, check_mode=check_mode)
+        assert caught.value.rule == "desired-conflict" and twin.entry["file"] in caught.value.message
+    assert host_state(world) == before
+
+
+def test_not_desired_keep_and_the_quota_reach_the_sync(world):
+    engine, latest = upgrade(world, serve_new=True)
+    report = sync(world.options(approved=latest, not_desired="keep"), engine, check_mode=False)
+    assert report.promoted == ["alma-10"] and report.retired == [] and report.held == ["alma-10", "alma-9", "slc-5"]
+    report = sync(world.options(approved=latest, not_desired="keep", max_bytes=1, retire_confirm=True), engine,
+                  check_mode=False)
+    assert report.retired == ["alma-9"] and report.held == ["alma-10", "slc-5"]
 
 
 def test_one_sync_at_a_time(tmp_path):
     import fcntl
 
     from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
-    from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import LOCK_NAME, sync_lock
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._lock import host_lock, lock_path
 
-    with sync_lock(str(tmp_path), timeout=1):
-        # Another holder (the timer's imgdist sync, say) has its own open file description.
-        with open(tmp_path / LOCK_NAME, "a") as other, pytest.raises(OSError):
-            fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(VmcloudError) as caught, sync_lock(str(tmp_path), timeout=0.2):
+    path = lock_path(str(tmp_path / "index"))
+    clock = FakeClock()
+    with host_lock(path, timeout=1):
+        with host_lock(path, timeout=1):  # re-entrant in one process
             pass
-        assert caught.value.rule == "sync-busy"
-    with sync_lock(str(tmp_path), timeout=0.2):
+        # Another holder (the timer's imgdist sync, say) has its own open file description.
+        with open(path, "a") as other, pytest.raises(OSError):
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(path, "a") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(VmcloudError) as caught, host_lock(path, timeout=5, clock=clock, sleep=clock.sleep):
+            pass
+        assert caught.value.rule == "lock-timeout" and path in caught.value.message
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    with host_lock(path, timeout=0):
         pass
+
+
+def test_a_sync_waits_for_the_lock_then_gives_up_changing_nothing(world):
+    import fcntl
+
+    options = world.options(download_timeout=5)
+    os.makedirs(options["state_dir"])
+    clock = FakeClock()
+    with open(os.path.join(options["state_dir"], "sync.lock"), "a") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(Exception) as caught:
+            sync(options, FakeEngine.serving(world), check_mode=False, clock=clock, sleep=clock.sleep)
+    assert caught.value.rule == "lock-timeout"
+    assert host_state(world) == {"index/sync.lock": b""}  # no mark, no index copy, nothing in the store

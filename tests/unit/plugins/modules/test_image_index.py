@@ -103,3 +103,22 @@ def test_missing_source_is_a_clear_error(capsys, trust, tmp_path):
     result = run(capsys, **base_args(trust, str(tmp_path / "absent.yaml"), tmp_path / "state"))
     assert result["failed"] is True and result["rule"] == "fetch-failed"
     assert "absent.yaml" in result["msg"]
+
+
+def test_persisting_the_mark_waits_for_the_host_lock(capsys, trust, tmp_path, monkeypatch):
+    import fcntl
+
+    from ansible_collections.vmcloud.fleet.plugins.module_utils import _lock
+
+    state = tmp_path / "state"
+    src = write_index(tmp_path / "index.yaml", trust, 5, [factory.image(1)])
+    run(capsys, **base_args(trust, src, state))
+    before = {p.name: p.read_bytes() for p in state.iterdir()}
+    write_index(tmp_path / "index.yaml", trust, 6, [factory.image(1)])
+    monkeypatch.setattr(_lock, "DEFAULT_LOCK_TIMEOUT", 0)
+    with open(state / _lock.LOCK_NAME, "a") as sync_run:  # a sync holds the host
+        fcntl.flock(sync_run.fileno(), fcntl.LOCK_EX)
+        result = run(capsys, **base_args(trust, src, state))
+    assert result["failed"] is True and result["rule"] == "lock-timeout"
+    assert {p.name: p.read_bytes() for p in state.iterdir()} == before
+    assert run(capsys, **base_args(trust, src, state))["version"] == 6

@@ -50,6 +50,7 @@ def store(tmp_path: Path, monkeypatch) -> Dict[str, Any]:
 
 
 def run(capsys, **args: Any) -> Dict[str, Any]:
+    args.setdefault("state_dir", str(Path(args["path"]).parent / "index"))  # where the host lock lives
     with patch_module_args(args), pytest.raises(SystemExit):
         image_store.main()
     return json.loads(capsys.readouterr().out)
@@ -183,3 +184,36 @@ def test_every_returned_key_is_documented(capsys, store):
     result = run(capsys, path=str(store["root"]), desired=store["desired"], _ansible_check_mode=True)
     documented = set(yaml.safe_load(image_store.RETURN))
     assert set(result) - {"changed", "diff", "invocation", "warnings"} == documented
+
+
+def test_a_real_run_waits_for_the_host_lock_and_changes_nothing(capsys, store, monkeypatch):
+    import fcntl
+
+    from ansible_collections.vmcloud.fleet.plugins.module_utils import _lock
+
+    def files() -> Dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted(store["root"].rglob("*")) if p.is_file() and not p.is_symlink()}
+
+    before = files()
+    monkeypatch.setattr(_lock, "DEFAULT_LOCK_TIMEOUT", 0)
+    index = store["root"].parent / "index"
+    index.mkdir()
+    with open(index / "sync.lock", "a") as running_sync:
+        fcntl.flock(running_sync.fileno(), fcntl.LOCK_EX)
+        result = run(capsys, path=str(store["root"]), desired=store["desired"], unknown="remove")
+    assert result["failed"] is True and result["rule"] == "lock-timeout"
+    assert files() == before
+    assert run(capsys, path=str(store["root"]), desired=store["desired"])["retired"] == ["alma-8"]
+
+
+def test_an_empty_desired_set_is_stopped_by_the_guard_unless_confirmed(capsys, store):
+    def files() -> Dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted(store["root"].rglob("*")) if p.is_file() and not p.is_symlink()}
+
+    before = files()
+    result = run(capsys, path=str(store["root"]), desired=[])
+    assert result["failed"] is True and result["rule"] == "retire-guard"
+    assert "would retire 3 of the 3 images" in result["msg"] and "retire_confirm" in result["msg"]
+    assert files() == before
+    result = run(capsys, path=str(store["root"]), desired=[], retire_confirm=True)
+    assert result["retired"] == ["alma-8", "alma-9", "slc-5"]

@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils import _sync
 from ansible_collections.vmcloud.fleet.plugins.modules import image_sync
-from tests.unit.sync_world import FakeEngine, World
+from tests.unit.sync_world import FakeEngine, World, snapshot
 
 
 @pytest.fixture
@@ -81,3 +82,23 @@ def test_a_refused_index_fails_naming_the_rule(capsys, world):
     result = run(capsys, **module_args(world))
     assert result["failed"] is True and result["rule"] == "index-expired"
     assert result["msg"].startswith("index-expired: index version 1 expired at 2020-01-01T00:00:00Z")
+
+
+def test_without_approved_the_task_fails_naming_the_variable_and_changes_nothing(capsys, world):
+    args = module_args(world)
+    del args["approved"]
+    result = run(capsys, **args)
+    assert result["failed"] is True and result["rule"] == "approvals-undefined"
+    assert "vmcloud_approved_images" in result["msg"] and "an explicit [] approves nothing" in result["msg"]
+    assert not os.path.exists(world.host_path("images")) and world.engine.torrents == {}
+    assert os.listdir(world.host_path("index")) == ["sync.lock"]  # no mark
+
+
+def test_the_guard_fails_the_task_before_anything_changes(capsys, world):
+    run(capsys, **module_args(world))
+    before = snapshot(world.root / "host")
+    result = run(capsys, **module_args(world, approved=[]))
+    assert result["failed"] is True and result["rule"] == "retire-guard"
+    assert "would retire 2 of the 2 images" in result["msg"]
+    assert snapshot(world.root / "host") == before  # store, manifest, mark, kept index, .torrent files
+    assert run(capsys, **module_args(world, approved=[], retire_confirm=True))["retired"] == ["alma-9", "slc-5"]
