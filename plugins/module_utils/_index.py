@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from ._errors import IndexRefused, VmcloudError
+from ._limits import MAX_SIGNATURES
 from ._trust import (
     SITE_TRUST_RULES,
     TrustStore,
@@ -368,6 +369,12 @@ def _signer_record(cert: x509.Certificate) -> Dict[str, str]:
 def _verify_v2_signatures(signatures: Any, data: bytes, policy: IndexPolicy):
     if not isinstance(signatures, list) or not signatures:
         raise IndexRefused("signature-missing", "the index carries no signatures")
+    if len(signatures) > MAX_SIGNATURES:
+        raise IndexRefused(
+            "signature-count",
+            f"the index carries {len(signatures)} signatures; at most {MAX_SIGNATURES} are read, none was "
+            "verified; the endorsers must publish it with fewer",
+        )
     signers: Dict[str, Dict[str, str]] = {}
     problems: List[str] = []
     for position, item in enumerate(signatures):
