@@ -43,6 +43,7 @@ DEFAULT_CLOCK_SKEW = 300
 LEGACY_SIGNATURE_KEY = b"x509-signature:"
 
 _HEX = re.compile(r"\A[0-9a-fA-F]*\Z")
+_UTC_TIMESTAMP = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z\Z")
 _SIZE_WITH_UNIT = re.compile(r"\A\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B|Bs|bytes?)?\s*\Z", re.IGNORECASE)
 _UNIT_FACTOR = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -174,16 +175,23 @@ def parse_size(value: Any, where: str) -> int:
     raise IndexRefused("entry-malformed", f"{where}: expected a non-negative size, got {value!r}")
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def parse_utc_timestamp(value: Any, where: str) -> datetime.datetime:
+    """An RFC 3339 UTC time written as the endorser tools write it: ``YYYY-MM-DDTHH:MM:SS[.fff]Z``."""
     if not isinstance(value, str):
-        raise IndexRefused("index-malformed", f"{where}: expected an RFC 3339 UTC string, got {value!r}")
+        raise IndexRefused("index-malformed", f"{where}: expected an RFC 3339 UTC string, got {_short(value)}")
+    if not _UTC_TIMESTAMP.match(value):
+        raise IndexRefused(
+            "index-malformed", f"{where}: {_short(value)} must read YYYY-MM-DDTHH:MM:SSZ (UTC, end with Z)"
+        )
     try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.datetime.fromisoformat(value[:-1] + "+00:00")
     except ValueError as exc:
-        raise IndexRefused("index-malformed", f"{where}: {value!r} is not an RFC 3339 timestamp") from exc
-    if parsed.utcoffset() != datetime.timedelta(0):
-        raise IndexRefused("index-malformed", f"{where}: {value!r} must be in UTC (end with Z)")
-    return parsed
+        raise IndexRefused("index-malformed", f"{where}: {_short(value)} is not an RFC 3339 timestamp") from exc
 
 
 # ---------------------------------------------------------------- v2
@@ -202,12 +210,18 @@ def normalise_v2_image(entry: Any, position: int) -> Dict[str, Any]:
     torrent = _require(entry, "torrent", where)
     if not isinstance(torrent, dict):
         raise IndexRefused("entry-malformed", f"{where}.torrent: expected a mapping")
-    targets = entry.get("targets") or {}
+    # Absent or null means none; any other value must have the documented type ([] is no mapping).
+    targets = entry.get("targets")
+    targets = {} if targets is None else targets
     if not isinstance(targets, dict) or set(targets) - {"hosts", "subclusters", "clusters"}:
-        raise IndexRefused("entry-malformed", f"{where}.targets: expected hosts/subclusters/clusters lists")
-    web_seeds = entry.get("web_seeds") or []
+        raise IndexRefused(
+            "entry-malformed", f"{where}.targets: expected a mapping of hosts/subclusters/clusters lists, got "
+            f"{_short(targets)}"
+        )
+    web_seeds = entry.get("web_seeds")
+    web_seeds = [] if web_seeds is None else web_seeds
     if not isinstance(web_seeds, list):
-        raise IndexRefused("entry-malformed", f"{where}.web_seeds: expected a list of URLs")
+        raise IndexRefused("entry-malformed", f"{where}.web_seeds: expected a list of URLs, got {_short(web_seeds)}")
     compressed = entry.get("compressed", False)
     if not isinstance(compressed, bool):
         raise IndexRefused("entry-malformed", f"{where}.compressed: expected true or false")
@@ -281,6 +295,12 @@ def check_signed_fields(signed: Any, origin: str) -> SignedFields:
         raise IndexRefused("index-malformed", f"signed.version must be an integer >= 1, got {version!r}")
     created = parse_utc_timestamp(signed.get("created"), "signed.created")
     expires = parse_utc_timestamp(signed.get("expires"), "signed.expires")
+    if created > expires:
+        raise IndexRefused(
+            "index-malformed",
+            f"signed.created {signed['created']} is later than signed.expires {signed['expires']}; "
+            "the endorser must fix the dates",
+        )
     url = signed.get("url")
     if not isinstance(url, str) or not url:
         raise IndexRefused("index-malformed", "signed.url must be the address where the index is published")

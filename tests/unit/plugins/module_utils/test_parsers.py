@@ -163,7 +163,8 @@ def test_surrogate_pair_is_text(ca, endorser, syntax):
     assert verify_index(data, policy_for(ca)).images[0]["extra"]["note"] == "smile \U0001F600"
 
 
-@pytest.mark.parametrize("data", [b"signed: \xff\xfe\n", b'{"signed": "\xed\xa0\x80"}', b"\xff\xfes\x00"])
+@pytest.mark.parametrize("data", [b"signed: \xff\xfe\n", b'{"signed": "\xed\xa0\x80"}', b"\xff\xfes\x00"],
+                         ids=["latin", "cesu", "utf16"])
 def test_bytes_that_are_not_utf8_are_text_invalid(ca, state_dir, data):
     refused(data, ca, state_dir, "text-invalid", "not UTF-8")
 
@@ -303,3 +304,67 @@ def test_the_pure_python_parser_keeps_the_same_rules(monkeypatch, data, rule):
         load_untrusted_yaml(data, "x")
     assert caught.value.rule == rule, str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+# ------------------------------------------------------------------ lenient fields
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("targets", [], "images[0].targets"),
+        ("targets", False, "images[0].targets"),
+        ("targets", "hv01", "images[0].targets"),
+        ("web_seeds", {}, "images[0].web_seeds"),
+        ("web_seeds", False, "images[0].web_seeds"),
+        ("web_seeds", "", "images[0].web_seeds"),
+    ],
+)
+def test_lenient_entry_fields_are_refused(ca, endorser, state_dir, field, value, fragment):
+    signed = factory.signed_index([factory.image(1, **{field: value})], version=6)
+    refused(factory.document(signed, [endorser]), ca, state_dir, "entry-malformed", fragment)
+
+
+@pytest.mark.parametrize("field", ["created", "expires"])
+@pytest.mark.parametrize(
+    "value",
+    ["2026-11-24T09:00:00+00:00", "2026-11-24T09:00:00", "2026-11-24", "20261124T090000Z",
+     "2026-11-24 09:00:00Z", "2026-11-24T09:00:00z", "2026-11-24T09:00Z"],
+)
+def test_timestamps_must_be_rfc3339_utc_with_z(ca, endorser, state_dir, field, value):
+    signed = factory.signed_index([factory.image(1)], version=6, **{field: value})
+    refused(factory.document(signed, [endorser]), ca, state_dir, "index-malformed", f"signed.{field}", "end with Z")
+
+
+def test_timestamps_with_fractions_are_accepted(ca, endorser):
+    signed = factory.signed_index([factory.image(1)], version=6, created="2026-11-24T09:00:00.250Z")
+    assert verify_index(factory.document(signed, [endorser]), policy_for(ca)).created == "2026-11-24T09:00:00.250Z"
+
+
+def test_created_after_expires_is_refused(ca, endorser, state_dir):
+    signed = factory.signed_index([factory.image(1)], version=6, created="2026-12-25T10:00:00Z",
+                                  expires="2026-12-24T10:00:00Z")
+    refused(factory.document(signed, [endorser]), ca, state_dir, "index-malformed", "signed.created",
+            "later than signed.expires")
+
+
+# ------------------------------------------------------------------ the high-water mark
+
+
+@pytest.mark.parametrize("version", [True, False, 1.0, "5", None, -1, 0])
+def test_mark_with_a_version_that_is_not_a_positive_integer_fails_closed(ca, endorser, state_dir, version):
+    (mark,) = state_dir.iterdir()
+    record = json.loads(mark.read_text())
+    record["version"] = version
+    mark.write_text(json.dumps(record))
+    signed = factory.signed_index([factory.image(1)], version=6)
+    refused(factory.document(signed, [endorser]), ca, state_dir, "state-unreadable", str(mark))
+
+
+@pytest.mark.parametrize("content", [b"[" * 5000, b'{"version": ' + b"9" * 5000 + b"}", b"\xff", b'"\\ud800"'],
+                         ids=["deep", "long-integer", "latin", "surrogate"])
+def test_damaged_mark_of_any_kind_fails_closed(ca, endorser, state_dir, content):
+    (mark,) = state_dir.iterdir()
+    mark.write_bytes(content)
+    signed = factory.signed_index([factory.image(1)], version=6)
+    refused(factory.document(signed, [endorser]), ca, state_dir, "state-unreadable", str(mark))
