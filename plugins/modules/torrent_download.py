@@ -164,6 +164,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
     reconcile,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._options import TORRENT_DOWNLOAD_CHECKS, check_options
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import (
     check_info_hash,
     normalize_info_hash,
@@ -191,6 +192,7 @@ def main() -> None:
     params = module.params
     info_hash = params["info_hash"]
     try:
+        check_options(params, TORRENT_DOWNLOAD_CHECKS)
         info_hash = normalize_info_hash(info_hash)
         torrent_bytes = None
         if params["state"] == "present":
