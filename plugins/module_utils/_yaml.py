@@ -16,7 +16,8 @@ both syntaxes (JSON is YAML, so a document must read the same whichever parser g
 
 YAML is read from libyaml's event stream (its parser keeps an explicit stack) and built here
 without recursion; JSON, which the endorser tools write for large indexes, is read by the
-json module after a scan of its structure bytes. See docs/performance.md for the figures.
+json module after a scan of its structure bytes (depth, node count), with numbers bounded as
+they are read. See docs/performance.md for the figures.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ _SCALAR_TAGS = frozenset(_TAG + kind for kind in ("null", "bool", "int", "float"
 _SEQUENCE_TAGS = (None, "!", _TAG + "seq")
 _MAPPING_TAGS = (None, "!", _TAG + "map")
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}",:')
 _JSON_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_LONG_NUMBER = re.compile(rb"[0-9.eE+-]{%d}" % (MAX_NUMBER_CHARS + 1))
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 _BRACKET_DELTA = [0] * 256
 _BRACKET_DELTA[ord("[")] = _BRACKET_DELTA[ord("{")] = 1
@@ -131,16 +132,27 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _scan_json(data: bytes, origin: str) -> None:
-    """Depth, node count and number length from the structure bytes, before json parses anything."""
-    structure = _JSON_STRING.sub(b"", data)
-    brackets = structure.translate(None, _NOT_BRACKETS)
+    """Depth and node count from the structure bytes, before json parses anything.
+
+    Without escape pairs, every '"' opens or closes a string, so the structure outside the
+    strings is every other piece between quotes; the scan is a few C passes over the bytes.
+    """
+    if b"\\" in data:
+        data = _JSON_ESCAPE.sub(b"", data)
+    outside = b"".join(data.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
+    brackets = outside.translate(None, _NOT_BRACKETS)
     if max(itertools.accumulate(map(_BRACKET_DELTA.__getitem__, brackets)), default=0) > MAX_DEPTH:
         raise _too_deep(origin, "")
-    nodes = sum(structure.count(char) for char in (b":", b",", b"[", b"{")) + 1
-    if nodes > MAX_NODES:
+    if outside.count(b":") + outside.count(b",") + len(brackets) // 2 + 1 > MAX_NODES:
         raise _too_many_nodes(origin, "")
-    if _LONG_NUMBER.search(structure):
-        raise _too_long_number(origin, "")
+
+
+def _bounded_number(kind: type, origin: str) -> Any:
+    def parse(text: str) -> Any:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise _too_long_number(origin, "")
+        return kind(text)
+    return parse
 
 
 def _check_strings(value: Any, origin: str) -> None:
@@ -163,7 +175,8 @@ def _check_strings(value: Any, origin: str) -> None:
 def _load_json(data: bytes, origin: str) -> Any:
     _scan_json(data, origin)
     try:
-        value = json.loads(data, object_pairs_hook=_refuse_duplicate_keys, parse_constant=_refuse_constant)
+        value = json.loads(data, object_pairs_hook=_refuse_duplicate_keys, parse_constant=_refuse_constant,
+                           parse_int=_bounded_number(int, origin), parse_float=_bounded_number(float, origin))
     except RecursionError as exc:  # not reached below MAX_DEPTH; kept so no parser error escapes
         raise _too_deep(origin, "") from exc
     except ValueError as exc:
