@@ -1,4 +1,5 @@
-"""Crafted indexes through the real entry points: the image_index module and `imgdist sync`.
+"""Crafted indexes through the real entry points: `imgdist sync` here, the image_index module in
+tests/unit/plugins/modules/test_image_index_crafted.py.
 
 Each ends in one line naming the rule; state_dir (and the store) stay byte for byte the same.
 """
@@ -6,16 +7,11 @@ Each ends in one line naming the rule; state_dir (and the store) stay byte for b
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync
 from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import EXIT_INDEX_REFUSED, EXIT_OK, main
-from ansible_collections.vmcloud.fleet.plugins.modules import image_index
-from tests.unit import index_factory as factory
-from tests.unit import pki
 from tests.unit.plugins.module_utils.test_imgdist import write_config
 from tests.unit.plugins.module_utils.test_index import snapshot
 from tests.unit.sync_world import FakeEngine, World
@@ -34,34 +30,6 @@ CRAFTED = {
     "yaml-comment-duplicate": (b'# x\n{"signed": {}, "signed": {}, "signatures": []}', "yaml-invalid"),
     "yaml-merge": (b"signed:\n  <<: {version: 9}\nsignatures: []\n", "yaml-invalid"),
 }
-
-
-@pytest.fixture(scope="module")
-def trust(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("trust")
-    ca = pki.make_ca("crafted CA")
-    (directory / "ca.pem").write_bytes(pki.pem(ca.cert))
-    return {"dir": directory, "endorser": pki.make_endorser(ca, "lab-endorser", key_type="ec")}
-
-
-@pytest.mark.parametrize("case", sorted(CRAFTED))
-def test_image_index_refuses_crafted_indexes_with_one_line(capsys, trust, tmp_path, case):
-    data, rule = CRAFTED[case]
-    src = tmp_path / "index.yaml"
-    src.write_bytes(factory.document(factory.signed_index([factory.image(1)], version=2), [trust["endorser"]]))
-    state = tmp_path / "state"
-    args = {"src": str(src), "trust_anchors": [str(trust["dir"] / "ca.pem")], "state_dir": str(state),
-            "reference_time": factory.NOW}
-    for crafted in (False, True):
-        if crafted:
-            before = snapshot(state)
-            src.write_bytes(data)
-        with patch_module_args(args), pytest.raises(SystemExit):
-            image_index.main()
-        result = json.loads(capsys.readouterr().out)
-    assert result.get("failed") and result["rule"] == rule, result.get("msg")
-    assert result["msg"].startswith(f"{rule}: ") and "\n" not in result["msg"]
-    assert snapshot(state) == before
 
 
 @pytest.fixture
