@@ -368,3 +368,17 @@ def test_damaged_mark_of_any_kind_fails_closed(ca, endorser, state_dir, content)
     mark.write_bytes(content)
     signed = factory.signed_index([factory.image(1)], version=6)
     refused(factory.document(signed, [endorser]), ca, state_dir, "state-unreadable", str(mark))
+
+
+@pytest.mark.parametrize(("field", "rule"), [("uuid", "entry-malformed"), ("size", "entry-malformed"),
+                                             ("sha256", "entry-malformed"), ("file", "entry-malformed")])
+def test_refusals_quote_a_huge_value_briefly(ca, endorser, state_dir, field, rule):
+    signed = factory.signed_index([factory.image(1, **{field: ["x" * 100] * 1000})], version=6)
+    refusal = refused(factory.document(signed, [endorser], syntax="json"), ca, state_dir, rule, f"images[0].{field}")
+    assert len(str(refusal)) < 300, len(str(refusal))
+
+
+def test_a_huge_spec_version_is_quoted_briefly(ca, endorser, state_dir):
+    signed = factory.signed_index([factory.image(1)], version=6, spec_version="9" * 10_000)
+    refusal = refused(factory.document(signed, [endorser], syntax="json"), ca, state_dir, "index-spec-version")
+    assert len(str(refusal)) < 300
