@@ -22,5 +22,5 @@ MAX_SIGNATURES = 32
 DEFAULT_FETCH_TIMEOUT = 30  # seconds; per read, and the default overall deadline
 MAX_FETCH_TIMEOUT = 3600  # seconds
 MAX_REDIRECTS = 5
-MAX_HEADER_LINE = 65536  # bytes of one status or header line
-MAX_HEADERS = 100  # header lines of one response
+# A status or header line is at most 65,536 bytes and a response has at most 100 headers:
+# http.client's own limits (LineTooLong, "got more than 100 headers"), reported as fetch-protocol.
