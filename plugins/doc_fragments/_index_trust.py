@@ -56,7 +56,8 @@ options:
     default: []
   threshold:
     description:
-      - Minimum number of distinct valid endorser certificates that must sign the index.
+      - Minimum number of distinct valid endorser certificates that must sign the index (1 to 32; an index
+        carrying more than 32 signatures is refused with rule C(signature-count)).
     type: int
     default: 1
   legacy:
@@ -75,12 +76,13 @@ options:
     default: []
   max_size:
     description:
-      - Refuse an index larger than this many bytes, before parsing it.
+      - Refuse an index larger than this many bytes, before parsing it (1 byte to 1 GiB). Nesting depth,
+        node count and number length are bounded too (see docs/trust.md, Limits).
     type: int
     default: 16777216
   clock_skew:
     description:
-      - Seconds that C(created) may lie in the future before the index is refused.
+      - Seconds that C(created) may lie in the future before the index is refused (0 to 86400).
     type: int
     default: 300
   state_dir:
@@ -135,7 +137,11 @@ options:
     FETCH = r"""
 options:
   timeout:
-    description: Seconds to wait for an HTTP(S) answer.
+    description:
+      - Seconds for each HTTP(S) fetch as a whole (connect, TLS, redirects, headers and body), from 1 to
+        3600. A server that is slower fails with rule C(fetch-deadline).
+      - Redirects are followed only to the same scheme, host and port (rule C(fetch-redirect)), and the
+        index's C(url) must equal the address that finally answered.
     type: int
     default: 30
   validate_certs:

@@ -39,6 +39,7 @@ from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._index_service import build_policy, selection_for
 from ._io import fsync_directory, write_atomic
 from ._lock import host_lock, lock_path
+from ._options import INDEX_CHECKS, SYNC_CHECKS, check_options
 from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED
 from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, guarded_accept
 from ._selection import parse_approvals
@@ -230,7 +231,18 @@ def check_config(document: Any, path: str) -> Dict[str, Any]:
         config[key] = value
     if config["host"] is None:
         config["host"] = socket_module.gethostname()
+    check_values(config, path)
     return config
+
+
+def check_values(config: Mapping[str, Any], path: str) -> None:
+    """Ranges and forms of the values (_options, the modules' validator): config-invalid naming the key."""
+    key_of = {spec.option: key for key, spec in CONFIG_KEYS.items() if spec.option}
+    try:
+        check_options(options_from(config), {**INDEX_CHECKS, **SYNC_CHECKS}, rule="config-invalid",
+                      name_of=lambda option: f"{path}: key '{key_of[option]}'")
+    except VmcloudError as exc:
+        raise CliError(exc.rule, exc.message, EXIT_CONFIG) from exc
 
 
 def load_config(path: str, required: bool) -> Dict[str, Any]:

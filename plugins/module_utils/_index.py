@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from ._errors import IndexRefused, VmcloudError
+from ._limits import MAX_SIGNATURES
 from ._trust import (
     SITE_TRUST_RULES,
     TrustStore,
@@ -42,8 +43,14 @@ DEFAULT_CLOCK_SKEW = 300
 LEGACY_SIGNATURE_KEY = b"x509-signature:"
 
 _HEX = re.compile(r"\A[0-9a-fA-F]*\Z")
+_UTC_TIMESTAMP = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z\Z")
 _SIZE_WITH_UNIT = re.compile(r"\A\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B|Bs|bytes?)?\s*\Z", re.IGNORECASE)
 _UNIT_FACTOR = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def canonical_signed_bytes(signed: Dict[str, Any]) -> bytes:
@@ -113,13 +120,13 @@ def _require(mapping: Dict[str, Any], key: str, where: str) -> Any:
 
 def _as_str(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise IndexRefused("entry-malformed", f"{where}: expected a non-empty string, got {value!r}")
+        raise IndexRefused("entry-malformed", f"{where}: expected a non-empty string, got {_short(value)}")
     return value
 
 
 def _as_int(value: Any, where: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise IndexRefused("entry-malformed", f"{where}: expected an integer, got {value!r}")
+        raise IndexRefused("entry-malformed", f"{where}: expected an integer, got {_short(value)}")
     if value < minimum:
         raise IndexRefused("entry-malformed", f"{where}: must be >= {minimum}, got {value}")
     return value
@@ -127,14 +134,14 @@ def _as_int(value: Any, where: str, minimum: int = 0) -> int:
 
 def _as_hex(value: Any, length: int, where: str) -> str:
     if not isinstance(value, str) or len(value) != length or not _HEX.match(value):
-        raise IndexRefused("entry-malformed", f"{where}: expected {length} hex digits, got {value!r}")
+        raise IndexRefused("entry-malformed", f"{where}: expected {length} hex digits, got {_short(value)}")
     return value.lower()
 
 
 def _as_url(value: Any, where: str) -> str:
     text = _as_str(value, where)
     if not text.startswith(("http://", "https://")):
-        raise IndexRefused("entry-malformed", f"{where}: expected an http(s) URL, got {text!r}")
+        raise IndexRefused("entry-malformed", f"{where}: expected an http(s) URL, got {_short(text)}")
     return text
 
 
@@ -144,7 +151,7 @@ def check_plain_file_name(value: Any, where: str) -> str:
     if "/" in name or "\\" in name or "\0" in name or name.startswith(".") or ".." in name:
         raise IndexRefused(
             "entry-malformed",
-            f"{where}: {name!r} is not a plain file name (no '/', no '..', no NUL, no leading dot)",
+            f"{where}: {_short(name)} is not a plain file name (no '/', no '..', no NUL, no leading dot)",
         )
     return name
 
@@ -157,7 +164,7 @@ def _as_name_list(value: Any, where: str) -> List[str]:
         return [part for part in re.split(r"[,\s]+", value) if part]
     if isinstance(value, list) and all(isinstance(item, str) and item for item in value):
         return list(value)
-    raise IndexRefused("entry-malformed", f"{where}: expected a list of names, got {value!r}")
+    raise IndexRefused("entry-malformed", f"{where}: expected a list of names, got {_short(value)}")
 
 
 def parse_size(value: Any, where: str) -> int:
@@ -170,19 +177,21 @@ def parse_size(value: Any, where: str) -> int:
         match = _SIZE_WITH_UNIT.match(value)
         if match:
             return int(round(float(match.group(1)) * _UNIT_FACTOR[match.group(2).upper()]))
-    raise IndexRefused("entry-malformed", f"{where}: expected a non-negative size, got {value!r}")
+    raise IndexRefused("entry-malformed", f"{where}: expected a non-negative size, got {_short(value)}")
 
 
 def parse_utc_timestamp(value: Any, where: str) -> datetime.datetime:
+    """An RFC 3339 UTC time written as the endorser tools write it: ``YYYY-MM-DDTHH:MM:SS[.fff]Z``."""
     if not isinstance(value, str):
-        raise IndexRefused("index-malformed", f"{where}: expected an RFC 3339 UTC string, got {value!r}")
+        raise IndexRefused("index-malformed", f"{where}: expected an RFC 3339 UTC string, got {_short(value)}")
+    if not _UTC_TIMESTAMP.match(value):
+        raise IndexRefused(
+            "index-malformed", f"{where}: {_short(value)} must read YYYY-MM-DDTHH:MM:SSZ (UTC, end with Z)"
+        )
     try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.datetime.fromisoformat(value[:-1] + "+00:00")
     except ValueError as exc:
-        raise IndexRefused("index-malformed", f"{where}: {value!r} is not an RFC 3339 timestamp") from exc
-    if parsed.utcoffset() != datetime.timedelta(0):
-        raise IndexRefused("index-malformed", f"{where}: {value!r} must be in UTC (end with Z)")
-    return parsed
+        raise IndexRefused("index-malformed", f"{where}: {_short(value)} is not an RFC 3339 timestamp") from exc
 
 
 # ---------------------------------------------------------------- v2
@@ -201,12 +210,18 @@ def normalise_v2_image(entry: Any, position: int) -> Dict[str, Any]:
     torrent = _require(entry, "torrent", where)
     if not isinstance(torrent, dict):
         raise IndexRefused("entry-malformed", f"{where}.torrent: expected a mapping")
-    targets = entry.get("targets") or {}
+    # Absent or null means none; any other value must have the documented type ([] is no mapping).
+    targets = entry.get("targets")
+    targets = {} if targets is None else targets
     if not isinstance(targets, dict) or set(targets) - {"hosts", "subclusters", "clusters"}:
-        raise IndexRefused("entry-malformed", f"{where}.targets: expected hosts/subclusters/clusters lists")
-    web_seeds = entry.get("web_seeds") or []
+        raise IndexRefused(
+            "entry-malformed", f"{where}.targets: expected a mapping of hosts/subclusters/clusters lists, got "
+            f"{_short(targets)}"
+        )
+    web_seeds = entry.get("web_seeds")
+    web_seeds = [] if web_seeds is None else web_seeds
     if not isinstance(web_seeds, list):
-        raise IndexRefused("entry-malformed", f"{where}.web_seeds: expected a list of URLs")
+        raise IndexRefused("entry-malformed", f"{where}.web_seeds: expected a list of URLs, got {_short(web_seeds)}")
     compressed = entry.get("compressed", False)
     if not isinstance(compressed, bool):
         raise IndexRefused("entry-malformed", f"{where}.compressed: expected true or false")
@@ -273,13 +288,19 @@ def check_signed_fields(signed: Any, origin: str) -> SignedFields:
     if signed.get("spec_version") != SPEC_VERSION:
         raise IndexRefused(
             "index-spec-version",
-            f"{origin}: spec_version {signed.get('spec_version')!r} is not supported (this reader knows 2)",
+            f"{origin}: spec_version {_short(signed.get('spec_version'))} is not supported (this reader knows 2)",
         )
     version = signed.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise IndexRefused("index-malformed", f"signed.version must be an integer >= 1, got {version!r}")
+        raise IndexRefused("index-malformed", f"signed.version must be an integer >= 1, got {_short(version)}")
     created = parse_utc_timestamp(signed.get("created"), "signed.created")
     expires = parse_utc_timestamp(signed.get("expires"), "signed.expires")
+    if created > expires:
+        raise IndexRefused(
+            "index-malformed",
+            f"signed.created {signed['created']} is later than signed.expires {signed['expires']}; "
+            "the endorser must fix the dates",
+        )
     url = signed.get("url")
     if not isinstance(url, str) or not url:
         raise IndexRefused("index-malformed", "signed.url must be the address where the index is published")
@@ -368,6 +389,12 @@ def _signer_record(cert: x509.Certificate) -> Dict[str, str]:
 def _verify_v2_signatures(signatures: Any, data: bytes, policy: IndexPolicy):
     if not isinstance(signatures, list) or not signatures:
         raise IndexRefused("signature-missing", "the index carries no signatures")
+    if len(signatures) > MAX_SIGNATURES:
+        raise IndexRefused(
+            "signature-count",
+            f"the index carries {len(signatures)} signatures; at most {MAX_SIGNATURES} are read, none was "
+            "verified; the endorsers must publish it with fewer",
+        )
     signers: Dict[str, Dict[str, str]] = {}
     problems: List[str] = []
     for position, item in enumerate(signatures):
@@ -419,7 +446,7 @@ def check_unique_uuids(images: List[Dict[str, Any]]) -> None:
         if image["uuid"] in seen:
             raise IndexRefused(
                 "uuid-duplicate",
-                f"images[{position}] repeats uuid {image['uuid']!r} of images[{seen[image['uuid']]}]",
+                f"images[{position}] repeats uuid {_short(image['uuid'])} of images[{seen[image['uuid']]}]",
             )
         seen[image["uuid"]] = position
 
@@ -449,7 +476,7 @@ def _legacy_created(value: Any, where: str) -> Optional[str]:
     try:
         parsed = email.utils.parsedate_to_datetime(str(value))
     except (TypeError, ValueError) as exc:
-        raise IndexRefused("entry-malformed", f"{where}: {value!r} is not an RFC 2822 date") from exc
+        raise IndexRefused("entry-malformed", f"{where}: {_short(value)} is not an RFC 2822 date") from exc
     return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -460,7 +487,7 @@ def _legacy_compressed(value: Any, where: str) -> bool:
         return value.strip().upper().startswith("Y")
     if value is None:
         return False
-    raise IndexRefused("entry-malformed", f"{where}: expected Y or N, got {value!r}")
+    raise IndexRefused("entry-malformed", f"{where}: expected Y or N, got {_short(value)}")
 
 
 def _normalise_legacy_entry(key: str, entry: Any) -> Dict[str, Any]:
@@ -542,7 +569,7 @@ def _parse_legacy(data: bytes, policy: IndexPolicy, origin: str) -> VerifiedInde
     images = []
     for key, entry in document.items():
         if not isinstance(key, str) or not key.startswith("torrent-id"):
-            raise IndexRefused("index-malformed", f"{origin}: unexpected top-level key {key!r}")
+            raise IndexRefused("index-malformed", f"{origin}: unexpected top-level key {_short(key)}")
         images.append(_normalise_legacy_entry(key, entry))
     check_unique_uuids(images)
     return VerifiedIndex(

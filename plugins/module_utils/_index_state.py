@@ -33,13 +33,21 @@ def read_high_water_mark(state_dir: str, url: str) -> Optional[Dict[str, Any]]:
             mark = json.loads(handle.read().decode("utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         # A damaged mark must not silently reset protection to "anything goes".
         raise IndexRefused(
             "state-unreadable", f"cannot read the high-water mark {path} ({exc}); inspect or remove it by hand"
         ) from exc
-    if not isinstance(mark, dict) or mark.get("url") != url or not isinstance(mark.get("version"), int):
+    if not isinstance(mark, dict) or mark.get("url") != url:
         raise IndexRefused("state-unreadable", f"the high-water mark {path} is not for {url}; inspect it by hand")
+    version = mark.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        # true is an int in Python; reading it as version 1 would reopen every rollback above 1.
+        raise IndexRefused(
+            "state-unreadable",
+            f"the high-water mark {path} holds version {str(version)[:40]!r}, not an integer >= 1; "
+            "inspect it by hand",
+        )
     return mark
 
 

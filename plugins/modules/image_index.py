@@ -186,6 +186,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service impor
     selection_for,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._io import write_atomic
+from ansible_collections.vmcloud.fleet.plugins.module_utils._options import INDEX_CHECKS, check_options
 
 
 def _dest_differs(path: str, data: bytes) -> bool:
@@ -207,6 +208,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     try:
+        check_options(params, INDEX_CHECKS)
         accepted, data = fetch_and_accept(params, persist=not module.check_mode)
         result = result_of(accepted)
         dest_changed = bool(params["dest"]) and _dest_differs(params["dest"], data)

@@ -346,6 +346,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import (
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import engine_for
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._options import INDEX_CHECKS, SYNC_CHECKS, check_options
 from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import sync
 
 
@@ -360,6 +361,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     try:
+        check_options(params, {**INDEX_CHECKS, **SYNC_CHECKS})
         engine = engine_for(params["engine"], socket=params["socket"], timeout=params["rpc_timeout"])
         report = sync(params, engine, check_mode=module.check_mode)
     except VmcloudError as exc:

@@ -61,12 +61,13 @@ options:
     description:
       - Seconds to wait for completion when O(wait=true). On timeout the module fails with rule
         C(download-timeout) and the progress so far, and the torrent stays in the engine, so the
-        download goes on.
+        download goes on. From 0 (look once) to 604800 (a week); other values fail with rule
+        C(option-invalid).
     type: int
     default: 3600
   poll_interval:
     description:
-      - Seconds between progress checks when O(wait=true).
+      - Seconds between progress checks when O(wait=true), more than 0 and at most 3600.
     type: float
     default: 2
 notes:
@@ -164,6 +165,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
     reconcile,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._options import TORRENT_DOWNLOAD_CHECKS, check_options
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import (
     check_info_hash,
     normalize_info_hash,
@@ -191,6 +193,7 @@ def main() -> None:
     params = module.params
     info_hash = params["info_hash"]
     try:
+        check_options(params, TORRENT_DOWNLOAD_CHECKS)
         info_hash = normalize_info_hash(info_hash)
         torrent_bytes = None
         if params["state"] == "present":

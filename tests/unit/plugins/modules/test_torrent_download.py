@@ -74,7 +74,7 @@ def test_wait_timeout_reports_progress_and_keeps_torrent(capsys, fake, torrent_f
         directory=str(tmp_path),
         wait=True,
         timeout=0,
-        poll_interval=0,
+        poll_interval=0.01,  # 0 is refused (a busy loop on the engine); timeout=0 looks once
     )
     assert result["failed"] is True and result["rule"] == "download-timeout"
     assert result["changed"] is True

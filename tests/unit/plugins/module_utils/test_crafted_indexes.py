@@ -1,0 +1,63 @@
+"""Crafted indexes through the real entry points: `imgdist sync` here, the image_index module in
+tests/unit/plugins/modules/test_image_index_crafted.py.
+
+Each ends in one line naming the rule; state_dir (and the store) stay byte for byte the same.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import EXIT_INDEX_REFUSED, EXIT_OK, main
+from tests.unit.plugins.module_utils.test_imgdist import write_config
+from tests.unit.plugins.module_utils.test_index import snapshot
+from tests.unit.sync_world import FakeEngine, World
+
+CRAFTED = {
+    "json-5000-deep": (b'{"signed": ' + b"[" * 5000 + b"]" * 5000 + b', "signatures": []}', "index-too-deep"),
+    "yaml-50000-flow": (b"signed: " + b"[" * 50000 + b"\n", "index-too-deep"),
+    "yaml-3000-block": (b"signed:\n" + b"- " * 3000 + b"x\n", "index-too-deep"),
+    "json-5000-digits": (b'{"signed": {"version": ' + b"7" * 5000 + b'}, "signatures": []}', "index-too-complex"),
+    "yaml-5000-digits": (b"signed:\n  version: " + b"7" * 5000 + b"\nsignatures: []\n", "index-too-complex"),
+    "json-tiny-nodes": (b'{"signed": [' + b"0," * 1_000_001 + b'0], "signatures": []}', "index-too-complex"),
+    "json-lone-surrogate": (b'{"signed": {"url": "http://c/\\udc80"}, "signatures": []}', "text-invalid"),
+    "yaml-lone-surrogate": (b'signed: {url: "http://c/\\udc80"}\nsignatures: []\n', "yaml-invalid"),
+    "not-utf8": (b"signed: \xc0\xaf\n", "text-invalid"),
+    "json-bom-duplicate": (b'\xef\xbb\xbf{"signed": {}, "signed": {}, "signatures": []}', "json-invalid"),
+    "yaml-comment-duplicate": (b'# x\n{"signed": {}, "signed": {}, "signatures": []}', "yaml-invalid"),
+    "yaml-merge": (b"signed:\n  <<: {version: 9}\nsignatures: []\n", "yaml-invalid"),
+}
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch) -> World:
+    world = World(tmp_path)
+    world.publish("alma", 9, compressed=True)
+    world.write_index(3)
+    monkeypatch.setattr(_sync, "read_source", world.fetcher())
+    world.engine = FakeEngine.serving(world)
+    monkeypatch.setattr(_imgdist, "engine_for", lambda *a, **k: world.engine)
+    return world
+
+
+def imgdist(*argv: str) -> tuple:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_imgdist_sync_refuses_crafted_indexes_with_one_line(world, case):
+    data, rule = CRAFTED[case]
+    config = write_config(world, approved_images=[{"name": "alma", "version": "latest"}])
+    assert imgdist("-c", config, "sync")[0] == EXIT_OK
+    state, store = world.root / "host" / "index", world.root / "host" / "images"
+    before = (snapshot(state), snapshot(store))
+    world.index_path.write_bytes(data)
+    code, out, err = imgdist("-c", config, "sync")
+    assert code == EXIT_INDEX_REFUSED, err
+    assert err.startswith(f"imgdist: {rule}: ") and err.count("\n") == 1
+    assert (snapshot(state), snapshot(store)) == before
