@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -141,6 +142,19 @@ class Stall(Route):
                 handler.wfile.write(bytes([byte]))
                 handler.wfile.flush()
                 time.sleep(self.interval)
+
+
+@dataclass
+class Raw(Route):
+    """Bytes written as they are, status line and headers included: protocol abuse."""
+
+    data: bytes
+
+    def serve(self, handler):
+        with contextlib.suppress(OSError):
+            handler.wfile.write(self.data)
+            handler.wfile.flush()
+        handler.close_connection = True
 
 
 @dataclass
@@ -414,8 +428,8 @@ class Host:
         """The module's main(), in-process (AnsibleModule reads the arguments, exit_json prints)."""
         return run_module(name, args)
 
-    def ansible(self, name: str, timeout: float = RUN_TIMEOUT, **args: Any) -> Dict[str, Any]:
-        return run_ansible(name, args, timeout=timeout)
+    def ansible(self, name: str, run_timeout: float = RUN_TIMEOUT, **args: Any) -> Dict[str, Any]:
+        return run_ansible(name, args, timeout=run_timeout)
 
     def image_index(self, cli: bool = False, **overrides: Any) -> Dict[str, Any]:
         args = self.options(dest=self.verified_index, **overrides)
@@ -467,10 +481,23 @@ def _launcher(tmp_path_factory) -> str:
     return imgdist_launcher(tmp_path_factory.mktemp("bin"))
 
 
+def run_bounded(argv: List[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run ``argv`` in its own process group; when it outlives ``timeout``, kill the whole group
+    (``ansible`` forks the module: killing the CLI alone would leave the module running)."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, **kwargs)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError(f"{argv[0]} did not end within {timeout} s: {' '.join(argv[1:])[:300]}") from None
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+
 def run_imgdist(config: str, *argv: str, timeout: float = RUN_TIMEOUT) -> ImgdistRun:
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": os.path.dirname(config)}
-    done = subprocess.run([str(HYPERVISOR_PYTHON), "-I", _LAUNCHER["path"], "-c", config, *argv],
-                          capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    done = run_bounded([str(HYPERVISOR_PYTHON), "-I", _LAUNCHER["path"], "-c", config, *argv], timeout, env=env)
     assert "Traceback" not in done.stderr, done.stderr
     return ImgdistRun(done.returncode, done.stdout, done.stderr)
 
@@ -500,9 +527,9 @@ ANSIBLE_ENV = {
 def run_ansible(name: str, args: Dict[str, Any], timeout: float = RUN_TIMEOUT) -> Dict[str, Any]:
     """``ansible localhost -m vmcloud.fleet.<name>`` from the checkout, arguments as JSON."""
     env = dict(ANSIBLE_ENV, HOME=os.environ.get("HOME", "/root"))
-    done = subprocess.run(
+    done = run_bounded(
         [str(CONTROLLER_BIN / "ansible"), "localhost", "-m", f"vmcloud.fleet.{name}", "-a", json.dumps(args)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        timeout, cwd=REPO, env=env,
     )
     report = json.loads(done.stdout)
     return report["plays"][0]["tasks"][0]["hosts"]["localhost"]
@@ -567,7 +594,7 @@ class Trusted:
         """The module and ``imgdist sync`` both refuse with ``rule`` and change nothing on the host."""
         before = self.host.snapshot()
         if cli:
-            result = self.host.ansible("image_index", timeout=timeout,
+            result = self.host.ansible("image_index", run_timeout=timeout,
                                        **self.host.options(dest=self.host.verified_index, **(module_args or {})))
         else:
             result = self.host.image_index(**(module_args or {}))
