@@ -52,7 +52,7 @@ from tests.unit.sync_world import World
 REPO = Path(__file__).resolve().parents[2]
 HYPERVISOR_PYTHON = REPO / ".venv-hypervisor" / "bin" / "python"
 CONTROLLER_BIN = REPO / ".venv" / "bin"
-RUN_TIMEOUT = 60  # seconds any one run of imgdist or ansible may take before the test fails
+RUN_TIMEOUT = 45  # seconds any one run of imgdist or ansible may take before the test fails
 WAIT = 30  # seconds for a real download on loopback
 
 # ``imgdist`` exit statuses (plugins/module_utils/_imgdist.py EXIT_CODES), spelled out: black box.
@@ -420,9 +420,9 @@ class Host:
 
     # ---------------------------------------------------------------- runs
 
-    def imgdist(self, *argv: str, config: Optional[str] = None, timeout: float = RUN_TIMEOUT,
+    def imgdist(self, *argv: str, config: Optional[str] = None, run_timeout: float = RUN_TIMEOUT,
                 **overrides: Any) -> ImgdistRun:
-        return run_imgdist(config or self.imgdist_config(**overrides), *argv, timeout=timeout)
+        return run_imgdist(config or self.imgdist_config(**overrides), *argv, timeout=run_timeout)
 
     def module(self, name: str, **args: Any) -> Dict[str, Any]:
         """The module's main(), in-process (AnsibleModule reads the arguments, exit_json prints)."""
@@ -600,7 +600,7 @@ class Trusted:
             result = self.host.image_index(**(module_args or {}))
         assert_module_refused(result, rule)
         assert self.host.snapshot() == before
-        run = self.host.imgdist("sync", "--json", timeout=timeout, **(imgdist_args or module_args or {}))
+        run = self.host.imgdist("sync", "--json", run_timeout=timeout, **(imgdist_args or module_args or {}))
         assert_imgdist_refused(run, rule, code)
         assert self.host.snapshot() == before
         return result, run
