@@ -683,8 +683,8 @@ class Fleet:
         site.serve_directory(root / "origin")
         host.socket = swarm.leecher.socket
 
-    def publish(self, name: str, version: int, seed: bool = True, **kwargs: Any):
-        published = self.world.publish(name, version, **kwargs)
+    def publish(self, name: str, version: int, seed: bool = True, world: Optional[World] = None, **kwargs: Any):
+        published = (world or self.world).publish(name, version, **kwargs)
         if seed:
             self.swarm.tracker.allow(published.info_hash)
             origin = self.swarm.seeder.engine()
