@@ -9,8 +9,10 @@ rule, and that the host's state_dir and store are byte for byte unchanged.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
+import json
 import os
 
 import yaml
@@ -226,3 +228,44 @@ def test_fast_forward_then_recovery_by_revocation_and_removing_the_mark(trusted,
     trusted.serve(trusted.publisher.document(5, trusted.images))
     assert_module_refused(host.image_index(), "rollback")
 
+
+
+# --------------------------------------------------------------------------- parser limits (defect 6)
+
+
+def test_deeply_nested_json_index_is_refused(trusted):
+    trusted.serve(b'{"signed": ' + b"[" * 5000 + b"]" * 5000 + b', "signatures": []}')
+    trusted.refused_everywhere("index-too-deep")
+
+
+def test_deeply_nested_yaml_index_is_refused(trusted):
+    # About 50,000 levels once crashed libyaml (SIGSEGV): run through ansible, never in this process.
+    trusted.serve(b"signed: " + b"[" * 50000 + b"]" * 50000 + b"\n")
+    trusted.refused_everywhere("index-too-deep", cli=True)
+
+
+def test_deeply_nested_block_yaml_index_is_refused(trusted):
+    trusted.serve(b"".join(b" " * level + b"a:\n" for level in range(3000)) + b" " * 3000 + b"x\n")
+    trusted.refused_everywhere("index-too-deep", cli=True)
+
+
+def test_over_long_integer_is_refused(trusted):
+    good = trusted.publisher.document(6, trusted.images)
+    trusted.serve(good.replace(b"version: 6\n", b"version: " + b"9" * 5000 + b"\n", 1))
+    trusted.refused_everywhere("index-too-complex")
+
+
+def test_lone_surrogate_in_the_index_is_refused(trusted):
+    document = json.loads(json.dumps(yaml.safe_load(trusted.publisher.document(6, trusted.images))))
+    text = json.dumps(document).replace('"endorser": "lab-endorser"', '"endorser": "lab-\\ud800"', 1)
+    assert "\\ud800" in text
+    trusted.serve(text.encode("ascii"))
+    trusted.refused_everywhere("text-invalid")
+
+
+def test_index_with_a_flood_of_signatures_is_refused(trusted):
+    good = yaml.safe_load(trusted.publisher.document(6, trusted.images))
+    junk = dict(good["signatures"][0], signature=base64.b64encode(b"\0" * 64).decode("ascii"))
+    good["signatures"].extend([junk] * 1000)
+    trusted.serve(json.dumps(good).encode("utf-8"))
+    trusted.refused_everywhere("signature-count")
