@@ -54,7 +54,7 @@ def torrent_refused(fleet, image, rule: str, cli: bool = False, **options) -> No
 def test_torrent_of_another_version_is_refused(converged):
     # Mix and match: the older version's (genuine, endorsed) .torrent at the newer one's address.
     converged.site.serve(f"torrents/{converged.b.torrent_name}", converged.b_old.torrent)
-    torrent_refused(converged, converged.b, "torrent-sha256-mismatch")
+    torrent_refused(converged, converged.b, "torrent-sha256-mismatch", cli=True)
 
 
 def test_torrent_whose_sha256_differs_from_the_index_is_refused(converged):
