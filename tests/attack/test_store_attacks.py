@@ -34,8 +34,9 @@ def _downloaded_not_promoted(fleet, b) -> Path:
 @pytest.fixture
 def staged(fleet):
     fleet.a = fleet.publish("alma", 9)
+    fleet.b_old = fleet.publish("slc", 5, seed=False)
     fleet.b = fleet.publish("slc", 6)
-    fleet.index(1, fleet.a, fleet.b)
+    fleet.index(1, fleet.a, fleet.b_old, fleet.b)
     assert fleet.converge([{"uuid": fleet.a.uuid}])["held"] == [fleet.a.uuid]
     fleet.staged = _downloaded_not_promoted(fleet, fleet.b)
     return fleet
@@ -61,9 +62,16 @@ def _replace(path: Path, data: bytes) -> None:
     os.replace(new, path)
 
 
+def test_staged_bytes_of_another_version_are_not_promoted(staged):
+    # Mix and match: the older version's (endorsed) bytes, same size, where the newer one was downloaded.
+    older = staged.b_old.path.read_bytes()
+    assert len(older) == staged.staged.stat().st_size and older != staged.staged.read_bytes()
+    _replace(staged.staged, older)
+    promote_refused(staged, "sha256-mismatch")
+
+
 def test_staged_file_swapped_after_download_is_not_promoted(staged):
-    size = staged.staged.stat().st_size
-    _replace(staged.staged, os.urandom(size))
+    _replace(staged.staged, os.urandom(staged.staged.stat().st_size))
     promote_refused(staged, "sha256-mismatch")
 
 
