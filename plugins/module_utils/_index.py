@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from ._errors import IndexRefused, VmcloudError
-from ._limits import MAX_SIGNATURES
+from ._limits import MAX_FILE_NAME_BYTES, MAX_SIGNATURES
 from ._trust import (
     SITE_TRUST_RULES,
     TrustStore,
@@ -152,6 +152,12 @@ def check_plain_file_name(value: Any, where: str) -> str:
         raise IndexRefused(
             "entry-malformed",
             f"{where}: {_short(name)} is not a plain file name (no '/', no '..', no NUL, no leading dot)",
+        )
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME_BYTES:
+        raise IndexRefused(
+            "entry-malformed",
+            f"{where}: {_short(name)} is longer than {MAX_FILE_NAME_BYTES} bytes (UTF-8), more than a file "
+            "name can be on the hypervisors' filesystems; publish a shorter name",
         )
     return name
 

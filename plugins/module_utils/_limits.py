@@ -15,6 +15,9 @@ MAX_DEPTH = 64  # nested collections; an index needs 7
 MAX_NODES = 1_000_000  # scalars + collections, keys included; 10,000 images take about 363,000
 MAX_NUMBER_CHARS = 128  # characters of one number (Python itself refuses int() over 4,300 digits)
 
+# --- image entries (_index): a file name must fit one directory entry (NAME_MAX on Linux)
+MAX_FILE_NAME_BYTES = 255  # in UTF-8
+
 # --- signatures (_index): counted before any is verified
 MAX_SIGNATURES = 32
 

@@ -343,6 +343,8 @@ def test_wrong_spec_version_is_refused(ca, endorser, state_dir):
         ("file", "sub/dir.img", "not a plain file name"),
         ("file", "nul\0byte.img", "not a plain file name"),
         ("file", ".hidden.img", "not a plain file name"),
+        ("file", "a" * 252 + ".img", "longer than 255 bytes"),
+        ("file", "\u00e9" * 126 + ".img", "longer than 255 bytes"),  # 256 bytes in UTF-8, 130 characters
         ("sha256", "abc", "expected 64 hex digits"),
         ("sha256", "z" * 64, "expected 64 hex digits"),
         ("size", -1, "must be >= 0"),
