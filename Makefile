@@ -47,6 +47,7 @@ test: setup lint unit unit-hypervisor attack integration molecule
 lint: setup
 	ruff check plugins tests benchmarks
 	ansible-lint
+	antsibull-changelog lint
 
 unit: setup
 	pytest tests/unit
