@@ -10,17 +10,21 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Debian packages the controller side needs: Python venvs, OpenSSL for the demo CA,
 # the BitTorrent tools that endorser tooling and engine tests run for real, and
-# Podman (with runc, see ../shared/TESTBED.md) plus debootstrap for the lab.
+# Podman (with runc, see ../shared/TESTBED.md) plus debootstrap for the lab, and the Python
+# libraries a hypervisor has (vmic_agent_packages), so that tests run the hypervisor artifact
+# with Debian's own /usr/bin/python3 as the hosts do.
 DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman runc debootstrap \
-                   uidmap slirp4netns iptables
+                   uidmap slirp4netns iptables \
+                   python3-cryptography python3-yaml python3-jmespath python3-fastbencode
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor integration \
-        molecule bench demo lab lab-down clean
+        molecule bench demo lab lab-down clean artifact
 
 help:
 	@echo "make demo   - set up, start the lab, publish sample images, converge the fleet"
 	@echo "make test   - install what is needed and run every suite (what CI runs)"
 	@echo "make bench  - benchmarks (figures land in benchmarks/results/)"
+	@echo "make artifact - the hypervisor artifact dist/vmcloud-hypervisor-<version>.pyz"
 	@echo "make lab / make lab-down - start / remove the Podman lab"
 
 setup: system-packages venv
@@ -77,5 +81,10 @@ lab-down:
 demo: setup
 	tools/demo
 
+# The hypervisor side as one reproducible file (docs/agent.md); the vmic_agent role builds the same
+# bytes itself through the lookup vmcloud.fleet.hypervisor_artifact.
+artifact: setup
+	python3 tools/build-artifact
+
 clean:
-	rm -rf .cache .pytest_cache .ruff_cache benchmarks/results
+	rm -rf .cache .pytest_cache .ruff_cache benchmarks/results dist
