@@ -393,18 +393,14 @@ def test_fails_closed_for_store_disks_when_imgdist_cannot_check(host, tmp_path):
 def test_the_launcher_and_the_hook_run_the_library_from_the_artifact(host, tmp_path):
     """Without the installed artifact imgdist cannot run, and the hook refuses store disks, naming it."""
     artifact = host.root / "lib" / "vmcloud-hypervisor.pyz"
-    scratch = tmp_path / "scratch.img"
-    scratch.write_bytes(b"\0" * 4096)
     aside = tmp_path / "aside.pyz"
     artifact.rename(aside)
     try:
         code, _ = host.check(host.image_path("alma-9"))
         assert code != EXIT_OK
         code, err = host.run_hook("web9", "prepare", "begin", domain("web9", disk(host.image_path("alma-9"))))
-        assert code == 1 and err.startswith(f"vmcloud: refusing to start web9: disk {host.image_path('alma-9')} "
-                                            f"is in the image store {host.store.root}, but imgdist cannot check it: "
-                                            f"the imgdist library cannot be loaded from {artifact} (")
-        assert host.run_hook("web9", "prepare", "begin", domain("web9", disk(str(scratch)))) == (0, "")
+        assert code == 1 and err.startswith("vmcloud: refusing to start web9: ") and err.count("\n") == 1
+        assert f"the imgdist library cannot be loaded from {artifact} (" in err
     finally:
         aside.rename(artifact)
     assert host.check(host.image_path("alma-9"))[0] == EXIT_OK
