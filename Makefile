@@ -10,12 +10,12 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Debian packages the controller side needs: Python venvs, OpenSSL for the demo CA,
 # the BitTorrent tools that endorser tooling and engine tests run for real, and
-# Podman (with runc, see ../shared/TESTBED.md) plus debootstrap for the lab, and the Python
-# libraries a hypervisor has (vmic_agent_packages), so that tests run the hypervisor artifact
-# with Debian's own /usr/bin/python3 as the hosts do.
+# Podman (with runc, see ../shared/TESTBED.md) plus debootstrap for the lab.
 DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman runc debootstrap \
-                   uidmap slirp4netns iptables \
-                   python3-cryptography python3-yaml python3-jmespath python3-fastbencode
+                   uidmap slirp4netns iptables
+# The Python libraries a hypervisor has (vmic_agent_packages): the tests run the hypervisor
+# artifact with Debian's own /usr/bin/python3, as the hosts do.
+HYPERVISOR_DEBIAN_PACKAGES := python3-cryptography python3-yaml python3-jmespath python3-fastbencode
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor integration \
         molecule bench demo lab lab-down clean artifact
@@ -30,7 +30,7 @@ help:
 setup: system-packages venv
 
 system-packages:
-	@tools/ensure-debian-packages $(DEBIAN_PACKAGES)
+	@tools/ensure-debian-packages $(DEBIAN_PACKAGES) $(HYPERVISOR_DEBIAN_PACKAGES)
 
 venv: $(VENV)/.installed $(VENV_HYPERVISOR)/.installed
 
