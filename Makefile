@@ -13,21 +13,22 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Podman (with runc, see ../shared/TESTBED.md) plus debootstrap for the lab.
 DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman runc debootstrap \
                    uidmap slirp4netns iptables
-# The Python libraries a hypervisor has (vmic_agent_packages): the tests run the hypervisor
-# artifact with Debian's own /usr/bin/python3, as the hosts do.
-HYPERVISOR_DEBIAN_PACKAGES := python3-cryptography python3-yaml python3-jmespath python3-fastbencode
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor integration \
-        molecule bench demo lab lab-down clean artifact
+        molecule bench demo lab lab-down clean
 
 help:
 	@echo "make demo   - set up, start the lab, publish sample images, converge the fleet"
 	@echo "make test   - install what is needed and run every suite (what CI runs)"
 	@echo "make bench  - benchmarks (figures land in benchmarks/results/)"
-	@echo "make artifact - the hypervisor artifact dist/vmcloud-hypervisor-<version>.pyz"
 	@echo "make lab / make lab-down - start / remove the Podman lab"
+	@echo "make artifact - the hypervisor artifact dist/vmcloud-hypervisor-<version>.pyz"
 
 setup: system-packages venv
+
+# The Python libraries a hypervisor has (vmic_agent_packages): the tests run the hypervisor
+# artifact with Debian's own /usr/bin/python3, as the hosts do.
+HYPERVISOR_DEBIAN_PACKAGES := python3-cryptography python3-yaml python3-jmespath python3-fastbencode
 
 system-packages:
 	@tools/ensure-debian-packages $(DEBIAN_PACKAGES) $(HYPERVISOR_DEBIAN_PACKAGES)
@@ -83,6 +84,7 @@ demo: setup
 
 # The hypervisor side as one reproducible file (docs/agent.md); the vmic_agent role builds the same
 # bytes itself through the lookup vmcloud.fleet.hypervisor_artifact.
+.PHONY: artifact
 artifact: setup
 	python3 tools/build-artifact
 
