@@ -24,11 +24,16 @@ help:
 	@echo "make test   - install what is needed and run every suite (what CI runs)"
 	@echo "make bench  - benchmarks (figures land in benchmarks/results/)"
 	@echo "make lab / make lab-down - start / remove the Podman lab"
+	@echo "make artifact - the hypervisor artifact dist/vmcloud-hypervisor-<version>.pyz"
 
 setup: system-packages venv
 
+# The Python libraries a hypervisor has (vmic_agent_packages): the tests run the hypervisor
+# artifact with Debian's own /usr/bin/python3, as the hosts do.
+HYPERVISOR_DEBIAN_PACKAGES := python3-cryptography python3-yaml python3-jmespath python3-fastbencode
+
 system-packages:
-	@tools/ensure-debian-packages $(DEBIAN_PACKAGES)
+	@tools/ensure-debian-packages $(DEBIAN_PACKAGES) $(HYPERVISOR_DEBIAN_PACKAGES)
 
 venv: $(VENV)/.installed $(VENV_HYPERVISOR)/.installed
 
@@ -86,5 +91,11 @@ lab-down:
 demo: setup
 	tools/demo
 
+# The hypervisor side as one reproducible file (docs/agent.md); the vmic_agent role builds the same
+# bytes itself through the lookup vmcloud.fleet.hypervisor_artifact.
+.PHONY: artifact
+artifact: setup
+	python3 tools/build-artifact
+
 clean:
-	rm -rf .cache .pytest_cache .ruff_cache benchmarks/results
+	rm -rf .cache .pytest_cache .ruff_cache benchmarks/results dist

@@ -2,9 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The ``imgdist`` command on hypervisors. Private to the collection; not a public API.
 
-Plain Python (no ansible import): the agent role installs the module_utils package under
-``/usr/lib/vmcloud/`` with a launcher, and Debian's python3 runs it as
-``python3 -m ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist``.
+Plain Python (no ansible import): the agent role installs the module_utils package in the
+hypervisor artifact ``/usr/lib/vmcloud/vmcloud-hypervisor.pyz`` (one zip application built by
+``plugins/plugin_utils/_artifact.py``), and Debian's python3 runs it as
+``python3 -I /usr/lib/vmcloud/vmcloud-hypervisor.pyz imgdist ...`` (the launcher
+``/usr/local/sbin/imgdist``); the libvirt hook imports ``check_image`` from the same file.
 
 Seed-compatible flags (2010's imgdist) come first: ``--enable``, ``--disable`` (a flag file;
 prints ``current state: <old>`` then the new state) and ``--list_unknown_files`` (one name a

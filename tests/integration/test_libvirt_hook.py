@@ -59,6 +59,12 @@ RENDER = """\
     - {role}/defaults/main.yml
     - {role}/vars/main.yml
   tasks:
+    - name: The hypervisor artifact, from the role's default (the lookup), validated as the role validates it
+      ansible.builtin.copy:
+        src: "{{{{ vmic_agent_artifact }}}}"
+        dest: "{{{{ _vmic_agent_artifact_path }}}}"
+        mode: "0644"
+        validate: "{{{{ _vmic_agent_python }}}} -I %s --self-check"
     - name: The imgdist launcher and the libvirt qemu hook
       ansible.builtin.template:
         src: "{role}/templates/{{{{ item.src }}}}"
@@ -113,7 +119,7 @@ class Host:
             "vmic_agent_download_timeout": 30,
             "vmic_agent_libvirt_hook_path": str(self.hook),
             "_vmic_agent_python": sys.executable,
-            "_vmic_agent_library_dir": str(REPO / "collections"),
+            "_vmic_agent_artifact_path": str(self.root / "lib" / "vmcloud-hypervisor.pyz"),
             "_vmic_agent_config": str(self.config),
             "_vmic_agent_launcher": str(self.launcher),
             "_vmic_agent_fact": str(self.fact),
@@ -124,7 +130,8 @@ class Host:
         done = subprocess.run(
             [str(PLAYBOOK_BIN) if PLAYBOOK_BIN.exists() else "ansible-playbook", "-i", "localhost,", "-c", "local",
              str(self.root / "render.yml"), "-e", f"@{self.root / 'vars.json'}"],
-            cwd=REPO, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
+            cwd=REPO, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                               VMCLOUD_ARTIFACT_CACHE_DIR=str(self.root / "artifact-cache")),
             capture_output=True, text=True, timeout=300, check=False,
         )
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -242,6 +249,7 @@ def host(tmp_path_factory, crl_server) -> Host:
     (root / "trust" / "crl").mkdir()
     shutil.copy(world.root / "trust" / "ca.pem", root / "trust" / "anchors" / "ca.pem")
     (root / "bin").mkdir()
+    (root / "lib").mkdir()
     host = Host(world, root, root / "imgdist.yml", root / "bin" / "imgdist", root / "hooks" / "qemu",
                 ImageStore(world.host_path("images")))
     host.crl_url = f"http://127.0.0.1:{crl_server.server_port}/ca.crl"
@@ -415,6 +423,22 @@ def test_fails_closed_for_store_disks_when_imgdist_cannot_check(host, tmp_path):
         host.config.write_text(good)
     code, err = host.run_hook("web9", "prepare", "begin", "<domain><devices><disk>")
     assert code == 1 and err.startswith("vmcloud: refusing to start web9: cannot read the domain XML on stdin")
+
+
+def test_the_launcher_and_the_hook_run_the_library_from_the_artifact(host, tmp_path):
+    """Without the installed artifact imgdist cannot run, and the hook refuses store disks, naming it."""
+    artifact = host.root / "lib" / "vmcloud-hypervisor.pyz"
+    aside = tmp_path / "aside.pyz"
+    artifact.rename(aside)
+    try:
+        code, _ = host.check(host.image_path("alma-9"))
+        assert code != EXIT_OK
+        code, err = host.run_hook("web9", "prepare", "begin", domain("web9", disk(host.image_path("alma-9"))))
+        assert code == 1 and err.startswith("vmcloud: refusing to start web9: ") and err.count("\n") == 1
+        assert f"the imgdist library cannot be loaded from {artifact} (" in err
+    finally:
+        aside.rename(artifact)
+    assert host.check(host.image_path("alma-9"))[0] == EXIT_OK
 
 
 def test_the_rendered_configuration_is_what_imgdist_reads(host):
