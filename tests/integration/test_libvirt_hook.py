@@ -373,7 +373,7 @@ def test_a_raw_disk_is_not_parsed_as_qcow2(host, tmp_path):
 
 def test_without_its_library_the_hook_refuses(host, tmp_path):
     hook = tmp_path / "qemu"
-    library = str(REPO / "collections")
+    library = str(host.root / "lib" / "vmcloud-hypervisor.pyz")
     hook.write_text(host.hook.read_text().replace(repr(library)[1:-1], str(tmp_path / "gone")))
     hook.chmod(0o755)
     done = subprocess.run([str(hook), "web16", "prepare", "begin", "-"], env=HOOK_ENV, capture_output=True,
