@@ -17,12 +17,13 @@ DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman ru
                    qemu-utils qemu-system-x86 libvirt-daemon libvirt-clients chromium
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor attack integration \
-        molecule bench demo lab lab-down clean
+        molecule test-faults molecule-faults-ci bench demo lab lab-down clean artifact
 
 help:
 	@echo "make demo   - set up, start the lab, publish sample images, converge the fleet"
 	@echo "make test   - install what is needed and run every suite (what CI runs)"
 	@echo "make bench  - benchmarks (figures land in benchmarks/results/)"
+	@echo "make test-faults - the fault suite (molecule scenario faults, docs/faults.md)"
 	@echo "make lab / make lab-down - start / remove the Podman lab"
 	@echo "make artifact - the hypervisor artifact dist/vmcloud-hypervisor-<version>.pyz"
 
@@ -77,6 +78,19 @@ molecule: setup
 	lab/setup
 	lab/build-image
 	for scenario in $(MOLECULE_SCENARIOS); do molecule test -s $$scenario || exit 1; done
+
+# The fault suite (docs/faults.md): molecule scenario `faults`, every case.
+test-faults: setup
+	lab/setup
+	lab/build-image
+	MOLECULE_FAULTS_CASES=all molecule test -s faults
+
+# A representative part of it for CI (not in `make test` yet): the same scenario, three cases.
+FAULTS_CI_CASES := rtorrent_killed promotion_killed failed_upgrade
+molecule-faults-ci: setup
+	lab/setup
+	lab/build-image
+	MOLECULE_FAULTS_CASES="$(FAULTS_CI_CASES)" molecule test -s faults
 
 bench: setup
 	python benchmarks/bench_index.py
