@@ -40,7 +40,7 @@ from ._index_service import build_policy, selection_for
 from ._io import fsync_directory, write_atomic
 from ._lock import host_lock, lock_path
 from ._options import INDEX_CHECKS, SYNC_CHECKS, check_options
-from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED
+from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED, Pending, find_pending
 from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, guarded_accept
 from ._selection import parse_approvals
 from ._store import ImageStore
@@ -53,6 +53,7 @@ from ._sync import (
     DEFAULT_STORE_DIR,
     DEFAULT_TORRENT_DIR,
     SyncReport,
+    retire_now,
     retire_options,
     sync,
     verified_index_path,
@@ -87,7 +88,8 @@ USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USA
 
 EXIT_CODES = """\
 exit status:
-  0   success (check: the image is endorsed, approved and verified in the store)
+  0   success (check: the image is endorsed, approved and verified in the store; or, with a warning
+      naming superseded-pending, a verified image the store keeps until its successor arrives)
   1   sync: some image failed (the others went on; the output says which and why)
   2   the index was refused by a verification rule (the rule is printed)
   3   sync: imgdist is disabled on this host (imgdist --enable)
@@ -403,11 +405,35 @@ def _not_selected_reason(uuid: str, selection: Mapping[str, Any]) -> str:
     return f"{uuid} is endorsed but not approved for host {host} (no approval or rule selects it)"
 
 
+PENDING_RULE = "superseded-pending"
+
+
+def superseded_pending(config: Mapping[str, Any], store: ImageStore, images: Sequence[Dict[str, Any]],
+                       desired: Sequence[Dict[str, Any]]) -> Dict[str, Pending]:
+    """The held images a sync keeps because a desired image of their name is not verified in the store
+    yet (supersede, never strand): the sync's own decision (``_sync.retire_now`` for what is blocked or
+    withdrawn, ``_reconcile.find_pending`` for the planner's rule), never restated here."""
+    return find_pending(store.root, desired, retire_now(store, images, options_from(config)))
+
+
+def pending_message(pending: Pending) -> str:
+    waiting = ", ".join(pending.waiting_for)
+    verb = "is" if len(pending.waiting_for) == 1 else "are"
+    return (f"{PENDING_RULE}: {pending.uuid} is superseded by {waiting}, which {verb} not verified in the store "
+            f"yet (a failed or unfinished download); the store keeps {pending.uuid} and guests may start from it "
+            f"until {waiting} {verb} there, then it is retired and refused: see imgdist status, run imgdist sync")
+
+
 def check_image(config: Mapping[str, Any], target: str) -> tuple:
-    """(exit code, result dict) of ``imgdist check``: endorsed, approved, verified, in that order."""
+    """(exit code, result dict) of ``imgdist check``: endorsed, approved, verified, in that order.
+
+    An endorsed image that is not approved any more, but that the sync keeps because its desired
+    successor is not verified in the store yet (``superseded_pending``), passes too when verified,
+    with a warning naming ``superseded-pending``; blocked and withdrawn images are never kept so.
+    """
     store = ImageStore(config["store_dir"])
     result: Dict[str, Any] = {"image": target, "uuid": None, "path": None, "endorsed": False,
-                              "approved": False, "verified": False, "ok": False}
+                              "approved": False, "verified": False, "ok": False, "superseded_pending": None}
 
     def verdict(code: int, rule: str, reason: str) -> tuple:
         result.update(rule=rule, reason=reason, ok=code == EXIT_OK)
@@ -416,14 +442,15 @@ def check_image(config: Mapping[str, Any], target: str) -> tuple:
     try:
         accepted = kept_index(config)
     except CliError as exc:
-        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None)
+        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None, warnings=[])
         return verdict(exc.exit_code, exc.rule, exc.message)
     except IndexRefused as exc:
-        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None)
+        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None, warnings=[])
         return verdict(EXIT_INDEX_REFUSED, exc.rule, exc.message)
     # Inside the grace period the checks below go on (approval and blocking are never graced), and
-    # the result says so: the hook logs it, `imgdist check` prints it.
-    result.update(run_guard=accepted.run_guard(), warning=accepted.warning())
+    # the result says so: the hook logs it, `imgdist check` prints it. Each warning begins with its rule.
+    warnings = [accepted.warning()] if accepted.warning() else []
+    result.update(run_guard=accepted.run_guard(), warnings=warnings, warning="; ".join(warnings) or None)
     index = accepted.index
     where = f"the verified index version {index.version}" if index.version is not None else "the verified index"
     result["index_version"] = index.version
@@ -435,14 +462,30 @@ def check_image(config: Mapping[str, Any], target: str) -> tuple:
     result["endorsed"] = True
     result["path"] = store.path_of(image)
     selection = selection_for(index.images, options_from(config))
+    pending = None
     if uuid not in selection["desired_uuids"]:
-        return verdict(EXIT_NOT_APPROVED, "not-approved", _not_selected_reason(uuid, selection))
-    result["approved"] = True
+        reason = _not_selected_reason(uuid, selection)
+        try:
+            pending = superseded_pending(config, store, index.images, selection["desired"]).get(uuid)
+        except VmcloudError as exc:  # fail closed: refused as not approved, saying why
+            return verdict(EXIT_NOT_APPROVED, "not-approved", f"{reason}; whether the store keeps it as "
+                           f"superseded cannot be told ({exc.rule}: {exc.message})")
+        if pending is None:
+            return verdict(EXIT_NOT_APPROVED, "not-approved", reason)
+        result["superseded_pending"] = pending.as_dict()
+    else:
+        result["approved"] = True
+    approved = "approved" if pending is None else "kept as superseded"
     if not store.is_current(image):
         state = "is not in the store" if not os.path.exists(result["path"]) else "changed since it was verified"
-        return verdict(EXIT_NOT_VERIFIED, "not-verified", f"{uuid} is endorsed and approved but {result['path']} "
+        return verdict(EXIT_NOT_VERIFIED, "not-verified", f"{uuid} is endorsed and {approved} but {result['path']} "
                        f"{state}; run imgdist sync")
     result["verified"] = True
+    if pending is not None:
+        warnings.append(pending_message(pending))
+        result["warning"] = "; ".join(warnings)
+        return verdict(EXIT_OK, PENDING_RULE, f"{pending_message(pending)[len(PENDING_RULE) + 2:]} (endorsed in "
+                       f"{where}, verified in the store at {result['path']})")
     return verdict(EXIT_OK, "ok", f"{uuid} is endorsed ({where}), approved for host {selection['host']} "
                    f"and verified in the store at {result['path']}")
 
@@ -464,11 +507,14 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} TiB"
 
 
-def image_state(holding: Optional[str], status: Optional[TorrentStatus], desired: bool) -> str:
+def image_state(holding: Optional[str], status: Optional[TorrentStatus], desired: bool,
+                superseded: bool = False) -> str:
     """One word for an image: ready, corrupt, downloading, checking, downloaded, stopped, error,
-    pending (desired, nothing yet) or retiring (held, no longer desired)."""
+    pending (desired, nothing yet), superseded-pending (held, no longer desired, kept until a desired
+    image of its name is in the store; guests may still start from it) or retiring (held, no longer
+    desired)."""
     if not desired:
-        return "retiring"
+        return PENDING_RULE if superseded and holding == "present" else "retiring"
     if holding == "present":
         return "ready"
     if holding == "corrupt":
@@ -481,13 +527,14 @@ def image_state(holding: Optional[str], status: Optional[TorrentStatus], desired
 
 
 def _status_row(image: Dict[str, Any], holding: Optional[Dict[str, Any]], status: Optional[TorrentStatus],
-                desired: bool, path: str) -> Dict[str, Any]:
+                desired: bool, path: str, pending: Optional[Pending] = None) -> Dict[str, Any]:
     row = {
         "uuid": image["uuid"],
         "name": image.get("name"),
         "version": image.get("version"),
         "desired": desired,
-        "state": image_state(holding["state"] if holding else None, status, desired),
+        "state": image_state(holding["state"] if holding else None, status, desired, pending is not None),
+        "waiting_for": list(pending.waiting_for) if pending is not None else [],
         "path": path,
         "store": holding["state"] if holding else None,
         "store_reason": holding.get("reason") if holding else None,
@@ -499,6 +546,8 @@ def _status_row(image: Dict[str, Any], holding: Optional[Dict[str, Any]], status
 
 def _row_detail(row: Dict[str, Any]) -> str:
     engine = row["engine"]
+    if row["state"] == PENDING_RULE:
+        return f"kept until {', '.join(row['waiting_for'])} is in the store"
     if row["state"] == "downloading" and engine:
         return (f"{progress_bar(engine['progress'])} {engine['progress'] * 100:5.1f}%  "
                 f"{human_bytes(engine['down_rate'])}/s  {engine['peers']} peer(s)")
@@ -518,6 +567,7 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
     problems: List[str] = []
     store = ImageStore(config["store_dir"])
     desired: List[Dict[str, Any]] = []
+    endorsed: List[Dict[str, Any]] = []
     index_summary = None
     run_guard: Dict[str, Any] = {"state": "refused", "rule": None}
     try:
@@ -529,6 +579,7 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
         index_summary = {"url": accepted.index.url, "version": accepted.index.version,
                          "expires": accepted.index.expires}
         desired = selection_for(accepted.index.images, options_from(config))["desired"]
+        endorsed = accepted.index.images
     except (VmcloudError, OSError) as exc:
         run_guard["rule"] = getattr(exc, "rule", "io-error")
         problems.append(f"index: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")
@@ -544,6 +595,12 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
         statuses = {status.info_hash: status for status in engine.list()}
     except (VmcloudError, OSError) as exc:
         problems.append(f"engine: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")
+    pending: Dict[str, Pending] = {}
+    if endorsed:
+        try:
+            pending = superseded_pending(config, store, endorsed, desired)
+        except (VmcloudError, OSError) as exc:
+            problems.append(f"store: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")
     rows = []
     for image in desired:
         status = statuses.get(image["torrent"]["info_hash"])
@@ -554,7 +611,11 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
             entry = manifest.get(uuid, {})
             image = {"uuid": uuid, "name": held["name"], "version": held["version"],
                      "torrent": {"info_hash": entry.get("info_hash")}}
-            rows.append(_status_row(image, held, statuses.get(entry.get("info_hash") or ""), False, held["path"]))
+            row = _status_row(image, held, statuses.get(entry.get("info_hash") or ""), False, held["path"],
+                              pending.get(uuid))
+            if row["state"] == PENDING_RULE:
+                problems.append(pending_message(pending[uuid]))
+            rows.append(row)
     return {
         "host": config["host"],
         "enabled": enabled_state(config["disabled_flag"]) == "enable",
@@ -817,8 +878,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return run_sync(config, args.check, args.json, out, err)
     require_keys(config, path, ["trust_anchors"])
     code, result = check_image(config, args.image)
-    if result.get("warning"):
-        print(f"{PROG}: warning: {result['warning']}", file=err)
+    for warning in result.get("warnings") or []:
+        print(f"{PROG}: warning: {warning}", file=err)
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True), file=out)
     else:

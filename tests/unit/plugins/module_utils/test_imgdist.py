@@ -382,6 +382,95 @@ def test_check_refuses_a_kept_index_older_than_the_mark(world):
     assert code == EXIT_INDEX_REFUSED and out.startswith("rollback: index version 2 is lower than")
 
 
+# --------------------------------------------------------------------------- a failed upgrade
+
+
+def failed_upgrade(world: World) -> str:
+    """alma 9 and slc 5 held; alma 10 published in index 4 but nobody seeds it: the sync keeps alma 9."""
+    config = write_config(world, timeout=1)
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    world.publish("alma", 10, compressed=True)
+    world.write_index(4)
+    code, out, _ = run("-c", config, "sync", "--json")
+    report = json.loads(out)
+    assert code == EXIT_IMAGES_FAILED and [f["rule"] for f in report["failures"]] == ["download-timeout"]
+    assert [p["uuid"] for p in report["superseded_pending"]] == ["alma-9"] and "alma-9" in report["held"]
+    return config
+
+
+def test_a_superseded_image_kept_by_a_failed_upgrade_starts_loudly(world):
+    config = failed_upgrade(world)
+    store = ImageStore(world.host_path("images"))
+    path = store.path_of(world.published["alma-9"].entry)
+    for target in ("alma-9", path):
+        code, out, err = run("-c", config, "check", target, "--json")
+        result = json.loads(out)
+        assert code == EXIT_OK and result["ok"] is True and result["rule"] == "superseded-pending"
+        assert (result["endorsed"], result["verified"], result["uuid"]) == (True, True, "alma-9")
+        assert result["superseded_pending"]["waiting_for"] == ["alma-10"]
+        assert err.startswith("imgdist: warning: superseded-pending: alma-9 is superseded by alma-10, which is not "
+                              "verified in the store yet") and err.count("\n") == 1
+        assert result["warnings"] == [result["warning"]] and result["warning"].startswith("superseded-pending: ")
+    code, out, _ = run("-c", config, "check", "alma-9")
+    assert code == EXIT_OK and out.startswith("superseded-pending: alma-9 is superseded by alma-10")
+    assert run("-c", config, "check", "slc-5")[1].startswith("ok: ")  # nothing to say about the others
+
+    report = json.loads(run("-c", config, "status", "--json")[1])
+    rows = {row["uuid"]: row for row in report["images"]}
+    assert (rows["alma-9"]["state"], rows["alma-9"]["desired"]) == ("superseded-pending", False)
+    assert rows["alma-9"]["waiting_for"] == ["alma-10"]
+    assert any(p.startswith("superseded-pending: alma-9 ") for p in report["problems"])
+    lines = run("-c", config, "status")[1].splitlines()
+    assert "alma-9   superseded-pending  kept until alma-10 is in the store" in lines
+
+    # Changed since it was verified: not verified, whatever its supersession.
+    with open(path, "r+b") as handle:
+        handle.write(b"\xff")
+    code, out, _ = run("-c", config, "check", "alma-9")
+    assert code == EXIT_NOT_VERIFIED and "changed since it was verified" in out
+
+
+def test_a_blocked_superseded_image_never_starts(world):
+    failed_upgrade(world)
+    blocked = write_config(world, blocked_images=[{"name": "alma", "version": 9}])
+    code, out, err = run("-c", blocked, "check", "alma-9")
+    assert code == EXIT_NOT_APPROVED and out.startswith("not-approved: alma-9 is endorsed but not approved")
+    assert err == ""
+    assert run("-c", write_config(world, timeout=1), "check", "alma-9")[0] == EXIT_OK  # unblocked again
+
+
+def test_a_withdrawn_superseded_image_never_starts(world):
+    config = failed_upgrade(world)
+    store = ImageStore(world.host_path("images"))
+    path = store.path_of(world.published["alma-9"].entry)
+    kept = world.root / "host" / "index" / "verified-index.yaml"
+    world.write_index(5, [world.published[uuid].entry for uuid in ("alma-10", "slc-5")])
+    with open(path, "rb"):  # a guest holds it: the sync cannot retire it
+        code, out, _ = run("-c", config, "sync", "--json")
+    assert code == EXIT_IMAGES_FAILED and json.loads(out)["superseded_pending"] == []
+    assert os.path.exists(path) and kept.read_bytes() == world.index_path.read_bytes()
+    code, out, _ = run("-c", config, "check", path)
+    assert code == EXIT_NOT_ENDORSED and "alma-9, which is not in the verified index version 5" in out
+
+
+def test_once_the_successor_is_in_the_store_the_superseded_image_is_refused(world):
+    config = failed_upgrade(world)
+    store = ImageStore(world.host_path("images"))
+    path = store.path_of(world.published["alma-9"].entry)
+    alma10 = world.published["alma-10"]
+    world.engine.swarm[alma10.info_hash] = alma10.path.read_bytes()
+    with open(path, "rb"):  # a guest holds alma 9: the sync promotes alma 10 but cannot retire alma 9 yet
+        code, out, _ = run("-c", config, "sync", "--json")
+    report = json.loads(out)
+    assert code == EXIT_OK and report["promoted"] == ["alma-10"] and report["superseded_pending"] == []
+    assert os.path.exists(path) and "alma-9" in report["held"]
+    code, out, err = run("-c", config, "check", "alma-9")
+    assert code == EXIT_NOT_APPROVED and out.startswith("not-approved: alma-9 is endorsed but not approved")
+    assert err == ""
+    rows = {row["uuid"]: row["state"] for row in json.loads(run("-c", config, "status", "--json")[1])["images"]}
+    assert rows["alma-9"] == "retiring" and rows["alma-10"] == "ready"
+
+
 # --------------------------------------------------------------------------- the run guard's grace
 
 
@@ -717,7 +806,8 @@ def test_status_per_image(world):
     report = json.loads(out)
     assert code == EXIT_OK and report["enabled"] is True and report["index"]["version"] == 4
     states = {row["uuid"]: (row["state"], row["desired"]) for row in report["images"]}
-    assert states == {"alma-10": ("downloading", True), "slc-5": ("ready", True), "alma-9": ("retiring", False)}
+    assert states == {"alma-10": ("downloading", True), "slc-5": ("ready", True),
+                      "alma-9": ("superseded-pending", False)}  # kept until alma 10 is in the store
 
     code, out, _ = run("-c", config, "status")
     lines = out.splitlines()
