@@ -37,11 +37,12 @@ from ._engine import ENGINES, TorrentStatus, engine_for
 from ._errors import ApprovalConfigError, IndexRefused, VmcloudError
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._index_service import build_policy, selection_for
+from ._index_state import reset_high_water_mark
 from ._io import fsync_directory, write_atomic
 from ._lock import host_lock, lock_path
 from ._options import INDEX_CHECKS, SYNC_CHECKS, check_options
 from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED, Pending, find_pending
-from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, guarded_accept
+from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, claimed_url, guarded_accept
 from ._selection import parse_approvals
 from ._store import ImageStore
 from ._sync import (
@@ -84,7 +85,9 @@ USAGE_SYNC = "imgdist [-c CONFIG] sync [--check] [--json]"
 USAGE_CHECK = "imgdist [-c CONFIG] check IMAGE [--json]"
 USAGE_CONFIG_CHECK = "imgdist [-c CONFIG] config-check [--json]"
 USAGE_CRL_REFRESH = "imgdist [-c CONFIG] crl-refresh [--json]"
-USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK, USAGE_CRL_REFRESH))
+USAGE_RESET_MARK = "imgdist [-c CONFIG] reset-mark [--url URL] --to-version N --confirm [--json]"
+USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK, USAGE_CRL_REFRESH,
+                         USAGE_RESET_MARK))
 
 EXIT_CODES = """\
 exit status:
@@ -94,11 +97,12 @@ exit status:
   2   the index was refused by a verification rule (the rule is printed)
   3   sync: imgdist is disabled on this host (imgdist --enable)
   4   configuration error (file, key or value; approvals); config-check: the file is not valid
-  5   other error (index or engine unreachable, I/O, not available); crl-refresh: a CRL was not installed
+  5   other error (index or engine unreachable, I/O, not available); crl-refresh: a CRL was not installed;
+      reset-mark: refused (mark-reset-refused: no mark, or the accepted version is not above N; lock-timeout)
   10  check: not endorsed (not in the last verified index)
   11  check: endorsed, but not approved for this host (not approved, blocked or not targeted)
   12  check: endorsed and approved, but not verified in the store (missing or changed)
-  64  usage error"""
+  64  usage error (reset-mark without --confirm: says what it would do, changes nothing)"""
 
 
 class CliError(VmcloudError):
@@ -372,6 +376,56 @@ def kept_index(config: Mapping[str, Any]) -> KeptIndex:
     grace = grace_seconds(config, "the configuration")
     policy = build_policy(options_from(config), None)
     return guarded_accept(data, policy, config["state_dir"], path, grace)
+
+
+# --------------------------------------------------------------------------- reset-mark
+
+
+def positive_version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an index version, an integer >= 1, got {text!r}")
+    return value
+
+
+def mark_url(config: Mapping[str, Any], url: Optional[str]) -> str:
+    """The URL whose mark ``reset-mark`` lowers: ``--url``, else the signed url of the kept index (the
+    mark is keyed by it), else ``index_url``."""
+    if url:
+        return url
+    path = verified_index_path(config["state_dir"])
+    try:
+        with open(path, "rb") as handle:
+            claimed = claimed_url(handle.read(config["max_size"] + 1), path)
+    except FileNotFoundError:
+        claimed = None
+    if claimed or config.get("index_url"):
+        return claimed or config["index_url"]
+    raise CliError("config-invalid", "give --url: there is no kept index and no index_url in the configuration",
+                   EXIT_CONFIG)
+
+
+def run_reset_mark(config: Mapping[str, Any], url: Optional[str], to_version: int, confirm: bool, as_json: bool,
+                   out: TextIO, err: TextIO) -> int:
+    """Lower the rollback mark after a fast-forward (``_index_state.reset_high_water_mark``, under the
+    host lock); without ``confirm`` only say what it would do."""
+    url = mark_url(config, url)
+    now = datetime.datetime.now(datetime.UTC)
+    result = reset_high_water_mark(config["state_dir"], url, to_version, now, lock_timeout=config["timeout"],
+                                   check_mode=not confirm)
+    line = f"high-water mark for {url}: previous version {result['previous']}, new version {result['new']}"
+    if not confirm:
+        print(f"{PROG}: mark-reset-refused: would set the {line}; nothing changed: run again with --confirm",
+              file=err)
+        return EXIT_USAGE
+    if as_json:
+        print(json.dumps(result, sort_keys=True), file=out)
+    else:
+        print(line, file=out)
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- check
@@ -824,6 +878,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(crl-stale), not signed by its trust anchor (crl-signature-invalid) or older than the installed one "
         "(crl-rollback). Exit 0 when every CRL is installed or unchanged, 5 otherwise.",
     )
+    reset = commands.add_parser(
+        "reset-mark", parents=[common], usage=USAGE_RESET_MARK,
+        help="lower the rollback mark after a fast-forward (under the host lock)",
+        description="Recover from a fast-forward (a stolen key signed a huge index version): after the key is "
+        "revoked, set the high-water mark for URL to version N, only when the accepted version is greater than N "
+        "(else mark-reset-refused). The next index accepted must be above N. Prints the previous and new "
+        "version. Without --confirm, says what it would do and changes nothing.",
+    )
+    reset.add_argument("--url", help="the index's signed url (default: that of the kept index, else index_url)")
+    reset.add_argument("--to-version", dest="to_version", type=positive_version, required=True, metavar="N",
+                       help="the last genuine version")
+    reset.add_argument("--confirm", action="store_true", help="really rewrite the mark")
     return parser
 
 
@@ -835,7 +901,7 @@ def _emit_error(exc: VmcloudError, as_json: bool, out: TextIO, err: TextIO) -> N
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    needs_index = args.command in ("sync", "check", "config-check", "crl-refresh")
+    needs_index = args.command in ("sync", "check", "config-check", "crl-refresh", "reset-mark")
     path = args.config or DEFAULT_CONFIG
     config = load_config(path, required=needs_index or args.config is not None)
     if args.action in ("enable", "disable"):
@@ -872,6 +938,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
     if args.command == "crl-refresh":
         return run_crl_refresh(config, path, args.json, out)
+    if args.command == "reset-mark":
+        return run_reset_mark(config, args.url, args.to_version, args.confirm, args.json, out, err)
     if args.command == "sync":
         require_keys(config, path, ["index_url", "trust_anchors"])
         require_approvals(config, path)
@@ -900,7 +968,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err
     if (args.action is None) == (args.command is None):
         parser.print_usage(err)
         print(f"{PROG}: error: give one of --enable, --disable, --list_unknown_files, or a command "
-              "(status, sync, check, config-check, crl-refresh)", file=err)
+              "(status, sync, check, config-check, crl-refresh, reset-mark)", file=err)
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     try:

@@ -614,6 +614,93 @@ def test_the_grace_must_be_seconds(world, value):
     assert "run_guard_grace_seconds" in err and f"got {value!r}" in err
 
 
+# --------------------------------------------------------------------------- reset-mark (fast-forward recovery)
+
+
+def fast_forwarded(world: World) -> tuple:
+    """A host that accepted a forged index version 1000 after the genuine version 3: (config, mark path)."""
+    config = write_config(world, timeout=1)
+    assert run("-c", config, "sync")[0] == EXIT_OK  # genuine: version 3
+    world.write_index(1000)  # signed with the endorser's key, as a stolen key would
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    world.write_index(4)
+    code, _, err = run("-c", config, "sync")
+    assert code == EXIT_INDEX_REFUSED and err.startswith("imgdist: rollback: index version 4 is lower than the last "
+                                                         "accepted version 1000")
+    marks = [p for p in (world.root / "host" / "index").iterdir() if p.name.startswith("index-")]
+    assert len(marks) == 1
+    return config, marks[0]
+
+
+def test_reset_mark_recovers_from_a_fast_forward(world):
+    config, mark = fast_forwarded(world)
+    code, out, err = run("-c", config, "reset-mark", "--url", world.index_url, "--to-version", "3", "--confirm")
+    assert (code, err) == (EXIT_OK, "")
+    assert out == f"high-water mark for {world.index_url}: previous version 1000, new version 3\n"
+    record = json.loads(mark.read_text())
+    assert (record["url"], record["version"], record["digest"], record["reset_from"]) == (
+        world.index_url, 3, None, 1000)
+    assert [p.name for p in mark.parent.iterdir() if p.name.startswith(".")] == []  # written atomically
+    code, out, _ = run("-c", config, "sync", "--json")  # the genuine version 4 is accepted again
+    assert code == EXIT_OK and json.loads(out)["index"]["version"] == 4
+    assert json.loads(mark.read_text())["version"] == 4
+
+
+def test_reset_mark_json_and_the_index_url_by_default(world):
+    config, mark = fast_forwarded(world)
+    code, out, _ = run("-c", config, "reset-mark", "--to-version", "3", "--confirm", "--json")
+    assert code == EXIT_OK and json.loads(out) == {"url": world.index_url, "previous": 1000, "new": 3,
+                                                  "path": str(mark)}
+
+
+@pytest.mark.parametrize("version", ["1000", "1001"])
+def test_reset_mark_never_raises_the_mark_or_resets_it_to_itself(world, version):
+    config, mark = fast_forwarded(world)
+    before = mark.read_bytes()
+    code, out, err = run("-c", config, "reset-mark", "--url", world.index_url, "--to-version", version, "--confirm")
+    assert code == _imgdist.EXIT_ERROR and out == ""
+    assert err.startswith(f"imgdist: mark-reset-refused: the accepted version for {world.index_url} is 1000, not "
+                          f"greater than {version}") and err.count("\n") == 1
+    assert mark.read_bytes() == before
+
+
+def test_reset_mark_needs_confirm_a_mark_and_a_version(world):
+    config, mark = fast_forwarded(world)
+    before = mark.read_bytes()
+    code, _, err = run("-c", config, "reset-mark", "--to-version", "3")
+    assert code == EXIT_USAGE and "mark-reset-refused: " in err and "--confirm" in err
+    assert "previous version 1000, new version 3" in err
+    for bad in ("0", "-2", "three"):
+        code, _, err = run("-c", config, "reset-mark", "--to-version", bad, "--confirm")
+        assert code == EXIT_USAGE and mark.read_bytes() == before
+    code, _, err = run("-c", config, "reset-mark", "--url", "https://elsewhere/index.yaml", "--to-version", "3",
+                       "--confirm")
+    assert code == _imgdist.EXIT_ERROR
+    assert err.startswith("imgdist: mark-reset-refused: there is no high-water mark for https://elsewhere/index.yaml")
+    assert mark.read_bytes() == before
+
+
+def test_reset_mark_waits_for_the_host_lock(world):
+    import fcntl
+
+    config, mark = fast_forwarded(world)
+    before = mark.read_bytes()
+    with open(mark.parent / "sync.lock", "a") as running_sync:
+        fcntl.flock(running_sync.fileno(), fcntl.LOCK_EX)
+        code, _, err = run("-c", config, "reset-mark", "--to-version", "3", "--confirm")
+        assert code == _imgdist.EXIT_ERROR and err.startswith("imgdist: lock-timeout: ")
+        assert mark.read_bytes() == before
+    assert run("-c", config, "reset-mark", "--to-version", "3", "--confirm")[0] == EXIT_OK
+
+
+def test_reset_mark_refuses_a_damaged_mark(world):
+    config, mark = fast_forwarded(world)
+    mark.write_text(json.dumps({"url": world.index_url, "version": True}))
+    before = mark.read_bytes()
+    code, _, err = run("-c", config, "reset-mark", "--to-version", "3", "--confirm")
+    assert code != EXIT_OK and err.startswith("imgdist: state-unreadable: ") and mark.read_bytes() == before
+
+
 # --------------------------------------------------------------------------- crl-refresh (the timer)
 
 
