@@ -161,7 +161,9 @@ def _image_cell(uuid, status, rows, held):
             if engine_state == "seeding":
                 return _cell("seeding", f"store: verified; {engine_note}, ratio {float(engine.get('ratio') or 0):.2f}")
             return _cell("verified", f"store: verified; {engine_note}")
-        why = ("no longer desired (retiring)" if row is not None else
+        why = ("superseded, kept until " + ", ".join(map(str, row.get("waiting_for") or [])) + " is in the store"
+               if row is not None and row.get("state") == "superseded-pending" else
+               "no longer desired (retiring)" if row is not None else
                "not desired by the host's verified index" if status is not None and status.get("index")
                else "no verified index reported")
         return _cell("present", f"store: present; {why}")

@@ -39,11 +39,12 @@ from ._engine import ENGINES, TorrentStatus, engine_for
 from ._errors import ApprovalConfigError, IndexRefused, VmcloudError
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._index_service import build_policy, selection_for
+from ._index_state import reset_high_water_mark
 from ._io import fsync_directory, write_atomic
 from ._lock import host_lock, lock_path
 from ._options import INDEX_CHECKS, SYNC_CHECKS, check_options
-from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED
-from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, guarded_accept
+from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED, Pending, find_pending
+from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, claimed_url, guarded_accept
 from ._selection import parse_approvals
 from ._store import ImageStore
 from ._sync import (
@@ -55,6 +56,7 @@ from ._sync import (
     DEFAULT_STORE_DIR,
     DEFAULT_TORRENT_DIR,
     SyncReport,
+    retire_now,
     retire_options,
     sync,
     verified_index_path,
@@ -85,20 +87,24 @@ USAGE_SYNC = "imgdist [-c CONFIG] sync [--check] [--json]"
 USAGE_CHECK = "imgdist [-c CONFIG] check IMAGE [--json]"
 USAGE_CONFIG_CHECK = "imgdist [-c CONFIG] config-check [--json]"
 USAGE_CRL_REFRESH = "imgdist [-c CONFIG] crl-refresh [--json]"
-USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK, USAGE_CRL_REFRESH))
+USAGE_RESET_MARK = "imgdist [-c CONFIG] reset-mark [--url URL] --to-version N --confirm [--json]"
+USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK, USAGE_CRL_REFRESH,
+                         USAGE_RESET_MARK))
 
 EXIT_CODES = """\
 exit status:
-  0   success (check: the image is endorsed, approved and verified in the store)
+  0   success (check: the image is endorsed, approved and verified in the store; or, with a warning
+      naming superseded-pending, a verified image the store keeps until its successor arrives)
   1   sync: some image failed (the others went on; the output says which and why)
   2   the index was refused by a verification rule (the rule is printed)
   3   sync: imgdist is disabled on this host (imgdist --enable)
   4   configuration error (file, key or value; approvals); config-check: the file is not valid
-  5   other error (index or engine unreachable, I/O, not available); crl-refresh: a CRL was not installed
+  5   other error (index or engine unreachable, I/O, not available); crl-refresh: a CRL was not installed;
+      reset-mark: refused (mark-reset-refused: no mark, or the accepted version is not above N; lock-timeout)
   10  check: not endorsed (not in the last verified index)
   11  check: endorsed, but not approved for this host (not approved, blocked or not targeted)
   12  check: endorsed and approved, but not verified in the store (missing or changed)
-  64  usage error"""
+  64  usage error (reset-mark without --confirm: says what it would do, changes nothing)"""
 
 
 class CliError(VmcloudError):
@@ -374,6 +380,56 @@ def kept_index(config: Mapping[str, Any]) -> KeptIndex:
     return guarded_accept(data, policy, config["state_dir"], path, grace)
 
 
+# --------------------------------------------------------------------------- reset-mark
+
+
+def positive_version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an index version, an integer >= 1, got {text!r}")
+    return value
+
+
+def mark_url(config: Mapping[str, Any], url: Optional[str]) -> str:
+    """The URL whose mark ``reset-mark`` lowers: ``--url``, else the signed url of the kept index (the
+    mark is keyed by it), else ``index_url``."""
+    if url:
+        return url
+    path = verified_index_path(config["state_dir"])
+    try:
+        with open(path, "rb") as handle:
+            claimed = claimed_url(handle.read(config["max_size"] + 1), path)
+    except FileNotFoundError:
+        claimed = None
+    if claimed or config.get("index_url"):
+        return claimed or config["index_url"]
+    raise CliError("config-invalid", "give --url: there is no kept index and no index_url in the configuration",
+                   EXIT_CONFIG)
+
+
+def run_reset_mark(config: Mapping[str, Any], url: Optional[str], to_version: int, confirm: bool, as_json: bool,
+                   out: TextIO, err: TextIO) -> int:
+    """Lower the rollback mark after a fast-forward (``_index_state.reset_high_water_mark``, under the
+    host lock); without ``confirm`` only say what it would do."""
+    url = mark_url(config, url)
+    now = datetime.datetime.now(datetime.UTC)
+    result = reset_high_water_mark(config["state_dir"], url, to_version, now, lock_timeout=config["timeout"],
+                                   check_mode=not confirm)
+    line = f"high-water mark for {url}: previous version {result['previous']}, new version {result['new']}"
+    if not confirm:
+        print(f"{PROG}: mark-reset-refused: would set the {line}; nothing changed: run again with --confirm",
+              file=err)
+        return EXIT_USAGE
+    if as_json:
+        print(json.dumps(result, sort_keys=True), file=out)
+    else:
+        print(line, file=out)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- check
 
 
@@ -405,11 +461,35 @@ def _not_selected_reason(uuid: str, selection: Mapping[str, Any]) -> str:
     return f"{uuid} is endorsed but not approved for host {host} (no approval or rule selects it)"
 
 
+PENDING_RULE = "superseded-pending"
+
+
+def superseded_pending(config: Mapping[str, Any], store: ImageStore, images: Sequence[Dict[str, Any]],
+                       desired: Sequence[Dict[str, Any]]) -> Dict[str, Pending]:
+    """The held images a sync keeps because a desired image of their name is not verified in the store
+    yet (supersede, never strand): the sync's own decision (``_sync.retire_now`` for what is blocked or
+    withdrawn, ``_reconcile.find_pending`` for the planner's rule), never restated here."""
+    return find_pending(store.root, desired, retire_now(store, images, options_from(config)))
+
+
+def pending_message(pending: Pending) -> str:
+    waiting = ", ".join(pending.waiting_for)
+    verb = "is" if len(pending.waiting_for) == 1 else "are"
+    return (f"{PENDING_RULE}: {pending.uuid} is superseded by {waiting}, which {verb} not verified in the store "
+            f"yet (a failed or unfinished download); the store keeps {pending.uuid} and guests may start from it "
+            f"until {waiting} {verb} there, then it is retired and refused: see imgdist status, run imgdist sync")
+
+
 def check_image(config: Mapping[str, Any], target: str) -> tuple:
-    """(exit code, result dict) of ``imgdist check``: endorsed, approved, verified, in that order."""
+    """(exit code, result dict) of ``imgdist check``: endorsed, approved, verified, in that order.
+
+    An endorsed image that is not approved any more, but that the sync keeps because its desired
+    successor is not verified in the store yet (``superseded_pending``), passes too when verified,
+    with a warning naming ``superseded-pending``; blocked and withdrawn images are never kept so.
+    """
     store = ImageStore(config["store_dir"])
     result: Dict[str, Any] = {"image": target, "uuid": None, "path": None, "endorsed": False,
-                              "approved": False, "verified": False, "ok": False}
+                              "approved": False, "verified": False, "ok": False, "superseded_pending": None}
 
     def verdict(code: int, rule: str, reason: str) -> tuple:
         result.update(rule=rule, reason=reason, ok=code == EXIT_OK)
@@ -418,14 +498,15 @@ def check_image(config: Mapping[str, Any], target: str) -> tuple:
     try:
         accepted = kept_index(config)
     except CliError as exc:
-        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None)
+        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None, warnings=[])
         return verdict(exc.exit_code, exc.rule, exc.message)
     except IndexRefused as exc:
-        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None)
+        result.update(run_guard={"state": "refused", "rule": exc.rule}, warning=None, warnings=[])
         return verdict(EXIT_INDEX_REFUSED, exc.rule, exc.message)
     # Inside the grace period the checks below go on (approval and blocking are never graced), and
-    # the result says so: the hook logs it, `imgdist check` prints it.
-    result.update(run_guard=accepted.run_guard(), warning=accepted.warning())
+    # the result says so: the hook logs it, `imgdist check` prints it. Each warning begins with its rule.
+    warnings = [accepted.warning()] if accepted.warning() else []
+    result.update(run_guard=accepted.run_guard(), warnings=warnings, warning="; ".join(warnings) or None)
     index = accepted.index
     where = f"the verified index version {index.version}" if index.version is not None else "the verified index"
     result["index_version"] = index.version
@@ -437,14 +518,30 @@ def check_image(config: Mapping[str, Any], target: str) -> tuple:
     result["endorsed"] = True
     result["path"] = store.path_of(image)
     selection = selection_for(index.images, options_from(config))
+    pending = None
     if uuid not in selection["desired_uuids"]:
-        return verdict(EXIT_NOT_APPROVED, "not-approved", _not_selected_reason(uuid, selection))
-    result["approved"] = True
+        reason = _not_selected_reason(uuid, selection)
+        try:
+            pending = superseded_pending(config, store, index.images, selection["desired"]).get(uuid)
+        except VmcloudError as exc:  # fail closed: refused as not approved, saying why
+            return verdict(EXIT_NOT_APPROVED, "not-approved", f"{reason}; whether the store keeps it as "
+                           f"superseded cannot be told ({exc.rule}: {exc.message})")
+        if pending is None:
+            return verdict(EXIT_NOT_APPROVED, "not-approved", reason)
+        result["superseded_pending"] = pending.as_dict()
+    else:
+        result["approved"] = True
+    approved = "approved" if pending is None else "kept as superseded"
     if not store.is_current(image):
         state = "is not in the store" if not os.path.exists(result["path"]) else "changed since it was verified"
-        return verdict(EXIT_NOT_VERIFIED, "not-verified", f"{uuid} is endorsed and approved but {result['path']} "
+        return verdict(EXIT_NOT_VERIFIED, "not-verified", f"{uuid} is endorsed and {approved} but {result['path']} "
                        f"{state}; run imgdist sync")
     result["verified"] = True
+    if pending is not None:
+        warnings.append(pending_message(pending))
+        result["warning"] = "; ".join(warnings)
+        return verdict(EXIT_OK, PENDING_RULE, f"{pending_message(pending)[len(PENDING_RULE) + 2:]} (endorsed in "
+                       f"{where}, verified in the store at {result['path']})")
     return verdict(EXIT_OK, "ok", f"{uuid} is endorsed ({where}), approved for host {selection['host']} "
                    f"and verified in the store at {result['path']}")
 
@@ -466,11 +563,14 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} TiB"
 
 
-def image_state(holding: Optional[str], status: Optional[TorrentStatus], desired: bool) -> str:
+def image_state(holding: Optional[str], status: Optional[TorrentStatus], desired: bool,
+                superseded: bool = False) -> str:
     """One word for an image: ready, corrupt, downloading, checking, downloaded, stopped, error,
-    pending (desired, nothing yet) or retiring (held, no longer desired)."""
+    pending (desired, nothing yet), superseded-pending (held, no longer desired, kept until a desired
+    image of its name is in the store; guests may still start from it) or retiring (held, no longer
+    desired)."""
     if not desired:
-        return "retiring"
+        return PENDING_RULE if superseded and holding == "present" else "retiring"
     if holding == "present":
         return "ready"
     if holding == "corrupt":
@@ -483,13 +583,14 @@ def image_state(holding: Optional[str], status: Optional[TorrentStatus], desired
 
 
 def _status_row(image: Dict[str, Any], holding: Optional[Dict[str, Any]], status: Optional[TorrentStatus],
-                desired: bool, path: str) -> Dict[str, Any]:
+                desired: bool, path: str, pending: Optional[Pending] = None) -> Dict[str, Any]:
     row = {
         "uuid": image["uuid"],
         "name": image.get("name"),
         "version": image.get("version"),
         "desired": desired,
-        "state": image_state(holding["state"] if holding else None, status, desired),
+        "state": image_state(holding["state"] if holding else None, status, desired, pending is not None),
+        "waiting_for": list(pending.waiting_for) if pending is not None else [],
         "path": path,
         "store": holding["state"] if holding else None,
         "store_reason": holding.get("reason") if holding else None,
@@ -501,6 +602,8 @@ def _status_row(image: Dict[str, Any], holding: Optional[Dict[str, Any]], status
 
 def _row_detail(row: Dict[str, Any]) -> str:
     engine = row["engine"]
+    if row["state"] == PENDING_RULE:
+        return f"kept until {', '.join(row['waiting_for'])} is in the store"
     if row["state"] == "downloading" and engine:
         return (f"{progress_bar(engine['progress'])} {engine['progress'] * 100:5.1f}%  "
                 f"{human_bytes(engine['down_rate'])}/s  {engine['peers']} peer(s)")
@@ -520,6 +623,7 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
     problems: List[str] = []
     store = ImageStore(config["store_dir"])
     desired: List[Dict[str, Any]] = []
+    endorsed: List[Dict[str, Any]] = []
     index_summary = None
     run_guard: Dict[str, Any] = {"state": "refused", "rule": None}
     try:
@@ -531,6 +635,7 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
         index_summary = {"url": accepted.index.url, "version": accepted.index.version,
                          "expires": accepted.index.expires}
         desired = selection_for(accepted.index.images, options_from(config))["desired"]
+        endorsed = accepted.index.images
     except (VmcloudError, OSError) as exc:
         run_guard["rule"] = getattr(exc, "rule", "io-error")
         problems.append(f"index: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")
@@ -546,6 +651,12 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
         statuses = {status.info_hash: status for status in engine.list()}
     except (VmcloudError, OSError) as exc:
         problems.append(f"engine: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")
+    pending: Dict[str, Pending] = {}
+    if endorsed:
+        try:
+            pending = superseded_pending(config, store, endorsed, desired)
+        except (VmcloudError, OSError) as exc:
+            problems.append(f"store: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")
     rows = []
     for image in desired:
         status = statuses.get(image["torrent"]["info_hash"])
@@ -556,7 +667,11 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
             entry = manifest.get(uuid, {})
             image = {"uuid": uuid, "name": held["name"], "version": held["version"],
                      "torrent": {"info_hash": entry.get("info_hash")}}
-            rows.append(_status_row(image, held, statuses.get(entry.get("info_hash") or ""), False, held["path"]))
+            row = _status_row(image, held, statuses.get(entry.get("info_hash") or ""), False, held["path"],
+                              pending.get(uuid))
+            if row["state"] == PENDING_RULE:
+                problems.append(pending_message(pending[uuid]))
+            rows.append(row)
     return {
         "host": config["host"],
         "enabled": enabled_state(config["disabled_flag"]) == "enable",
@@ -765,6 +880,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(crl-stale), not signed by its trust anchor (crl-signature-invalid) or older than the installed one "
         "(crl-rollback). Exit 0 when every CRL is installed or unchanged, 5 otherwise.",
     )
+    reset = commands.add_parser(
+        "reset-mark", parents=[common], usage=USAGE_RESET_MARK,
+        help="lower the rollback mark after a fast-forward (under the host lock)",
+        description="Recover from a fast-forward (a stolen key signed a huge index version): after the key is "
+        "revoked, set the high-water mark for URL to version N, only when the accepted version is greater than N "
+        "(else mark-reset-refused). The next index accepted must be above N. Prints the previous and new "
+        "version. Without --confirm, says what it would do and changes nothing.",
+    )
+    reset.add_argument("--url", help="the index's signed url (default: that of the kept index, else index_url)")
+    reset.add_argument("--to-version", dest="to_version", type=positive_version, required=True, metavar="N",
+                       help="the last genuine version")
+    reset.add_argument("--confirm", action="store_true", help="really rewrite the mark")
     return parser
 
 
@@ -776,7 +903,7 @@ def _emit_error(exc: VmcloudError, as_json: bool, out: TextIO, err: TextIO) -> N
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    needs_index = args.command in ("sync", "check", "config-check", "crl-refresh")
+    needs_index = args.command in ("sync", "check", "config-check", "crl-refresh", "reset-mark")
     path = args.config or DEFAULT_CONFIG
     config = load_config(path, required=needs_index or args.config is not None)
     if args.action in ("enable", "disable"):
@@ -813,14 +940,16 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
     if args.command == "crl-refresh":
         return run_crl_refresh(config, path, args.json, out)
+    if args.command == "reset-mark":
+        return run_reset_mark(config, args.url, args.to_version, args.confirm, args.json, out, err)
     if args.command == "sync":
         require_keys(config, path, ["index_url", "trust_anchors"])
         require_approvals(config, path)
         return run_sync(config, args.check, args.json, out, err)
     require_keys(config, path, ["trust_anchors"])
     code, result = check_image(config, args.image)
-    if result.get("warning"):
-        print(f"{PROG}: warning: {result['warning']}", file=err)
+    for warning in result.get("warnings") or []:
+        print(f"{PROG}: warning: {warning}", file=err)
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True), file=out)
     else:
@@ -841,7 +970,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err
     if (args.action is None) == (args.command is None):
         parser.print_usage(err)
         print(f"{PROG}: error: give one of --enable, --disable, --list_unknown_files, or a command "
-              "(status, sync, check, config-check, crl-refresh)", file=err)
+              "(status, sync, check, config-check, crl-refresh, reset-mark)", file=err)
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     try:

@@ -16,9 +16,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from ._errors import IndexRefused
+from ._errors import IndexRefused, VmcloudError
 from ._index import IndexPolicy, VerifiedIndex, verify_index
 from ._io import write_atomic
+from ._lock import host_lock, lock_path
+
+RESET_REFUSED = "mark-reset-refused"
 
 
 def state_path(state_dir: str, url: str) -> str:
@@ -83,6 +86,37 @@ def write_high_water_mark(state_dir: str, index: VerifiedIndex, now: datetime.da
         "accepted_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     write_atomic(state_path(state_dir, index.url), (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def reset_high_water_mark(state_dir: str, url: str, to_version: Any, now: datetime.datetime,
+                          lock_timeout: Optional[float] = None, check_mode: bool = False) -> Dict[str, Any]:
+    """Lower the mark for ``url`` to ``to_version``: the recovery from a fast-forward (docs/trust.md).
+
+    Under the host lock (``_lock``), and only when the accepted version is greater than
+    ``to_version``; otherwise ``mark-reset-refused`` and nothing changes (a damaged mark stays
+    ``state-unreadable``). The new mark records no digest, so the next index accepted must have a
+    version above ``to_version``; it keeps where it came from (``reset_from``, ``reset_at``).
+    Written atomically. Returns {url, previous, new, path}.
+    """
+    if isinstance(to_version, bool) or not isinstance(to_version, int) or to_version < 1:
+        raise VmcloudError("option-invalid", f"the version to reset the mark to must be an integer >= 1, "
+                           f"got {to_version!r}")
+    path = state_path(state_dir, url)
+    with host_lock(lock_path(state_dir), lock_timeout):
+        mark = read_high_water_mark(state_dir, url)
+        if mark is None:
+            raise VmcloudError(RESET_REFUSED, f"there is no high-water mark for {url} in {state_dir} ({path}); "
+                               "nothing to reset (check the URL: it is the index's signed url)")
+        previous = mark["version"]
+        if previous <= to_version:
+            raise VmcloudError(RESET_REFUSED, f"the accepted version for {url} is {previous}, not greater than "
+                               f"{to_version}; a reset only lowers the mark after a fast-forward, never raises it "
+                               "or rewrites it in place: nothing changed")
+        if not check_mode:
+            record = {"url": url, "version": to_version, "digest": None, "expires": None,
+                      "reset_from": previous, "reset_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            write_atomic(path, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+    return {"url": url, "previous": previous, "new": to_version, "path": path}
 
 
 @dataclass

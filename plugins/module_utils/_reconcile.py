@@ -807,6 +807,21 @@ def find_unknown(root: str, desired: Sequence[Mapping[str, Any]], grace_seconds:
         return planner.unknown
 
 
+def find_pending(root: str, desired: Sequence[Mapping[str, Any]], retire_now: Iterable[str] = (),
+                 now: Optional[float] = None) -> Dict[str, Pending]:
+    """The managed images a sync keeps as ``superseded_pending`` (uuid -> Pending): the planner's own
+    rule (``_Planner._waiting_for``), for the run guard (``imgdist check``, the libvirt hook, ``imgdist
+    status``). Only reads: nobody's open files or libvirt domains are asked (a libvirt hook must not
+    call back into libvirt), no action is planned and no guard raised. Raises ``desired-conflict`` and
+    ``store-unreadable`` as ``plan_reconcile`` does."""
+    with _unreadable_as_store_error():
+        planner = _Planner(root, desired, Options(retire_max_percent=None), _clock() if now is None else now,
+                           Holders(), retire_now)
+        planner.desired_images()
+        planner.not_desired()
+    return {pending.uuid: pending for pending in planner.pending}
+
+
 # --------------------------------------------------------------------------- execution
 
 

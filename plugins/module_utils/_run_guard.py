@@ -115,7 +115,7 @@ def _time_rule(exc: IndexRefused) -> str:
     return min(found)[1] if found else exc.rule
 
 
-def _claimed_url(data: bytes, origin: str) -> Optional[str]:
+def claimed_url(data: bytes, origin: str) -> Optional[str]:
     """The ``signed.url`` the kept index claims, read without trusting it: it only finds the mark,
     and the verification at the mark's time then covers it (it is signed) and its version and digest."""
     try:
@@ -178,7 +178,7 @@ def guarded_accept(data: bytes, policy: IndexPolicy, state_dir: str, origin: str
         return KeptIndex(verify(now))
     except IndexRefused as failure:
         refusal = failure
-    acceptance = acceptance_time(state_dir, _claimed_url(data, origin), now) if grace_seconds > 0 else None
+    acceptance = acceptance_time(state_dir, claimed_url(data, origin), now) if grace_seconds > 0 else None
     if acceptance is None:
         raise refusal  # no grace, or no acceptance time to go back to: deny as the pull path would
     accepted_at, version, digest = acceptance

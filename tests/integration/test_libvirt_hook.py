@@ -455,29 +455,34 @@ def test_the_rendered_configuration_is_what_imgdist_reads(host):
 
 
 @contextlib.contextmanager
-def kept_index_accepted(host: Host, expired: datetime.timedelta, accepted_ago: datetime.timedelta):
-    """The host as a sync ``accepted_ago`` left it, with an index (version 3) that expired ``expired`` ago.
-
-    The mark and the kept index are written by the library itself (accept_index with that reference
-    time, save_verified_index); the host's own are put back afterwards.
-    """
+def kept_index(host: Host, data: bytes, accepted_at: datetime.datetime):
+    """The host as a sync at ``accepted_at`` of the index ``data`` left it: the mark and the kept index,
+    written by the library itself (accept_index with that reference time, save_verified_index); the
+    host's own are put back afterwards."""
     state = Path(host.world.host_path("index"))
     saved = {path: path.read_bytes() for path in state.iterdir()}
-    expires = now() - expired
-    entries = [host.world.published[uuid].entry for uuid in ("alma-9", "slc-5")]
-    data = host.world.index_document(3, entries, created=utc(expires - datetime.timedelta(days=20)),
-                                     expires=utc(expires))
-    options = host.world.options(state_dir=str(state), reference_time=utc(now() - accepted_ago))
+    options = host.world.options(state_dir=str(state), reference_time=utc(accepted_at))
     try:
         accept_index(data, build_policy(options, None), str(state), persist=True)
         _sync.save_verified_index(str(state), data, check_mode=False)
-        yield utc(expires + datetime.timedelta(days=7))
+        yield
     finally:
         for path in state.iterdir():
             if path not in saved:
                 path.unlink()
         for path, content in saved.items():
             path.write_bytes(content)
+
+
+@contextlib.contextmanager
+def kept_index_accepted(host: Host, expired: datetime.timedelta, accepted_ago: datetime.timedelta):
+    """The host as a sync ``accepted_ago`` left it, with an index (version 3) that expired ``expired`` ago."""
+    expires = now() - expired
+    entries = [host.world.published[uuid].entry for uuid in ("alma-9", "slc-5")]
+    data = host.world.index_document(3, entries, created=utc(expires - datetime.timedelta(days=20)),
+                                     expires=utc(expires))
+    with kept_index(host, data, now() - accepted_ago):
+        yield utc(expires + datetime.timedelta(days=7))
 
 
 def test_a_guest_starts_in_the_grace_period_and_syslog_says_until_when(host):
@@ -512,6 +517,37 @@ def test_after_the_grace_period_the_guest_is_refused(host):
         assert "the run guard's grace of 604800 s after that has passed" in err
         assert len(lines) == 1 and "refusing to start web12" in lines[0]
         assert host.local_fact()["run_guard"] == {"state": "refused", "rule": "index-expired"}
+
+
+# --------------------------------------------------------------------------- a failed upgrade
+
+
+def test_a_guest_starts_from_the_version_a_failed_upgrade_kept_and_syslog_says_so(host):
+    """alma 10 is endorsed and desired (alma: latest) but not in the store: the sync keeps alma 9
+    (superseded_pending), and a new guest may start from it, loudly; slc 5 stays refused."""
+    world = host.world
+    new = world.publish("alma", 10)
+    try:
+        data = world.index_document(3, [world.published[uuid].entry for uuid in ("alma-9", "alma-10", "slc-5")])
+        path = host.image_path("alma-9")
+        with kept_index(host, data, now()):
+            code, err, lines = host.run_hook_logged("web14", domain("web14", disk(path)))
+            assert code == 0
+            assert err == (f"vmcloud: starting web14 from a superseded image kept until its successor is in the "
+                           f"store: disk {path} (image alma-9): superseded-pending: alma-9 is superseded by "
+                           "alma-10, which is not verified in the store yet (a failed or unfinished download); "
+                           "the store keeps alma-9 and guests may start from it until alma-10 is there, then it "
+                           "is retired and refused: see imgdist status, run imgdist sync\n")
+            assert len(lines) == 1 and lines[0].startswith("<28>")  # daemon.warning
+            assert f"vmcloud-libvirt-hook: {err.strip()}" in lines[0]
+            rows = {row["uuid"]: row for row in host.local_fact()["images"]}
+            assert (rows["alma-9"]["state"], rows["alma-9"]["waiting_for"]) == ("superseded-pending", ["alma-10"])
+            code, err = host.run_hook("web15", "prepare", "begin", domain("web15", disk(host.image_path("slc-5"))))
+            assert code == 1 and "(image slc-5): not-approved: " in err
+        code, err = host.run_hook("web16", "prepare", "begin", domain("web16", disk(path)))
+        assert (code, err) == (0, "")  # alma 9 is the latest again: no warning
+    finally:
+        del world.published[new.uuid]
 
 
 # --------------------------------------------------------------------------- CRLs from the timer

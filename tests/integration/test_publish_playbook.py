@@ -108,3 +108,25 @@ def test_publish_check_apply_check_apply_then_add(tmp_path, endorsers):
     newer = verify_index((www / "index.yaml").read_bytes(), policy)
     assert newer.version == verified.version + 1
     assert len(newer.images) == 3 and len(newer.signers) == 2
+
+
+def test_vmcloud_publish_private_makes_private_torrents_the_index_names(tmp_path, endorsers):
+    ca, signers = endorsers
+    sources = tmp_path / "src"
+    sources.mkdir()
+    (sources / "cernvm.img").write_bytes(os.urandom(40_000))
+    images = [{"path": str(sources / "cernvm.img"), "name": "cernvm-img", "version": 3, "compressed": False}]
+    vars_file = publish_vars(tmp_path, signers, images)
+    policy = IndexPolicy(trust=TrustStore(anchors=[ca.cert]), threshold=2, fetched_url=f"{BASE_URL}/index.yaml")
+    torrent_file = tmp_path / "www" / "torrents" / "cernvm.img.torrent"
+
+    assert play(vars_file) > 0  # by default: not private (DHT and PEX may find peers too)
+    public = parse_torrent(torrent_file.read_bytes())
+    assert public.private is False
+
+    assert play(vars_file, "-e", "vmcloud_publish_private=true") > 0
+    private = parse_torrent(torrent_file.read_bytes())
+    entry = verify_index((tmp_path / "www" / "index.yaml").read_bytes(), policy).images[0]
+    assert private.private is True and private.info_hash != public.info_hash
+    assert entry["torrent"]["info_hash"] == private.info_hash  # the flag is in the info-hash the index names
+    assert play(vars_file, "-e", "vmcloud_publish_private=true") == 0

@@ -86,6 +86,13 @@ def test_downloading_carries_its_progress_and_the_engine_message_reaches_the_det
     assert "engine: error (tracker down)" in cell["detail"] and cell["progress"] is None
 
 
+def test_a_superseded_image_kept_by_a_failed_upgrade_says_what_it_waits_for():
+    kept = dict(row("img-1", "superseded-pending", "present", desired=False), waiting_for=["img-2"])
+    cell = one(host("hv1", [kept, row("img-2", "pending")], [held("img-1")]))
+    assert cell["state"] == "present"
+    assert cell["detail"] == "store: present; superseded, kept until img-2 is in the store"
+
+
 def test_an_image_another_host_holds_is_not_wanted_here():
     report = fleet_report([host("hv01", rows=[row("img-1", "ready", "present")], store=[held("img-1")]),
                            host("hv02", rows=[], store=[])])

@@ -382,6 +382,95 @@ def test_check_refuses_a_kept_index_older_than_the_mark(world):
     assert code == EXIT_INDEX_REFUSED and out.startswith("rollback: index version 2 is lower than")
 
 
+# --------------------------------------------------------------------------- a failed upgrade
+
+
+def failed_upgrade(world: World) -> str:
+    """alma 9 and slc 5 held; alma 10 published in index 4 but nobody seeds it: the sync keeps alma 9."""
+    config = write_config(world, timeout=1)
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    world.publish("alma", 10, compressed=True)
+    world.write_index(4)
+    code, out, _ = run("-c", config, "sync", "--json")
+    report = json.loads(out)
+    assert code == EXIT_IMAGES_FAILED and [f["rule"] for f in report["failures"]] == ["download-timeout"]
+    assert [p["uuid"] for p in report["superseded_pending"]] == ["alma-9"] and "alma-9" in report["held"]
+    return config
+
+
+def test_a_superseded_image_kept_by_a_failed_upgrade_starts_loudly(world):
+    config = failed_upgrade(world)
+    store = ImageStore(world.host_path("images"))
+    path = store.path_of(world.published["alma-9"].entry)
+    for target in ("alma-9", path):
+        code, out, err = run("-c", config, "check", target, "--json")
+        result = json.loads(out)
+        assert code == EXIT_OK and result["ok"] is True and result["rule"] == "superseded-pending"
+        assert (result["endorsed"], result["verified"], result["uuid"]) == (True, True, "alma-9")
+        assert result["superseded_pending"]["waiting_for"] == ["alma-10"]
+        assert err.startswith("imgdist: warning: superseded-pending: alma-9 is superseded by alma-10, which is not "
+                              "verified in the store yet") and err.count("\n") == 1
+        assert result["warnings"] == [result["warning"]] and result["warning"].startswith("superseded-pending: ")
+    code, out, _ = run("-c", config, "check", "alma-9")
+    assert code == EXIT_OK and out.startswith("superseded-pending: alma-9 is superseded by alma-10")
+    assert run("-c", config, "check", "slc-5")[1].startswith("ok: ")  # nothing to say about the others
+
+    report = json.loads(run("-c", config, "status", "--json")[1])
+    rows = {row["uuid"]: row for row in report["images"]}
+    assert (rows["alma-9"]["state"], rows["alma-9"]["desired"]) == ("superseded-pending", False)
+    assert rows["alma-9"]["waiting_for"] == ["alma-10"]
+    assert any(p.startswith("superseded-pending: alma-9 ") for p in report["problems"])
+    lines = run("-c", config, "status")[1].splitlines()
+    assert "alma-9   superseded-pending  kept until alma-10 is in the store" in lines
+
+    # Changed since it was verified: not verified, whatever its supersession.
+    with open(path, "r+b") as handle:
+        handle.write(b"\xff")
+    code, out, _ = run("-c", config, "check", "alma-9")
+    assert code == EXIT_NOT_VERIFIED and "changed since it was verified" in out
+
+
+def test_a_blocked_superseded_image_never_starts(world):
+    failed_upgrade(world)
+    blocked = write_config(world, blocked_images=[{"name": "alma", "version": 9}])
+    code, out, err = run("-c", blocked, "check", "alma-9")
+    assert code == EXIT_NOT_APPROVED and out.startswith("not-approved: alma-9 is endorsed but not approved")
+    assert err == ""
+    assert run("-c", write_config(world, timeout=1), "check", "alma-9")[0] == EXIT_OK  # unblocked again
+
+
+def test_a_withdrawn_superseded_image_never_starts(world):
+    config = failed_upgrade(world)
+    store = ImageStore(world.host_path("images"))
+    path = store.path_of(world.published["alma-9"].entry)
+    kept = world.root / "host" / "index" / "verified-index.yaml"
+    world.write_index(5, [world.published[uuid].entry for uuid in ("alma-10", "slc-5")])
+    with open(path, "rb"):  # a guest holds it: the sync cannot retire it
+        code, out, _ = run("-c", config, "sync", "--json")
+    assert code == EXIT_IMAGES_FAILED and json.loads(out)["superseded_pending"] == []
+    assert os.path.exists(path) and kept.read_bytes() == world.index_path.read_bytes()
+    code, out, _ = run("-c", config, "check", path)
+    assert code == EXIT_NOT_ENDORSED and "alma-9, which is not in the verified index version 5" in out
+
+
+def test_once_the_successor_is_in_the_store_the_superseded_image_is_refused(world):
+    config = failed_upgrade(world)
+    store = ImageStore(world.host_path("images"))
+    path = store.path_of(world.published["alma-9"].entry)
+    alma10 = world.published["alma-10"]
+    world.engine.swarm[alma10.info_hash] = alma10.path.read_bytes()
+    with open(path, "rb"):  # a guest holds alma 9: the sync promotes alma 10 but cannot retire alma 9 yet
+        code, out, _ = run("-c", config, "sync", "--json")
+    report = json.loads(out)
+    assert code == EXIT_OK and report["promoted"] == ["alma-10"] and report["superseded_pending"] == []
+    assert os.path.exists(path) and "alma-9" in report["held"]
+    code, out, err = run("-c", config, "check", "alma-9")
+    assert code == EXIT_NOT_APPROVED and out.startswith("not-approved: alma-9 is endorsed but not approved")
+    assert err == ""
+    rows = {row["uuid"]: row["state"] for row in json.loads(run("-c", config, "status", "--json")[1])["images"]}
+    assert rows["alma-9"] == "retiring" and rows["alma-10"] == "ready"
+
+
 # --------------------------------------------------------------------------- the run guard's grace
 
 
@@ -523,6 +612,93 @@ def test_the_grace_must_be_seconds(world, value):
     code, _, err = run("-c", write_config(world, run_guard_grace_seconds=value), "config-check")
     assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and "unknown key" not in err
     assert "run_guard_grace_seconds" in err and f"got {value!r}" in err
+
+
+# --------------------------------------------------------------------------- reset-mark (fast-forward recovery)
+
+
+def fast_forwarded(world: World) -> tuple:
+    """A host that accepted a forged index version 1000 after the genuine version 3: (config, mark path)."""
+    config = write_config(world, timeout=1)
+    assert run("-c", config, "sync")[0] == EXIT_OK  # genuine: version 3
+    world.write_index(1000)  # signed with the endorser's key, as a stolen key would
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    world.write_index(4)
+    code, _, err = run("-c", config, "sync")
+    assert code == EXIT_INDEX_REFUSED and err.startswith("imgdist: rollback: index version 4 is lower than the last "
+                                                         "accepted version 1000")
+    marks = [p for p in (world.root / "host" / "index").iterdir() if p.name.startswith("index-")]
+    assert len(marks) == 1
+    return config, marks[0]
+
+
+def test_reset_mark_recovers_from_a_fast_forward(world):
+    config, mark = fast_forwarded(world)
+    code, out, err = run("-c", config, "reset-mark", "--url", world.index_url, "--to-version", "3", "--confirm")
+    assert (code, err) == (EXIT_OK, "")
+    assert out == f"high-water mark for {world.index_url}: previous version 1000, new version 3\n"
+    record = json.loads(mark.read_text())
+    assert (record["url"], record["version"], record["digest"], record["reset_from"]) == (
+        world.index_url, 3, None, 1000)
+    assert [p.name for p in mark.parent.iterdir() if p.name.startswith(".")] == []  # written atomically
+    code, out, _ = run("-c", config, "sync", "--json")  # the genuine version 4 is accepted again
+    assert code == EXIT_OK and json.loads(out)["index"]["version"] == 4
+    assert json.loads(mark.read_text())["version"] == 4
+
+
+def test_reset_mark_json_and_the_index_url_by_default(world):
+    config, mark = fast_forwarded(world)
+    code, out, _ = run("-c", config, "reset-mark", "--to-version", "3", "--confirm", "--json")
+    assert code == EXIT_OK and json.loads(out) == {"url": world.index_url, "previous": 1000, "new": 3,
+                                                  "path": str(mark)}
+
+
+@pytest.mark.parametrize("version", ["1000", "1001"])
+def test_reset_mark_never_raises_the_mark_or_resets_it_to_itself(world, version):
+    config, mark = fast_forwarded(world)
+    before = mark.read_bytes()
+    code, out, err = run("-c", config, "reset-mark", "--url", world.index_url, "--to-version", version, "--confirm")
+    assert code == _imgdist.EXIT_ERROR and out == ""
+    assert err.startswith(f"imgdist: mark-reset-refused: the accepted version for {world.index_url} is 1000, not "
+                          f"greater than {version}") and err.count("\n") == 1
+    assert mark.read_bytes() == before
+
+
+def test_reset_mark_needs_confirm_a_mark_and_a_version(world):
+    config, mark = fast_forwarded(world)
+    before = mark.read_bytes()
+    code, _, err = run("-c", config, "reset-mark", "--to-version", "3")
+    assert code == EXIT_USAGE and "mark-reset-refused: " in err and "--confirm" in err
+    assert "previous version 1000, new version 3" in err
+    for bad in ("0", "-2", "three"):
+        code, _, err = run("-c", config, "reset-mark", "--to-version", bad, "--confirm")
+        assert code == EXIT_USAGE and mark.read_bytes() == before
+    code, _, err = run("-c", config, "reset-mark", "--url", "https://elsewhere/index.yaml", "--to-version", "3",
+                       "--confirm")
+    assert code == _imgdist.EXIT_ERROR
+    assert err.startswith("imgdist: mark-reset-refused: there is no high-water mark for https://elsewhere/index.yaml")
+    assert mark.read_bytes() == before
+
+
+def test_reset_mark_waits_for_the_host_lock(world):
+    import fcntl
+
+    config, mark = fast_forwarded(world)
+    before = mark.read_bytes()
+    with open(mark.parent / "sync.lock", "a") as running_sync:
+        fcntl.flock(running_sync.fileno(), fcntl.LOCK_EX)
+        code, _, err = run("-c", config, "reset-mark", "--to-version", "3", "--confirm")
+        assert code == _imgdist.EXIT_ERROR and err.startswith("imgdist: lock-timeout: ")
+        assert mark.read_bytes() == before
+    assert run("-c", config, "reset-mark", "--to-version", "3", "--confirm")[0] == EXIT_OK
+
+
+def test_reset_mark_refuses_a_damaged_mark(world):
+    config, mark = fast_forwarded(world)
+    mark.write_text(json.dumps({"url": world.index_url, "version": True}))
+    before = mark.read_bytes()
+    code, _, err = run("-c", config, "reset-mark", "--to-version", "3", "--confirm")
+    assert code != EXIT_OK and err.startswith("imgdist: state-unreadable: ") and mark.read_bytes() == before
 
 
 # --------------------------------------------------------------------------- crl-refresh (the timer)
@@ -717,7 +893,8 @@ def test_status_per_image(world):
     report = json.loads(out)
     assert code == EXIT_OK and report["enabled"] is True and report["index"]["version"] == 4
     states = {row["uuid"]: (row["state"], row["desired"]) for row in report["images"]}
-    assert states == {"alma-10": ("downloading", True), "slc-5": ("ready", True), "alma-9": ("retiring", False)}
+    assert states == {"alma-10": ("downloading", True), "slc-5": ("ready", True),
+                      "alma-9": ("superseded-pending", False)}  # kept until alma 10 is in the store
 
     code, out, _ = run("-c", config, "status")
     lines = out.splitlines()

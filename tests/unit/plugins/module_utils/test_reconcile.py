@@ -25,6 +25,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
     Options,
     Plan,
     apply_plan,
+    find_pending,
     find_unknown,
     open_files,
     plan_reconcile,
@@ -302,6 +303,28 @@ def test_a_superseded_image_stays_until_its_successor_is_in_the_store(site):
     arrived = site.image("alma-10", family="alma")
     plan = site.plan([arrived, other])
     assert kinds(plan) == [("retire", "alma-9.img", "alma-9")] and plan.pending == ()
+
+
+def test_find_pending_is_the_plans_decision_without_reading_who_uses_what(site, monkeypatch):
+    """The run guard asks the planner itself (a libvirt hook must not call back into libvirt)."""
+    site.image("alma-9", family="alma")
+    other = site.image("slc-5", family="slc")
+    new = dict(site.unpromoted("alma-10"), name="alma")
+    before = snapshot(site.root)
+    monkeypatch.setattr("ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile.libvirt_domains",
+                        lambda *a: pytest.fail("find_pending read libvirt's domains"))
+    monkeypatch.setattr("ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile.open_files",
+                        lambda *a: pytest.fail("find_pending scanned /proc"))
+    found = find_pending(str(site.root), [new, other], now=site.now)
+    monkeypatch.undo()
+    assert {uuid: p.as_dict() for uuid, p in found.items()} == {
+        p.uuid: p.as_dict() for p in site.plan([new, other]).pending}
+    assert list(found) == ["alma-9"] and found["alma-9"].waiting_for == ("alma-10",)
+    assert find_pending(str(site.root), [new, other], retire_now=["alma-9"], now=site.now) == {}
+    assert find_pending(str(site.root), [other], now=site.now) == {}  # the family is no longer approved
+    assert snapshot(site.root) == before
+    arrived = site.image("alma-10", family="alma")
+    assert find_pending(str(site.root), [arrived, other], now=site.now) == {}
 
 
 def test_a_failed_upgrade_under_the_same_file_name_keeps_the_old_entry(site):
