@@ -308,6 +308,11 @@ def receiver_main(argv: Optional[Sequence[str]] = None, environ=None, stdin=None
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
     stderr = stderr or sys.stderr
+    if argv == ["--help"]:
+        stderr.write("usage: vmcloud-push-receive /absolute/staging/area (the request is $SSH_ORIGINAL_COMMAND: "
+                     "put <info_hash> <file> <size> | chunk <info_hash> <file> <size> <chunk_size> <index> "
+                     "<sha256>)\n")
+        return 0
     if len(argv) != 1 or not os.path.isabs(argv[0]):
         stderr.write("push-refused: usage: vmcloud-push-receive /absolute/staging/area\n")
         return 2
@@ -349,3 +354,55 @@ def send(source: str, ssh: Sequence[str], request: str, offset: int = 0, length:
             raise VmcloudError("push-failed", f"{request.split()[0]} to {ssh[-1] if ssh else '?'} failed: "
                                f"{answer or 'exit ' + str(process.returncode)}")
     return answer
+
+
+DEFAULT_KEY = "/etc/vmcloud/push/id_ed25519"
+DEFAULT_KNOWN_HOSTS = "/etc/vmcloud/push/known_hosts"
+_HOST = re.compile(r"\A[A-Za-z0-9_.:\[\]-]{1,253}\Z")
+
+
+def ssh_command(destination: str, port: int = 22, user: str = "vmcloud-push", key: str = DEFAULT_KEY,
+                known_hosts: str = DEFAULT_KNOWN_HOSTS, ssh: str = "ssh") -> List[str]:
+    """The ssh command line to a receiver: the fleet key only, its known host keys only, no agent, no
+    forwarding, no password prompt (the receiver's forced command does the rest)."""
+    if not _HOST.match(destination or "") or destination.startswith("-"):
+        raise VmcloudError("option-invalid", f"push destination {str(destination)[:80]!r} is not a host name or "
+                           "address")
+    return [ssh, "-i", key, "-p", str(int(port)), "-l", user, "-T", "-a", "-x",
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "ClearAllForwardings=yes", destination]
+
+
+def push_image(sources: Sequence[str], info_hash: str, name: str, size: int, ssh: Sequence[str],
+               chunk: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Dict[str, object]:
+    """Send the whole image (``put``) or one chunk of it (``chunk``) from the first of ``sources`` that
+    exists (a complete file, else a partial ``.part`` file that holds the chunk)."""
+    _parse(f"put {info_hash} {name} 0")  # the same names the receiver accepts, refused before connecting
+    source = next((path for path in sources if os.path.isfile(path)), None)
+    if source is None:
+        raise VmcloudError("staged-missing", f"none of {', '.join(sources)} exists on the sender; it holds nothing "
+                           "to push")
+    if chunk is None:
+        if os.path.getsize(source) != size:
+            raise VmcloudError("size-mismatch", f"{source} holds {os.path.getsize(source)} bytes, the index says "
+                               f"{size}; not pushed")
+        answer = send(source, ssh, f"put {info_hash} {name} {size}", 0, size)
+        return {"source": source, "bytes": size, "answer": answer}
+    if os.path.basename(source) == f".{name}.part" and not os.path.exists(
+            os.path.join(os.path.dirname(source), f".{name}.have", str(chunk))):
+        raise VmcloudError("staged-missing", f"{source} does not hold chunk {chunk} yet; not pushed")
+    offset = chunk * chunk_size
+    length = min(chunk_size, size - offset)
+    with open(source, "rb") as handle:
+        handle.seek(offset)
+        data_digest = hashlib.sha256()
+        left = length
+        while left:
+            data = handle.read(min(BLOCK, left))
+            if not data:
+                raise VmcloudError("staged-missing", f"{source} ends before chunk {chunk}; not pushed")
+            data_digest.update(data)
+            left -= len(data)
+    request = f"chunk {info_hash} {name} {size} {chunk_size} {chunk} {data_digest.hexdigest()}"
+    answer = send(source, ssh, request, offset, length)
+    return {"source": source, "bytes": length, "answer": answer}

@@ -22,9 +22,11 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
     held_chunks,
     plan_tsunami,
     plan_wave,
+    push_image,
     receive,
     receiver_main,
     send,
+    ssh_command,
     wave_rounds,
 )
 from tests.unit.sync_world import snapshot
@@ -237,3 +239,77 @@ def test_send_drives_the_receiver_through_a_stand_in_for_ssh(root, tmp_path):
     with pytest.raises(VmcloudError) as caught:
         send(str(source), [str(fake_ssh), "hv02"], f"put {IH} ../img {source.stat().st_size}")
     assert caught.value.rule == "push-failed" and "push-refused" in caught.value.message
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """A stand-in for ssh that runs each host's receiver on its own directory <tmp>/hosts/<host>."""
+    base = tmp_path / "hosts"
+    base.mkdir()
+    fake_ssh = tmp_path / "fleet-ssh"
+    library = str(Path(os.path.abspath(_push.__file__)).parents[5])
+    fake_ssh.write_text(
+        f"#!{sys.executable}\nimport os, sys\nsys.path.insert(0, {library!r})\n"
+        "from ansible_collections.vmcloud.fleet.plugins.module_utils._push import receiver_main\n"
+        f"root = os.path.join({str(base)!r}, sys.argv[-2])\nos.makedirs(root, exist_ok=True)\n"
+        "os.environ['SSH_ORIGINAL_COMMAND'] = sys.argv[-1]\nsys.exit(receiver_main([root]))\n"
+    )
+    fake_ssh.chmod(0o755)
+    return base, str(fake_ssh)
+
+
+def test_a_wave_between_directories_reaches_every_host(fleet, tmp_path):
+    base, fake_ssh = fleet
+    origin = tmp_path / "origin.img"
+    origin.write_bytes(os.urandom(100_000))
+    size = origin.stat().st_size
+
+    def held_at(host):
+        return str(base / host / IH / "img.raw") if host != "origin" else str(origin)
+
+    for pairs in plan_wave(["origin"], hosts(5)):
+        for src, dst in pairs:
+            push_image([held_at(src)], IH, "img.raw", size, ssh_command(dst, ssh=fake_ssh))
+    for host in hosts(5):
+        assert Path(held_at(host)).read_bytes() == origin.read_bytes()
+
+
+def test_a_tsunami_between_directories_relays_chunks_from_partial_holders(fleet, tmp_path):
+    base, fake_ssh = fleet
+    origin = tmp_path / "origin.img"
+    origin.write_bytes(os.urandom(3 * MIN_CHUNK_SIZE + 11))
+    size = origin.stat().st_size
+
+    def sources(host):
+        if host == "origin":
+            return [str(origin)]
+        return [str(base / host / IH / "img.raw"), str(base / host / IH / ".img.raw.part")]
+
+    relayed = 0
+    for pairs in plan_tsunami(chunk_count(size, MIN_CHUNK_SIZE), ["origin"], hosts(4)):
+        for src, dst, chunk in pairs:
+            result = push_image(sources(src), IH, "img.raw", size, ssh_command(dst, ssh=fake_ssh), chunk=chunk,
+                                chunk_size=MIN_CHUNK_SIZE)
+            relayed += result["source"].endswith(".part")
+    assert relayed > 0  # hosts passed on chunks before they had the whole image
+    for host in hosts(4):
+        assert sorted(os.listdir(base / host / IH)) == ["img.raw"]
+        assert (base / host / IH / "img.raw").read_bytes() == origin.read_bytes()
+
+
+def test_a_partial_holder_does_not_send_a_chunk_it_lacks(fleet, tmp_path):
+    base, fake_ssh = fleet
+    (base / "hv01" / IH).mkdir(parents=True)
+    (base / "hv01" / IH / ".img.raw.part").write_bytes(b"\0" * 10)
+    with pytest.raises(VmcloudError) as caught:
+        push_image([str(base / "hv01" / IH / ".img.raw.part")], IH, "img.raw", 10, ssh_command("hv02", ssh=fake_ssh),
+                   chunk=0, chunk_size=MIN_CHUNK_SIZE)
+    assert caught.value.rule == "staged-missing"
+    assert not (base / "hv02").exists()
+
+
+@pytest.mark.parametrize("destination", ["-oProxyCommand=x", "a b", "", "host;rm"])
+def test_ssh_command_refuses_option_like_or_odd_destinations(destination):
+    with pytest.raises(VmcloudError) as caught:
+        ssh_command(destination)
+    assert caught.value.rule == "option-invalid"
