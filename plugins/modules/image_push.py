@@ -11,8 +11,8 @@ version_added: 0.1.0
 description:
   - Runs on the sending host (a hypervisor that holds the verified image, or the catalogue). Sends the
     image (O(chunk) unset, C(scp_wave)) or one chunk of it (C(scp_tsunami)) over SSH with the fleet-internal
-    key to O(destination), whose C(authorized_keys) entry is C(restrict,command="vmcloud-push-receive <push_dir>"):
-    the receiver can only write C(<push_dir>/<info_hash>/<file>) (see C(docs/distribution.md)).
+    key to O(destination), whose C(authorized_keys) entry is C(restrict,command="vmcloud-push-receive <push_dir>"),
+    so the receiver can only write C(<push_dir>/<info_hash>/<file>) (see C(docs/distribution.md)).
   - Only host keys in O(known_hosts) are accepted (C(StrictHostKeyChecking=yes)), no agent, no forwarding.
   - The receiver checks each chunk's SHA-256 on arrival; the image itself is verified when the receiver
     promotes it (M(vmcloud.fleet.image_sync) with O(vmcloud.fleet.image_sync#module:distribution_method=scp_wave)
