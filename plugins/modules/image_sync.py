@@ -75,7 +75,7 @@ options:
       - V(bittorrent) hands the .torrent to the engine. V(http) downloads from the catalogue (O(http_url),
         else the entry's first web seed) into O(staging_dir) with Range requests, resuming an interrupted
         download; O(download_timeout) bounds it (rule C(fetch-deadline)). V(sharedfs) promotes straight from
-        O(sharedfs_dir) (a shared mount): no network transfer. V(scp_wave) and V(scp_tsunami) promote what
+        O(sharedfs_dir) (a shared mount), with no network transfer. V(scp_wave) and V(scp_tsunami) promote what
         the controller pushed into O(push_dir) (C(playbooks/push.yml)); rule C(staged-missing) until then.
       - The methods other than V(bittorrent) use no engine. See C(docs/distribution.md).
     type: str
