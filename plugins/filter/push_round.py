@@ -5,51 +5,34 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: push_round
-short_description: The next round of a push (scp_wave, scp_tsunami) from the hosts that verified the image
+short_description: The next round of a push (scp_wave, scp_tsunami), planned from what the hosts hold now
 version_added: 0.1.0
 description:
-  - C(push_round) returns the first round of C(plan_wave) (O(method=scp_wave)) or C(plan_tsunami)
-    (O(method=scp_tsunami)) of the collection's push library (C(_push)). C(playbooks/push.yml) replans
-    after every round, so a host becomes a source only after its promotion (the verification against the
-    signed index) succeeded, and a failed host is simply planned again.
-  - Wave pairs are C({source, destination}); tsunami triples add C(chunk).
+  - Filters of C(playbooks/push.yml) over the collection's push library (C(_push)), which holds the logic
+    (unit-tested there). C(push_state(method, holders, lackers, size, chunk_size)) starts a push;
+    C(push_round(state)) returns the pairs of the next round (C(plan_wave) or C(plan_tsunami): each holder
+    sends to one lacker; tsunami pairs carry a C(chunk)); C(push_advance(state, pairs, delivered, verified))
+    returns the state after the round.
+  - A wave receiver becomes a source only when C(verified) (its store holds the image: the promotion checked
+    it against the signed index); a failed push leaves the host a lacker, planned again next round.
 author:
   - vmcloud developers
 options:
   _input:
-    description: Hosts that hold the verified image (the sources).
-    type: list
-    elements: str
-    required: true
-  lackers:
-    description: Hosts that lack it.
-    type: list
-    elements: str
-    required: true
-  method:
-    description: The push method.
-    type: str
-    choices: [scp_wave, scp_tsunami]
-    default: scp_wave
-  chunks:
-    description: Number of chunks (O(method=scp_tsunami)).
-    type: int
-    default: 1
-  held:
-    description: Chunks each lacker already holds, by host (O(method=scp_tsunami)).
+    description: The push state (from C(push_state) or C(push_advance)).
     type: dict
-    default: {}
+    required: true
 """
 
 EXAMPLES = r"""
-- name: Plan the next wave round
+- name: Plan the next round
   ansible.builtin.set_fact:
-    _round: "{{ ['catalogue01'] | vmcloud.fleet.push_round(['hv01', 'hv02', 'hv03']) }}"
+    _pairs: "{{ _state | vmcloud.fleet.push_round }}"
 """
 
 RETURN = r"""
 _value:
-  description: The pairs (or triples) of the next round; empty when nobody lacks the image.
+  description: The pairs of the next round (C(source), C(destination), C(chunk) for scp_tsunami); empty when done.
   type: list
   elements: dict
 """
@@ -57,23 +40,27 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._push import plan_tsunami, plan_wave
+from ansible_collections.vmcloud.fleet.plugins.module_utils._push import advance, next_round, push_state
 
 
-def push_round(holders, lackers, method="scp_wave", chunks=1, held=None):
-    try:
-        if method == "scp_wave":
-            rounds = plan_wave(list(holders), list(lackers))
-            return [{"source": src, "destination": dst} for src, dst in (rounds[0] if rounds else [])]
-        if method == "scp_tsunami":
-            rounds = plan_tsunami(int(chunks), list(holders), list(lackers), held=dict(held or {}))
-            return [{"source": src, "destination": dst, "chunk": chunk}
-                    for src, dst, chunk in (rounds[0] if rounds else [])]
-    except VmcloudError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
-    raise AnsibleFilterError(f"option-invalid: push_round method {method!r} is not scp_wave or scp_tsunami")
+def _wrapped(function):
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except VmcloudError as exc:
+            raise AnsibleFilterError(str(exc)) from exc
+    return call
+
+
+def _state(method, holders, lackers, size, chunk_size=33554432):
+    return push_state(method, list(holders), list(lackers), int(size), int(chunk_size))
+
+
+def _advance(state, pairs, delivered, verified):
+    return advance(dict(state), list(pairs), dict(delivered), dict(verified))
 
 
 class FilterModule:
     def filters(self):
-        return {"push_round": push_round}
+        return {"push_state": _wrapped(_state), "push_round": _wrapped(lambda state: next_round(dict(state))),
+                "push_advance": _wrapped(_advance)}

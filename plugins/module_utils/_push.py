@@ -406,3 +406,46 @@ def push_image(sources: Sequence[str], info_hash: str, name: str, size: int, ssh
     request = f"chunk {info_hash} {name} {size} {chunk_size} {chunk} {data_digest.hexdigest()}"
     answer = send(source, ssh, request, offset, length)
     return {"source": source, "bytes": length, "answer": answer}
+
+
+# --------------------------------------------------------------------------- round bookkeeping
+
+
+def push_state(method: str, holders: Sequence[str], lackers: Sequence[str], size: int,
+               chunk_size: int = DEFAULT_CHUNK_SIZE) -> Dict[str, object]:
+    """The state a push carries from round to round (playbooks/push.yml): plain data, for set_fact."""
+    if method not in ("scp_wave", "scp_tsunami"):
+        raise VmcloudError("option-invalid", f"push method {method!r} is not scp_wave or scp_tsunami")
+    return {"method": method, "holders": list(dict.fromkeys(holders)),
+            "lackers": [host for host in dict.fromkeys(lackers) if host not in set(holders)],
+            "chunks": chunk_count(size, chunk_size) if method == "scp_tsunami" else 1, "held": {}}
+
+
+def next_round(state: Dict[str, object]) -> List[Dict[str, object]]:
+    """The pairs of the next round, planned from what the hosts hold now; [] when nobody lacks anything."""
+    if state["method"] == "scp_wave":
+        rounds = plan_wave(state["holders"], state["lackers"])
+        return [{"source": src, "destination": dst} for src, dst in (rounds[0] if rounds else [])]
+    rounds = plan_tsunami(int(state["chunks"]), state["holders"], state["lackers"], held=state["held"])
+    return [{"source": src, "destination": dst, "chunk": chunk} for src, dst, chunk in (rounds[0] if rounds else [])]
+
+
+def advance(state: Dict[str, object], pairs: Sequence[Dict[str, object]], delivered: Dict[str, bool],
+            verified: Dict[str, bool]) -> Dict[str, object]:
+    """The state after a round. ``delivered``: by destination, whether its push succeeded; ``verified``: by
+    host, whether its store holds the image now (the promotion checked it against the signed index).
+    A wave receiver becomes a holder only when verified; a tsunami receiver holds a chunk once the
+    receiver accepted it (its SHA-256 checked), and the whole image only after the final promotion."""
+    state = {**state, "holders": list(state["holders"]), "lackers": list(state["lackers"]),
+             "held": {host: sorted(chunks) for host, chunks in dict(state["held"]).items()}}
+    if state["method"] == "scp_wave":
+        done = [pair["destination"] for pair in pairs if delivered.get(pair["destination"])
+                and verified.get(pair["destination"])]
+        state["holders"] += [host for host in done if host not in state["holders"]]
+        state["lackers"] = [host for host in state["lackers"] if host not in done]
+        return state
+    for pair in pairs:
+        destination = pair["destination"]
+        if delivered.get(destination):
+            state["held"][destination] = sorted(set(state["held"].get(destination, [])) | {int(pair["chunk"])})
+    return state

@@ -17,12 +17,15 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils import _push
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
     MIN_CHUNK_SIZE,
+    advance,
     chunk_count,
     chunk_hashes,
     held_chunks,
+    next_round,
     plan_tsunami,
     plan_wave,
     push_image,
+    push_state,
     receive,
     receiver_main,
     send,
@@ -312,4 +315,57 @@ def test_a_partial_holder_does_not_send_a_chunk_it_lacks(fleet, tmp_path):
 def test_ssh_command_refuses_option_like_or_odd_destinations(destination):
     with pytest.raises(VmcloudError) as caught:
         ssh_command(destination)
+    assert caught.value.rule == "option-invalid"
+
+
+# --------------------------------------------------------------------------- round bookkeeping (push.yml)
+
+
+def run_push(state, fail_once=(), corrupt=()):
+    """Drive next_round/advance as playbooks/push.yml does; ``fail_once``: destinations whose first push
+    fails; ``corrupt``: hosts whose promotion never verifies."""
+    failed = set()
+    rounds = 0
+    while True:
+        pairs = next_round(state)
+        if not pairs:
+            return state, rounds
+        rounds += 1
+        delivered = {}
+        for pair in pairs:
+            destination = pair["destination"]
+            delivered[destination] = not (destination in fail_once and destination not in failed)
+            failed.add(destination)
+        verified = {host: ok and host not in corrupt for host, ok in delivered.items()}
+        state = advance(state, pairs, delivered, verified)
+        assert rounds < 100
+
+
+def test_push_state_wave_reaches_everyone_in_log_rounds_and_replans_after_a_failure():
+    state, rounds = run_push(push_state("scp_wave", ["cat"], hosts(7), 10))
+    assert rounds == 3 and state["lackers"] == [] and sorted(state["holders"]) == sorted(["cat", *hosts(7)])
+    state, rounds = run_push(push_state("scp_wave", ["cat"], hosts(7), 10), fail_once={"hv01"})
+    assert state["lackers"] == [] and rounds == 4
+
+
+def test_push_state_a_host_that_does_not_verify_never_becomes_a_source():
+    state = push_state("scp_wave", ["cat"], hosts(3), 10)
+    pairs = next_round(state)
+    assert pairs == [{"source": "cat", "destination": "hv01"}]
+    state = advance(state, pairs, {"hv01": True}, {"hv01": False})
+    assert state["holders"] == ["cat"] and "hv01" in state["lackers"]
+    assert all(pair["source"] == "cat" for pair in next_round(state))
+
+
+def test_push_state_tsunami_counts_chunks_and_ends_when_every_lacker_holds_all():
+    state = push_state("scp_tsunami", ["cat"], hosts(4), 5 * MIN_CHUNK_SIZE + 1, MIN_CHUNK_SIZE)
+    assert state["chunks"] == 6
+    state, rounds = run_push(state, fail_once={"hv02"})
+    assert all(state["held"][host] == list(range(6)) for host in hosts(4))
+    assert rounds <= 6 + 3 + 2
+
+
+def test_push_state_refuses_another_method():
+    with pytest.raises(VmcloudError) as caught:
+        push_state("bittorrent", ["a"], ["b"], 1)
     assert caught.value.rule == "option-invalid"
