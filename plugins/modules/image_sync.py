@@ -353,10 +353,11 @@ images:
       failure: null
   contains:
     torrent:
-      description: V(present) (already verified on disk) or V(fetched).
+      description: V(present) (already verified on disk) or V(fetched); V(unused) when a method other than
+        V(bittorrent) needs no .torrent (the entry has a SHA-256).
       type: str
     engine:
-      description: V(none), V(add) or V(start).
+      description: V(none), V(add) or V(start); always V(none) for a method other than V(bittorrent).
       type: str
     store:
       description: V(present), V(promoted) or V(repaired); V(pending) when a step failed.
