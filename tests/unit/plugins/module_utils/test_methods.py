@@ -260,3 +260,20 @@ def test_unknown_method_is_refused():
     with pytest.raises(VmcloudError) as caught:
         method_for({"distribution_method": "carrier-pigeon"})
     assert caught.value.rule == "option-invalid"
+
+
+def test_push_method_retirement_drops_what_no_desired_image_uses_from_the_push_area(world):
+    push_dir = world.host_path("push")
+    slc = next(p for p in world.published.values() if p.entry["name"] == "slc")
+    stale = os.path.join(push_dir, "f" * 40)
+    os.makedirs(stale)
+    with open(os.path.join(stale, "old.img"), "wb") as handle:
+        handle.write(b"old")
+    os.makedirs(os.path.join(push_dir, slc.info_hash))
+    with open(os.path.join(push_dir, slc.info_hash, slc.entry["file"]), "wb") as handle:
+        handle.write(slc.path.read_bytes())
+    report = sync(world.options(distribution_method="scp_wave", push_dir=push_dir, push_user=str(os.geteuid()),
+                                approved=[{"uuid": slc.uuid}]), NoEngine(), False)
+    assert report.failures == []
+    assert report.removed == ["f" * 40]
+    assert sorted(os.listdir(push_dir)) == [slc.info_hash]  # the pushed copy stays: it is the next round's source
