@@ -10,10 +10,10 @@ version_added: 0.1.0
 description:
   - Filters of C(playbooks/push.yml) over the collection's push library (C(_push)), which holds the logic
     (unit-tested there). C(push_state(method, holders, lackers, size, chunk_size)) starts a push;
-    C(push_round(state)) returns the pairs of the next round (C(plan_wave) or C(plan_tsunami): each holder
+    C(push_round(state)) returns the pairs of the next round (C(plan_wave) or C(plan_tsunami), where each holder
     sends to one lacker; tsunami pairs carry a C(chunk)); C(push_advance(state, pairs, delivered, verified))
     returns the state after the round.
-  - A wave receiver becomes a source only when C(verified) (its store holds the image: the promotion checked
+  - A wave receiver becomes a source only when C(verified) (its store holds the image, so the promotion checked
     it against the signed index); a failed push leaves the host a lacker, planned again next round.
 author:
   - vmcloud developers
