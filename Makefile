@@ -14,7 +14,8 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # with qemu (TCG, no KVM needed) that the in-use tests run for real (a private session daemon).
 DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman runc debootstrap \
                    uidmap slirp4netns iptables \
-                   qemu-utils qemu-system-x86 libvirt-daemon libvirt-clients chromium
+                   qemu-utils qemu-system-x86 libvirt-daemon libvirt-clients chromium \
+                   openssh-server openssh-client
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor attack integration \
         molecule test-faults molecule-faults-ci bench demo lab lab-down clean artifact

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._engine import ENGINES
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
+from ._methods import METHODS_ARGSPEC
 from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED
 from ._sync import (
     DEFAULT_DOWNLOAD_TIMEOUT,
@@ -84,4 +85,5 @@ SYNC_ARGSPEC = {
     "poll_interval": {"type": "float", "default": DEFAULT_POLL_INTERVAL},
     "torrent_max_size": {"type": "int", "default": MAX_TORRENT_BYTES},
     **RETIRE_ARGSPEC,
+    **METHODS_ARGSPEC,
 }

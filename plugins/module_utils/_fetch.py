@@ -286,3 +286,145 @@ def sha256_of_file(path: str) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- large files
+
+
+def _range_request(url: str, parts: urllib.parse.SplitResult, offset: int, timeout: float,
+                   context: Optional[ssl.SSLContext], deadline: _Deadline) -> http.client.HTTPResponse:
+    connection = _connection(parts, min(timeout, max(deadline.remaining(), 0.001)), context)
+    deadline.attach(connection)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Connection": "close"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    connection.request("GET", target, headers=headers)
+    return connection.getresponse()
+
+
+def _append_body(response: http.client.HTTPResponse, handle, offset: int, size: int, url: str,
+                 deadline: _Deadline) -> int:
+    """Append what the server sends to ``handle`` (at ``offset``), never beyond ``size``; return the new offset."""
+    if response.status == 206:
+        answered = response.getheader("Content-Range") or ""
+        match = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", answered)
+        if not match or int(match.group(1)) != offset or (match.group(3) != "*" and int(match.group(3)) != size):
+            raise VmcloudError("fetch-protocol", f"{url} answered the range from {offset} with Content-Range "
+                               f"{_short(answered)}; not the range asked for")
+    elif response.status == 200:
+        offset = 0  # no range support: start over
+        handle.seek(0)
+        handle.truncate()
+    else:
+        raise VmcloudError("fetch-failed", f"{url} answered HTTP {response.status} {_short(response.reason)[1:-1]}")
+    declared = response.getheader("Content-Length")
+    if declared is not None and not response.chunked:
+        if not declared.strip().isdigit():
+            raise VmcloudError("fetch-protocol", f"{url} sent the Content-Length {_short(declared)}")
+        if offset + int(declared) > size:
+            raise VmcloudError("size-cap", f"{url} declares {offset + int(declared)} bytes, the index says {size}; "
+                               "fix the catalogue")
+    while True:
+        if deadline.remaining() <= 0:
+            raise TimeoutError("deadline")
+        chunk = response.read1(1 << 20)
+        if not chunk:
+            break
+        if offset + len(chunk) > size:
+            raise VmcloudError("size-cap", f"{url} sends more than the {size} bytes the index declares; "
+                               "fix the catalogue")
+        handle.write(chunk)
+        offset += len(chunk)
+    return offset
+
+
+def _redirect_target(url: str, response: http.client.HTTPResponse, start: tuple) -> tuple:
+    """(url, parts) a redirect answer points to, on the same origin (``fetch-redirect`` otherwise)."""
+    location = response.getheader("Location")
+    if not location:
+        raise VmcloudError("fetch-protocol", f"{url} answered HTTP {response.status} without a Location")
+    location = urllib.parse.urljoin(url, location.strip())
+    try:
+        parts = parse_http_url(location, "the redirect target")
+    except VmcloudError as exc:
+        raise VmcloudError("fetch-redirect", f"{url} redirects to {_short(location)}: {exc.message}") from exc
+    if _origin(parts) != start:
+        raise VmcloudError("fetch-redirect", f"{url} redirects to {location}, another origin (scheme, host or "
+                           "port); publish at the final address or fix the server")
+    return location, parts
+
+
+def download_file(
+    src: str,
+    dest: str,
+    size: int,
+    timeout: float = DEFAULT_FETCH_TIMEOUT,
+    ca_path: Optional[str] = None,
+    validate_certs: bool = True,
+    retries: int = 5,
+) -> dict:
+    """Download ``src`` (exactly ``size`` bytes) to ``dest``, resuming with a Range request.
+
+    What ``dest`` already holds (at most ``size`` bytes) is kept and the download goes on from there;
+    a connection that ends before the whole file came (the server closed mid-body, a reset) is
+    resumed up to ``retries`` times. ``timeout`` bounds the whole download (``fetch-deadline``), the
+    redirect rules of ``read_source`` apply (``fetch-redirect``), a larger answer is ``size-cap``.
+    The caller verifies the content (``ImageStore.promote``). Returns {"url", "resumed", "bytes"}.
+    """
+    url = src
+    parts = parse_http_url(url)
+    start = _origin(parts)
+    context = _ssl_context(ca_path, validate_certs) if parts.scheme == "https" else None
+    resumed = 0
+    attempts = 0
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(dest, flags, 0o600)
+    with os.fdopen(fd, "r+b") as handle, _Deadline(timeout) as deadline:
+        offset = os.fstat(handle.fileno()).st_size
+        if offset > size:
+            handle.truncate(0)
+            offset = 0
+        handle.seek(offset)
+        hops = 0
+        while offset < size or (size == 0 and attempts == 0):
+            try:
+                response = _range_request(url, parts, offset, timeout, context, deadline)
+                if response.status in _REDIRECTS:
+                    hops += 1
+                    if hops > MAX_REDIRECTS:
+                        raise VmcloudError("fetch-redirect", f"{src} redirects more than {MAX_REDIRECTS} times; "
+                                           "fix the server")
+                    url, parts = _redirect_target(url, response, start)
+                    continue
+                before = offset
+                offset = _append_body(response, handle, offset, size, url, deadline)
+                if deadline.expired:
+                    raise TimeoutError("deadline")
+                attempts += 1
+                if offset < size:
+                    if offset == before or attempts > retries:
+                        raise VmcloudError("fetch-protocol", f"{url} ended the body at byte {offset} of {size}; "
+                                           f"gave up after {attempts} attempts")
+                    resumed += 1
+            except VmcloudError:
+                handle.flush()
+                raise
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                handle.flush()
+                if deadline.expired or deadline.remaining() <= 0:
+                    raise VmcloudError(
+                        "fetch-deadline",
+                        f"{src} did not arrive in full within {timeout:g} s ({offset} of {size} bytes); "
+                        "a later run resumes; check the server or raise the timeout",
+                    ) from exc
+                attempts += 1
+                if attempts > retries:
+                    raise _failure(url, exc) from exc
+                resumed += 1
+                offset = handle.tell()
+        handle.flush()
+        os.fsync(handle.fileno())
+    return {"url": url, "resumed": resumed, "bytes": offset}

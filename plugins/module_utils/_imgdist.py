@@ -42,6 +42,7 @@ from ._index_service import build_policy, selection_for
 from ._index_state import reset_high_water_mark
 from ._io import fsync_directory, write_atomic
 from ._lock import host_lock, lock_path
+from ._methods import DEFAULT_METHOD, DEFAULT_PUSH_DIR, DEFAULT_PUSH_USER, METHODS
 from ._options import INDEX_CHECKS, SYNC_CHECKS, check_options
 from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED, Pending, find_pending
 from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, claimed_url, guarded_accept
@@ -177,6 +178,13 @@ CONFIG_KEYS: Dict[str, ConfigKey] = {
     "timeout": ConfigKey("int", "download_timeout", DEFAULT_DOWNLOAD_TIMEOUT),
     "rpc_timeout": ConfigKey("number", "rpc_timeout", DEFAULT_RPC_TIMEOUT),
     "poll_interval": ConfigKey("number", "poll_interval", DEFAULT_POLL_INTERVAL),
+    # How the image bytes arrive (_methods): the timer honours the host's method.
+    "distribution_method": ConfigKey("str", "distribution_method", DEFAULT_METHOD, tuple(METHODS)),
+    "http_url": ConfigKey("str", "http_url"),
+    "sharedfs_dir": ConfigKey("path", "sharedfs_dir"),
+    "sharedfs_owner": ConfigKey("str", "sharedfs_owner"),
+    "push_dir": ConfigKey("path", "push_dir", DEFAULT_PUSH_DIR),
+    "push_user": ConfigKey("str", "push_user", DEFAULT_PUSH_USER),
 }
 
 _KIND_TEXT = {

@@ -53,6 +53,7 @@ from ._fetch import read_source
 from ._index_service import commit_accepted, fetch_and_accept, selection_for
 from ._io import fsync_directory, write_atomic
 from ._lock import host_lock, lock_path
+from ._methods import BAD_CONTENT_RULES, Method, method_for
 from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, apply_plan, plan_reconcile
 from ._reconcile import Options as ReconcileOptions
 from ._selection import is_blocked, parse_approvals
@@ -371,6 +372,35 @@ def _hand_to_engine(options, engine, image, outcome, check_mode) -> None:
     outcome.engine = reconciled.action
 
 
+def _without_engine(options, image, outcome, check_mode) -> None:
+    """The hand-off of a method other than bittorrent: no engine; a legacy entry still needs its verified
+    .torrent (its piece hashes are the content check)."""
+    outcome.engine = "none"
+    if image.get("sha256"):
+        outcome.torrent = "unused"
+        return
+    _data, fetched = obtain_torrent(options, image, check_mode)
+    outcome.torrent = "fetched" if fetched else "present"
+
+
+def _obtain_and_promote(options, method: Method, store, image, outcome, deadline, clock) -> None:
+    """The pull path of a method other than bittorrent: obtain the bytes (``_methods``), then the same
+    promote; bytes that do not verify are dropped (``Method.rejected``) so the next run starts over."""
+    if store.is_current(image):
+        outcome.store = "present"
+        return
+    staged = method.obtain(image, timeout=max(0.0, deadline - clock()))
+    outcome.store = "downloaded"
+    arguments = promote_arguments(options, image)
+    arguments.update(staging_dir=staged.staging_dir, owner=staged.owner)
+    try:
+        outcome.store = store.promote(image, staged.path, **arguments).action
+    except VmcloudError as exc:
+        if exc.rule in BAD_CONTENT_RULES:
+            method.rejected(image)
+        raise
+
+
 def _wait_and_promote(options, engine, store, image, outcome, deadline, progress, clock, sleep) -> None:
     """Wait for the download unless the store already holds the image, then promote it.
 
@@ -428,7 +458,7 @@ def retire_now(store: ImageStore, index_images: Iterable[Dict[str, Any]], option
     return sorted(found)
 
 
-def _retire(options, engine, store, report, desired, withdrawn, check_mode) -> None:
+def _retire(options, engine, store, report, desired, withdrawn, check_mode, extra_roots=()) -> None:
     """Retire what is no longer desired with the reconcile plan (``_reconcile``: the one retirement, with
     its name, confinement, identity, in-use and quota checks), then drop from the engine, staging and
     .torrent files every info-hash of ours that no desired or still-held superseded image uses."""
@@ -455,24 +485,31 @@ def _retire(options, engine, store, report, desired, withdrawn, check_mode) -> N
         manifest = store.manifest()
         keep_hashes.update(manifest.get(pending.uuid, {}).get("info_hash") for pending in plan.pending)
         keep_hashes.update(manifest.get(held.uuid, {}).get("info_hash") for held in done.held_open if held.uuid)
-    _drop_from_engine(options, engine, report, keep_hashes, check_mode)
+    _drop_from_engine(options, engine, report, keep_hashes, check_mode, extra_roots)
 
 
-def _drop_from_engine(options, engine, report, keep_hashes, check_mode) -> None:
+def _drop_from_engine(options, engine, report, keep_hashes, check_mode, extra_roots=()) -> None:
+    """Drop every info-hash of no kept image from the engine (None: a method without one), the staging
+    directories (``staging_dir`` and a method's own, e.g. ``push_dir``) and the .torrent files."""
     staging_dir, torrent_dir = options["staging_dir"], options["torrent_dir"]
-    try:
-        statuses = engine.list()
-    except (VmcloudError, OSError) as exc:
-        report.fail("retire", exc)
-        statuses = []
+    statuses = []
+    if engine is not None:
+        try:
+            statuses = engine.list()
+        except (VmcloudError, OSError) as exc:
+            report.fail("retire", exc)
+    staged = _staged_names(staging_dir)
+    for root in extra_roots:
+        staged += _staged_names(root)
     for info_hash in retired_info_hashes(
-        [value for value in keep_hashes if value], _staged_names(staging_dir), _list_dir(torrent_dir), statuses,
-        staging_dir,
+        [value for value in keep_hashes if value], staged, _list_dir(torrent_dir), statuses, staging_dir,
     ):
         try:
-            reconcile(engine, info_hash=info_hash, state="absent", check_mode=check_mode)
+            if engine is not None:
+                reconcile(engine, info_hash=info_hash, state="absent", check_mode=check_mode)
             if not check_mode:
-                _remove_tree(os.path.join(staging_dir, info_hash))
+                for root in (staging_dir, *extra_roots):
+                    _remove_tree(os.path.join(root, info_hash))
                 _unlink(os.path.join(torrent_dir, info_hash + ".torrent"))
         except (VmcloudError, OSError) as exc:
             report.fail("retire", exc, info_hash=info_hash)
@@ -582,9 +619,13 @@ def _converge(
 
     # Whatever goes wrong with one image (a .torrent server that answers garbage, say) fails that
     # image only: the others go on.
+    method = method_for(options)
     for image, outcome in zip(desired, report.images, strict=True):
         try:
-            _hand_to_engine(options, engine, image, outcome, check_mode)
+            if method.uses_engine:
+                _hand_to_engine(options, engine, image, outcome, check_mode)
+            else:
+                _without_engine(options, image, outcome, check_mode)
         except Exception as exc:  # noqa: BLE001 - recorded per image with its rule
             report.fail("torrent" if outcome.torrent == "pending" else "engine", exc, outcome)
 
@@ -596,18 +637,21 @@ def _converge(
             if check_mode:
                 outcome.store = store.promote(image, staged_file(options, image), check_mode=True,
                                               **promote_arguments(options, image)).action
-            else:
+            elif method.uses_engine:
                 _wait_and_promote(options, engine, store, image, outcome, deadline, progress, clock, sleep)
+            else:
+                _obtain_and_promote(options, method, store, image, outcome, deadline, clock)
         except Exception as exc:  # noqa: BLE001 - recorded per image with its rule
             report.fail("download" if outcome.store == "pending" else "promote", exc, outcome)
             if outcome.store == "downloaded":
                 outcome.store = "pending"
 
-    _retire(options, engine, store, report, desired, withdrawn, check_mode)
+    _retire(options, engine if method.uses_engine else None, store, report, desired, withdrawn, check_mode,
+            method.staging_roots())
 
     for outcome in report.images:
         try:
-            status = engine.status(outcome.info_hash)
+            status = engine.status(outcome.info_hash) if method.uses_engine else None
         except (VmcloudError, OSError):
             status = None
         outcome.status = status.to_dict() if status else None

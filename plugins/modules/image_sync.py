@@ -69,6 +69,41 @@ options:
         (rule C(staged-unsafe)).
       - Default C(rtorrent), the rtorrent role's user (when no such user exists, only root's files).
     type: str
+  distribution_method:
+    description:
+      - How the image bytes arrive before the same verify-and-promote (C(vmcloud_distribution_method)).
+      - V(bittorrent) hands the .torrent to the engine. V(http) downloads from the catalogue (O(http_url),
+        else the entry's first web seed) into O(staging_dir) with Range requests, resuming an interrupted
+        download; O(download_timeout) bounds it (rule C(fetch-deadline)). V(sharedfs) promotes straight from
+        O(sharedfs_dir) (a shared mount), with no network transfer. V(scp_wave) and V(scp_tsunami) promote what
+        the controller pushed into O(push_dir) (C(playbooks/push.yml)); rule C(staged-missing) until then.
+      - The methods other than V(bittorrent) use no engine. See C(docs/distribution.md).
+    type: str
+    choices: [bittorrent, http, sharedfs, scp_wave, scp_tsunami]
+    default: bittorrent
+  http_url:
+    description:
+      - The catalogue's images directory (for example C(http://catalogue/images/)) for O(distribution_method=http);
+        the image's file name is appended.
+    type: str
+  sharedfs_dir:
+    description:
+      - The shared mount holding the images by file name, for O(distribution_method=sharedfs).
+    type: path
+  sharedfs_owner:
+    description:
+      - Who may own the files on O(sharedfs_dir) besides root (name or uid).
+    type: str
+  push_dir:
+    description:
+      - Where the push receiver writes, C(<push_dir>/<info_hash>/<file>) (the push methods).
+    type: path
+    default: /var/lib/vmcloud/push
+  push_user:
+    description:
+      - The user the push receiver runs as; pushed files must be owned by it or root.
+    type: str
+    default: vmcloud-push
   torrent_dir:
     description:
       - Where the verified .torrent files are kept, as C(<info_hash>.torrent).
@@ -318,10 +353,11 @@ images:
       failure: null
   contains:
     torrent:
-      description: V(present) (already verified on disk) or V(fetched).
+      description: V(present) (already verified on disk) or V(fetched); V(unused) when a method other than
+        V(bittorrent) needs no .torrent (the entry has a SHA-256).
       type: str
     engine:
-      description: V(none), V(add) or V(start).
+      description: V(none), V(add) or V(start); always V(none) for a method other than V(bittorrent).
       type: str
     store:
       description: V(present), V(promoted) or V(repaired); V(pending) when a step failed.

@@ -958,3 +958,20 @@ def test_runs_as_a_module_without_ansible(tmp_path, flag_config):
     done = subprocess.run([sys.executable, "-c", probe, "-c", config, "--disable"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "current state: enable\ndisable\n", "")
+
+
+def test_the_timer_honours_the_distribution_method(world):
+    # sharedfs: the images come from the shared directory, the engine is never asked.
+    world.engine = None
+    config = write_config(world, distribution_method="sharedfs", sharedfs_dir=str(world.root / "origin"))
+    code, out, err = run("-c", config, "sync")
+    assert (code, err) == (EXIT_OK, "")
+    assert sorted(ImageStore(world.host_path("images")).manifest()) == sorted(world.published)
+
+
+def test_config_refuses_an_unknown_distribution_method(tmp_path):
+    config = tmp_path / "imgdist.yml"
+    config.write_text(yaml.safe_dump({"distribution_method": "floppy"}))
+    code, out, err = run("-c", str(config), "config-check")
+    assert code != EXIT_OK
+    assert "distribution_method" in out + err

@@ -1,0 +1,66 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: push_round
+short_description: The next round of a push (scp_wave, scp_tsunami), planned from what the hosts hold now
+version_added: 0.1.0
+description:
+  - Filters of C(playbooks/push.yml) over the collection's push library (C(_push)), which holds the logic
+    (unit-tested there). C(push_state(method, holders, lackers, size, chunk_size)) starts a push;
+    C(push_round(state)) returns the pairs of the next round (C(plan_wave) or C(plan_tsunami), where each holder
+    sends to one lacker; tsunami pairs carry a C(chunk)); C(push_advance(state, pairs, delivered, verified))
+    returns the state after the round.
+  - A wave receiver becomes a source only when C(verified) (its store holds the image, so the promotion checked
+    it against the signed index); a failed push leaves the host a lacker, planned again next round.
+author:
+  - vmcloud developers
+options:
+  _input:
+    description: The push state (from C(push_state) or C(push_advance)).
+    type: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Plan the next round
+  ansible.builtin.set_fact:
+    _pairs: "{{ _state | vmcloud.fleet.push_round }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The pairs of the next round (C(source), C(destination), C(chunk) for scp_tsunami); empty when done.
+  type: list
+  elements: dict
+"""
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._push import advance, next_round, push_state
+
+
+def _wrapped(function):
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except VmcloudError as exc:
+            raise AnsibleFilterError(str(exc)) from exc
+    return call
+
+
+def _state(method, holders, lackers, size, chunk_size=33554432):
+    return push_state(method, list(holders), list(lackers), int(size), int(chunk_size))
+
+
+def _advance(state, pairs, delivered, verified):
+    return advance(dict(state), list(pairs), dict(delivered), dict(verified))
+
+
+class FilterModule:
+    def filters(self):
+        return {"push_state": _wrapped(_state), "push_round": _wrapped(lambda state: next_round(dict(state))),
+                "push_advance": _wrapped(_advance)}

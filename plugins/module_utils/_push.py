@@ -1,0 +1,451 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The push methods (scp_wave, scp_tsunami): round planners, the restricted receiver, the sender.
+
+Private to the collection; not a public API. Plain Python, standard library only: the receiver runs
+on hypervisors as the forced command of the fleet-internal key.
+
+- ``plan_wave(holders, lackers)``: rounds of (source, destination); in each round every holder sends
+  the whole image to one host that lacks it, so ``ceil(log2((H + L) / H))`` rounds (``ceil(log2(N+1))``
+  from one origin). A destination becomes a holder only for the rounds after it, and only when the
+  caller says it verified what it received: the playbook replans after every round from the hosts
+  whose promotion succeeded.
+- ``plan_tsunami(n_chunks, holders, lackers)``: rounds of (source, destination, chunk); each host sends
+  at most one chunk and receives at most one chunk per round, and sends only chunks it held before
+  the round; the rarest chunk first, so a chunk that reached one host spreads while the origin sends
+  the next.
+- ``receive(root, command, stdin)``: the forced command (``restrict,command="vmcloud-push-receive
+  <root>"``): ``put <info_hash> <file> <size>`` writes stdin as ``<root>/<info_hash>/<file>``;
+  ``chunk <info_hash> <file> <size> <chunk_size> <index> <sha256>`` writes one chunk whose SHA-256
+  matches into ``.<file>.part`` and renames it to ``<file>`` once every chunk is held. Nothing outside
+  ``<root>`` can be named (a 40-hex info-hash, a plain file name: no ``/``, no ``..``, no leading dot),
+  nothing below it is followed through a symlink (every open is relative to a directory descriptor
+  with ``O_NOFOLLOW``), at most ``size`` bytes are written. It verifies the chunks only; the image is
+  verified by ``ImageStore.promote`` against the signed index (the receiver trusts no sender).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import math
+import os
+import re
+import subprocess
+import sys
+from typing import BinaryIO, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from ._errors import VmcloudError
+
+DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024
+MIN_CHUNK_SIZE = 1024 * 1024
+MAX_CHUNK_SIZE = 1024 * 1024 * 1024
+MAX_IMAGE_BYTES = 1 << 40
+BLOCK = 1 << 20
+_INFO_HASH = re.compile(r"\A[0-9a-f]{40}\Z")
+_SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
+_FILE_NAME = re.compile(r"\A[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,254}\Z")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class PushRefused(VmcloudError):
+    """The receiver refuses a request (rule ``push-refused``) or it did not arrive in full."""
+
+
+# --------------------------------------------------------------------------- planners
+
+
+def wave_rounds(n_lackers: int, n_holders: int = 1) -> int:
+    """How many rounds a wave needs: the holders double each round."""
+    if n_lackers <= 0:
+        return 0
+    if n_holders <= 0:
+        raise VmcloudError("push-no-source", "no host holds the verified image; obtain it on one host first")
+    return math.ceil(math.log2((n_lackers + n_holders) / n_holders))
+
+
+def plan_wave(holders: Sequence[str], lackers: Sequence[str]) -> List[List[Tuple[str, str]]]:
+    """Rounds of (source, destination) pairs; see the module docstring. Every lacker appears once."""
+    sources = list(dict.fromkeys(holders))
+    waiting = [host for host in dict.fromkeys(lackers) if host not in set(sources)]
+    if waiting and not sources:
+        raise VmcloudError("push-no-source", "no host holds the verified image; obtain it on one host first")
+    rounds = []
+    while waiting:
+        pairs = list(zip(sources, waiting, strict=False))
+        waiting = waiting[len(pairs):]
+        sources += [destination for _source, destination in pairs]
+        rounds.append(pairs)
+    return rounds
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    return max(1, -(-size // chunk_size))
+
+
+def plan_tsunami(n_chunks: int, holders: Sequence[str], lackers: Sequence[str],
+                 held: Optional[Dict[str, Iterable[int]]] = None) -> List[List[Tuple[str, str, int]]]:
+    """Rounds of (source, destination, chunk); see the module docstring. ``held``: chunks lackers
+    already hold (an interrupted push resumes). Every lacker ends with every chunk, once each."""
+    everything = set(range(n_chunks))
+    has: Dict[str, Set[int]] = {host: set(everything) for host in dict.fromkeys(holders)}
+    waiting = [host for host in dict.fromkeys(lackers) if host not in has]
+    if waiting and not has:
+        raise VmcloudError("push-no-source", "no host holds the verified image; obtain it on one host first")
+    for host in waiting:
+        has[host] = set((held or {}).get(host, ())) & everything
+    order = list(has)
+    rounds = []
+    while any(has[host] != everything for host in waiting):
+        before = {host: set(chunks) for host, chunks in has.items()}
+        copies = {chunk: sum(chunk in chunks for chunks in before.values()) for chunk in everything}
+        busy_senders: Set[str] = set()
+        pairs = []
+        # Destinations that lack the most first; each takes the rarest chunk a free sender holds.
+        for destination in sorted(waiting, key=lambda host: (len(before[host]), order.index(host))):
+            missing = everything - before[destination]
+            if not missing:
+                continue
+            best = None
+            for chunk in sorted(missing, key=lambda c: (copies[c], c)):
+                sender = next((host for host in order if host not in busy_senders and host != destination
+                               and chunk in before[host]), None)
+                if sender is not None:
+                    best = (sender, destination, chunk)
+                    break
+            if best:
+                busy_senders.add(best[0])
+                has[destination].add(best[2])
+                copies[best[2]] += 1
+                pairs.append(best)
+        if not pairs:  # cannot happen while a holder exists; a guard against looping forever
+            raise VmcloudError("push-no-source", "no host can send a missing chunk")
+        rounds.append(pairs)
+    return rounds
+
+
+def chunk_hashes(path: str, chunk_size: int) -> List[str]:
+    """The SHA-256 of every chunk of a verified image (the controller passes them to the receivers)."""
+    hashes = []
+    with open(path, "rb") as handle:
+        while True:
+            data = handle.read(chunk_size)
+            if not data and hashes:
+                return hashes
+            hashes.append(hashlib.sha256(data).hexdigest())
+            if len(data) < chunk_size:
+                return hashes
+
+
+# --------------------------------------------------------------------------- receiver
+
+
+def _refuse(message: str) -> PushRefused:
+    return PushRefused("push-refused", f"{message}; the receiver writes only <info_hash>/<file> in its staging area")
+
+
+def _number(value: str, what: str, low: int, high: int) -> int:
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise _refuse(f"{what} {value[:40]!r} is not a number from {low} to {high}")
+    return int(value)
+
+
+def _parse(command: str) -> Tuple[str, str, str, List[str]]:
+    words = command.split()
+    if not words or words[0] not in ("put", "chunk"):
+        raise _refuse(f"unknown request {command[:80]!r} (put or chunk)")
+    expected = 4 if words[0] == "put" else 7
+    if len(words) != expected:
+        raise _refuse(f"{words[0]} takes {expected - 1} arguments, got {len(words) - 1}")
+    verb, info_hash, name = words[0], words[1], words[2]
+    if not _INFO_HASH.match(info_hash):
+        raise _refuse(f"{info_hash[:80]!r} is not an info-hash (40 lower-case hex digits)")
+    if not _FILE_NAME.match(name) or ".." in name:
+        raise _refuse(f"{name[:80]!r} is not a plain file name (no /, no .., no leading dot)")
+    return verb, info_hash, name, words[3:]
+
+
+def _open_image_dir(root: str, info_hash: str) -> int:
+    try:
+        root_fd = os.open(root, _DIR_FLAGS)
+    except OSError as exc:
+        raise _refuse(f"the staging area {root} cannot be opened ({exc.strerror})") from exc
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(info_hash, 0o750, dir_fd=root_fd)
+        try:
+            return os.open(info_hash, _DIR_FLAGS, dir_fd=root_fd)
+        except OSError as exc:
+            raise _refuse(f"{root}/{info_hash} is a symlink or not a directory") from exc
+    finally:
+        os.close(root_fd)
+
+
+def _copy_in(stdin: BinaryIO, fd: int, length: int, digest=None) -> None:
+    left = length
+    while left:
+        data = stdin.read(min(BLOCK, left))
+        if not data:
+            raise PushRefused("push-refused", f"the sender stopped after {length - left} of {length} bytes; "
+                              "nothing was kept")
+        os.write(fd, data)
+        if digest is not None:
+            digest.update(data)
+        left -= len(data)
+    if stdin.read(1):
+        raise _refuse(f"the sender sent more than the {length} bytes it announced")
+    os.fsync(fd)
+
+
+def _new_file(name: str, dir_fd: int) -> int:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)  # a leftover (or a planted link) is replaced, never followed
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
+
+
+def receive(root: str, command: str, stdin: BinaryIO, max_size: int = MAX_IMAGE_BYTES) -> str:
+    """Carry out one request of the forced command; return what was done (one line)."""
+    verb, info_hash, name, rest = _parse(command or "")
+    size = _number(rest[0], "size", 0, max_size)
+    dir_fd = _open_image_dir(root, info_hash)
+    try:
+        if verb == "put":
+            temporary = f".{name}.put"
+            fd = _new_file(temporary, dir_fd)
+            try:
+                _copy_in(stdin, fd, size)
+            except BaseException:
+                os.close(fd)
+                os.unlink(temporary, dir_fd=dir_fd)
+                raise
+            os.close(fd)
+            os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.fsync(dir_fd)
+            return f"received {info_hash}/{name} ({size} bytes)"
+        return _receive_chunk(dir_fd, info_hash, name, size, rest[1:], stdin)
+    finally:
+        os.close(dir_fd)
+
+
+def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List[str], stdin: BinaryIO) -> str:
+    chunk_size = _number(rest[0], "chunk size", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
+    total = chunk_count(size, chunk_size)
+    index = _number(rest[1], "chunk", 0, total - 1)
+    expected = rest[2]
+    if not _SHA256.match(expected):
+        raise _refuse(f"{expected[:80]!r} is not a SHA-256 (64 lower-case hex digits)")
+    length = min(chunk_size, size - index * chunk_size)
+    part = f".{name}.part"
+    have = f".{name}.have"
+    part_fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
+    try:
+        fcntl.flock(part_fd, fcntl.LOCK_EX)
+        chunk_name = f".{name}.chunk"
+        chunk_fd = _new_file(chunk_name, dir_fd)  # one chunk of extra disk, verified before it lands
+        try:
+            digest = hashlib.sha256()
+            try:
+                _copy_in(stdin, chunk_fd, length, digest)
+            finally:
+                os.close(chunk_fd)
+            if digest.hexdigest() != expected:
+                raise PushRefused("push-refused", f"chunk {index} of {info_hash}/{name} has SHA-256 "
+                                  f"{digest.hexdigest()}, the sender announced {expected}; not kept")
+            chunk_fd = os.open(chunk_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            try:
+                offset = index * chunk_size
+                while True:
+                    data = os.read(chunk_fd, BLOCK)
+                    if not data:
+                        break
+                    os.pwrite(part_fd, data, offset)
+                    offset += len(data)
+            finally:
+                os.close(chunk_fd)
+            os.fsync(part_fd)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(chunk_name, dir_fd=dir_fd)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(have, 0o750, dir_fd=dir_fd)
+        have_fd = os.open(have, _DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(str(index), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640,
+                                 dir_fd=have_fd))
+            held = {int(entry) for entry in os.listdir(have_fd) if entry.isdigit()}
+            if held >= set(range(total)):
+                os.ftruncate(part_fd, size)
+                os.fsync(part_fd)
+                os.replace(part, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                for entry in os.listdir(have_fd):
+                    os.unlink(entry, dir_fd=have_fd)
+                os.rmdir(have, dir_fd=dir_fd)
+                os.fsync(dir_fd)
+                return f"received chunk {index} of {info_hash}/{name}; complete ({size} bytes)"
+        finally:
+            os.close(have_fd)
+        return f"received chunk {index} of {info_hash}/{name} ({len(held)} of {total})"
+    finally:
+        os.close(part_fd)
+
+
+def held_chunks(root: str, info_hash: str, name: str, size: int, chunk_size: int) -> List[int]:
+    """The chunks a receiver holds (all of them once the image is complete)."""
+    directory = os.path.join(root, info_hash)
+    if os.path.isfile(os.path.join(directory, name)) and not os.path.islink(os.path.join(directory, name)):
+        return list(range(chunk_count(size, chunk_size)))
+    try:
+        return sorted(int(entry) for entry in os.listdir(os.path.join(directory, f".{name}.have"))
+                      if entry.isdigit())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def receiver_main(argv: Optional[Sequence[str]] = None, environ=None, stdin=None, stderr=None) -> int:
+    """``vmcloud-push-receive <root>``: the forced command; the request is $SSH_ORIGINAL_COMMAND."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    stderr = stderr or sys.stderr
+    if argv == ["--help"]:
+        stderr.write("usage: vmcloud-push-receive /absolute/staging/area (the request is $SSH_ORIGINAL_COMMAND: "
+                     "put <info_hash> <file> <size> | chunk <info_hash> <file> <size> <chunk_size> <index> "
+                     "<sha256>)\n")
+        return 0
+    if len(argv) != 1 or not os.path.isabs(argv[0]):
+        stderr.write("push-refused: usage: vmcloud-push-receive /absolute/staging/area\n")
+        return 2
+    try:
+        message = receive(argv[0], environ.get("SSH_ORIGINAL_COMMAND", ""), stdin or sys.stdin.buffer)
+    except VmcloudError as exc:
+        stderr.write(f"{exc}\n")
+        return 1
+    except OSError as exc:
+        stderr.write(f"push-refused: {exc.strerror or exc}; nothing more was written\n")
+        return 1
+    stderr.write(message + "\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- sender
+
+
+def send(source: str, ssh: Sequence[str], request: str, offset: int = 0, length: Optional[int] = None) -> str:
+    """Send ``length`` bytes of ``source`` from ``offset`` through ``ssh`` (the command line up to the
+    host) with ``request`` as the remote command; return the receiver's answer or raise ``push-failed``."""
+    with open(source, "rb") as handle:
+        handle.seek(offset)
+        left = os.fstat(handle.fileno()).st_size - offset if length is None else length
+        process = subprocess.Popen([*ssh, request], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,  # noqa: S603
+                                   stderr=subprocess.PIPE)
+        try:
+            while left > 0:
+                data = handle.read(min(BLOCK, left))
+                if not data:
+                    break
+                process.stdin.write(data)
+                left -= len(data)
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
+        answer = process.stderr.read().decode("utf-8", "replace").strip()
+        if process.wait() != 0:
+            raise VmcloudError("push-failed", f"{request.split()[0]} to {ssh[-1] if ssh else '?'} failed: "
+                               f"{answer or 'exit ' + str(process.returncode)}")
+    return answer
+
+
+DEFAULT_KEY = "/etc/vmcloud/push/id_ed25519"
+DEFAULT_KNOWN_HOSTS = "/etc/vmcloud/push/known_hosts"
+_HOST = re.compile(r"\A[A-Za-z0-9_.:\[\]-]{1,253}\Z")
+
+
+def ssh_command(destination: str, port: int = 22, user: str = "vmcloud-push", key: str = DEFAULT_KEY,
+                known_hosts: str = DEFAULT_KNOWN_HOSTS, ssh: str = "ssh") -> List[str]:
+    """The ssh command line to a receiver: the fleet key only, its known host keys only, no agent, no
+    forwarding, no password prompt (the receiver's forced command does the rest)."""
+    if not _HOST.match(destination or "") or destination.startswith("-"):
+        raise VmcloudError("option-invalid", f"push destination {str(destination)[:80]!r} is not a host name or "
+                           "address")
+    return [ssh, "-i", key, "-p", str(int(port)), "-l", user, "-T", "-a", "-x",
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "ClearAllForwardings=yes", destination]
+
+
+def push_image(sources: Sequence[str], info_hash: str, name: str, size: int, ssh: Sequence[str],
+               chunk: Optional[int] = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Dict[str, object]:
+    """Send the whole image (``put``) or one chunk of it (``chunk``) from the first of ``sources`` that
+    exists (a complete file, else a partial ``.part`` file that holds the chunk)."""
+    _parse(f"put {info_hash} {name} 0")  # the same names the receiver accepts, refused before connecting
+    source = next((path for path in sources if os.path.isfile(path)), None)
+    if source is None:
+        raise VmcloudError("staged-missing", f"none of {', '.join(sources)} exists on the sender; it holds nothing "
+                           "to push")
+    if chunk is None:
+        if os.path.getsize(source) != size:
+            raise VmcloudError("size-mismatch", f"{source} holds {os.path.getsize(source)} bytes, the index says "
+                               f"{size}; not pushed")
+        answer = send(source, ssh, f"put {info_hash} {name} {size}", 0, size)
+        return {"source": source, "bytes": size, "answer": answer}
+    if os.path.basename(source) == f".{name}.part" and not os.path.exists(
+            os.path.join(os.path.dirname(source), f".{name}.have", str(chunk))):
+        raise VmcloudError("staged-missing", f"{source} does not hold chunk {chunk} yet; not pushed")
+    offset = chunk * chunk_size
+    length = min(chunk_size, size - offset)
+    with open(source, "rb") as handle:
+        handle.seek(offset)
+        data_digest = hashlib.sha256()
+        left = length
+        while left:
+            data = handle.read(min(BLOCK, left))
+            if not data:
+                raise VmcloudError("staged-missing", f"{source} ends before chunk {chunk}; not pushed")
+            data_digest.update(data)
+            left -= len(data)
+    request = f"chunk {info_hash} {name} {size} {chunk_size} {chunk} {data_digest.hexdigest()}"
+    answer = send(source, ssh, request, offset, length)
+    return {"source": source, "bytes": length, "answer": answer}
+
+
+# --------------------------------------------------------------------------- round bookkeeping
+
+
+def push_state(method: str, holders: Sequence[str], lackers: Sequence[str], size: int,
+               chunk_size: int = DEFAULT_CHUNK_SIZE) -> Dict[str, object]:
+    """The state a push carries from round to round (playbooks/push.yml): plain data, for set_fact."""
+    if method not in ("scp_wave", "scp_tsunami"):
+        raise VmcloudError("option-invalid", f"push method {method!r} is not scp_wave or scp_tsunami")
+    return {"method": method, "holders": list(dict.fromkeys(holders)),
+            "lackers": [host for host in dict.fromkeys(lackers) if host not in set(holders)],
+            "chunks": chunk_count(size, chunk_size) if method == "scp_tsunami" else 1, "held": {}}
+
+
+def next_round(state: Dict[str, object]) -> List[Dict[str, object]]:
+    """The pairs of the next round, planned from what the hosts hold now; [] when nobody lacks anything."""
+    if state["method"] == "scp_wave":
+        rounds = plan_wave(state["holders"], state["lackers"])
+        return [{"source": src, "destination": dst} for src, dst in (rounds[0] if rounds else [])]
+    rounds = plan_tsunami(int(state["chunks"]), state["holders"], state["lackers"], held=state["held"])
+    return [{"source": src, "destination": dst, "chunk": chunk} for src, dst, chunk in (rounds[0] if rounds else [])]
+
+
+def advance(state: Dict[str, object], pairs: Sequence[Dict[str, object]], delivered: Dict[str, bool],
+            verified: Dict[str, bool]) -> Dict[str, object]:
+    """The state after a round. ``delivered``: by destination, whether its push succeeded; ``verified``: by
+    host, whether its store holds the image now (the promotion checked it against the signed index).
+    A wave receiver becomes a holder only when verified; a tsunami receiver holds a chunk once the
+    receiver accepted it (its SHA-256 checked), and the whole image only after the final promotion."""
+    state = {**state, "holders": list(state["holders"]), "lackers": list(state["lackers"]),
+             "held": {host: sorted(chunks) for host, chunks in dict(state["held"]).items()}}
+    if state["method"] == "scp_wave":
+        done = [pair["destination"] for pair in pairs if delivered.get(pair["destination"])
+                and verified.get(pair["destination"])]
+        state["holders"] += [host for host in done if host not in state["holders"]]
+        state["lackers"] = [host for host in state["lackers"] if host not in done]
+        return state
+    for pair in pairs:
+        destination = pair["destination"]
+        if delivered.get(destination):
+            state["held"][destination] = sorted(set(state["held"].get(destination, [])) | {int(pair["chunk"])})
+    return state

@@ -1,0 +1,371 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The push methods: the wave and tsunami planners, and the restricted receiver (forced command)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _push
+from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
+    MIN_CHUNK_SIZE,
+    advance,
+    chunk_count,
+    chunk_hashes,
+    held_chunks,
+    next_round,
+    plan_tsunami,
+    plan_wave,
+    push_image,
+    push_state,
+    receive,
+    receiver_main,
+    send,
+    ssh_command,
+    wave_rounds,
+)
+from tests.unit.sync_world import snapshot
+
+IH = "ab" * 20
+
+
+def hosts(n):
+    return [f"hv{i:02d}" for i in range(1, n + 1)]
+
+
+# --------------------------------------------------------------------------- wave
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8, 15, 16, 100, 249])
+def test_wave_takes_ceil_log2_n_plus_1_rounds_and_reaches_every_host_once(n):
+    rounds = plan_wave(["origin"], hosts(n))
+    assert len(rounds) == math.ceil(math.log2(n + 1)) == wave_rounds(n)
+    destinations = [dst for pairs in rounds for _src, dst in pairs]
+    assert sorted(destinations) == sorted(hosts(n))
+
+
+def test_wave_sources_are_only_hosts_that_held_the_image_before_the_round():
+    rounds = plan_wave(["origin"], hosts(10))
+    holders = {"origin"}
+    for pairs in rounds:
+        senders = [src for src, _dst in pairs]
+        assert set(senders) <= holders
+        assert len(senders) == len(set(senders))  # each holder pushes to one host per round
+        assert len(pairs) == min(len(holders), 10 - (len(holders) - 1))
+        holders |= {dst for _src, dst in pairs}
+
+
+def test_wave_skips_hosts_that_already_hold_it_and_refuses_without_a_source():
+    assert plan_wave(["a", "b"], ["a", "c"]) == [[("a", "c")]]
+    assert plan_wave(["a"], []) == []
+    with pytest.raises(VmcloudError) as caught:
+        plan_wave([], ["a"])
+    assert caught.value.rule == "push-no-source"
+
+
+# --------------------------------------------------------------------------- tsunami
+
+
+@pytest.mark.parametrize(("chunks", "n"), [(1, 1), (1, 5), (8, 1), (8, 4), (8, 16), (32, 16), (3, 30)])
+def test_tsunami_every_host_gets_every_chunk_once_from_a_host_that_held_it(chunks, n):
+    rounds = plan_tsunami(chunks, ["origin"], hosts(n))
+    has = {"origin": set(range(chunks))} | {host: set() for host in hosts(n)}
+    for pairs in rounds:
+        senders = [src for src, _dst, _c in pairs]
+        receivers = [dst for _src, dst, _c in pairs]
+        assert len(senders) == len(set(senders)) and len(receivers) == len(set(receivers))
+        for src, dst, chunk in pairs:
+            assert chunk in has[src]  # held before this round
+            assert chunk not in has[dst]  # never sent twice
+        for _src, dst, chunk in pairs:
+            has[dst].add(chunk)
+    assert all(has[host] == set(range(chunks)) for host in hosts(n))
+
+
+def test_tsunami_pipelines_rounds_close_to_chunks_plus_log2_hosts():
+    # 32 chunks to 16 hosts: a wave of whole files would take ceil(log2 17) = 5 file times (160 chunk
+    # times); the tsunami needs about 32 + log2(16).
+    rounds = plan_tsunami(32, ["origin"], hosts(16))
+    assert len(rounds) <= 32 + math.ceil(math.log2(17)) + 2
+
+
+def test_tsunami_resumes_from_the_chunks_receivers_hold():
+    rounds = plan_tsunami(4, ["origin"], ["a"], held={"a": [0, 1, 2]})
+    assert rounds == [[("origin", "a", 3)]]
+
+
+def test_chunk_count_and_hashes(tmp_path):
+    path = tmp_path / "img"
+    data = os.urandom(2 * MIN_CHUNK_SIZE + 5)
+    path.write_bytes(data)
+    assert chunk_count(len(data), MIN_CHUNK_SIZE) == 3
+    assert chunk_hashes(str(path), MIN_CHUNK_SIZE) == [
+        hashlib.sha256(data[i:i + MIN_CHUNK_SIZE]).hexdigest() for i in range(0, len(data), MIN_CHUNK_SIZE)
+    ]
+
+
+# --------------------------------------------------------------------------- receiver
+
+
+@pytest.fixture
+def root(tmp_path):
+    path = tmp_path / "push"
+    path.mkdir()
+    return path
+
+
+def test_receiver_put_writes_exactly_into_the_staging_area(root):
+    data = os.urandom(5000)
+    assert "received" in receive(str(root), f"put {IH} alma_9.img {len(data)}", io.BytesIO(data))
+    assert (root / IH / "alma_9.img").read_bytes() == data
+    assert sorted(os.listdir(root / IH)) == ["alma_9.img"]
+
+
+@pytest.mark.parametrize("command", [
+    f"put {IH} ../../etc/passwd 3",
+    f"put {IH} a/b 3",
+    f"put {IH} .hidden 3",
+    f"put {IH} a..b 3",
+    "put ../x alma.img 3",
+    f"put {IH.upper()} alma.img 3",
+    f"put {IH} alma.img -3",
+    f"put {IH} alma.img 3 extra",
+    "rm -rf /",
+    "",
+    f"chunk {IH} alma.img 3 1024 0 {'0' * 64}",  # chunk size below the minimum
+    f"chunk {IH} alma.img 3 {MIN_CHUNK_SIZE} 1 {'0' * 64}",  # chunk index past the end
+    f"chunk {IH} alma.img 3 {MIN_CHUNK_SIZE} 0 xyz",
+])
+def test_receiver_refuses_requests_that_name_anything_else(root, command):
+    with pytest.raises(VmcloudError) as caught:
+        receive(str(root), command, io.BytesIO(b"abc"))
+    assert caught.value.rule == "push-refused"
+    assert snapshot(root) == {}
+    assert os.listdir(root) in ([], [IH])  # at most the (empty) info-hash directory
+
+
+def test_receiver_does_not_follow_a_symlinked_image_directory(root, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / IH).symlink_to(elsewhere)
+    with pytest.raises(VmcloudError) as caught:
+        receive(str(root), f"put {IH} alma.img 3", io.BytesIO(b"abc"))
+    assert caught.value.rule == "push-refused"
+    assert os.listdir(elsewhere) == []
+
+
+def test_receiver_replaces_a_planted_symlink_instead_of_writing_through_it(root, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    (root / IH).mkdir()
+    (root / IH / "alma.img").symlink_to(victim)
+    (root / IH / ".alma.img.put").symlink_to(victim)
+    receive(str(root), f"put {IH} alma.img 3", io.BytesIO(b"abc"))
+    assert victim.read_bytes() == b"keep"
+    assert not os.path.islink(root / IH / "alma.img")
+    assert (root / IH / "alma.img").read_bytes() == b"abc"
+
+
+def test_receiver_refuses_a_symlinked_part_file(root, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    (root / IH).mkdir()
+    (root / IH / ".alma.img.part").symlink_to(victim)
+    data = b"x" * 10
+    with pytest.raises(OSError):
+        receive(str(root), f"chunk {IH} alma.img 10 {MIN_CHUNK_SIZE} 0 {hashlib.sha256(data).hexdigest()}",
+                io.BytesIO(data))
+    assert victim.read_bytes() == b"keep"
+
+
+def test_receiver_keeps_nothing_of_a_short_or_long_put(root):
+    with pytest.raises(VmcloudError) as caught:
+        receive(str(root), f"put {IH} alma.img 10", io.BytesIO(b"abc"))
+    assert caught.value.rule == "push-refused"
+    with pytest.raises(VmcloudError):
+        receive(str(root), f"put {IH} alma.img 2", io.BytesIO(b"abc"))
+    assert os.listdir(root / IH) == []
+
+
+def test_receiver_assembles_chunks_in_any_order_and_refuses_a_wrong_one(root):
+    data = os.urandom(2 * MIN_CHUNK_SIZE + 7)
+    pieces = [data[i:i + MIN_CHUNK_SIZE] for i in range(0, len(data), MIN_CHUNK_SIZE)]
+    digests = [hashlib.sha256(piece).hexdigest() for piece in pieces]
+    request = f"chunk {IH} alma.img {len(data)} {MIN_CHUNK_SIZE}"
+    receive(str(root), f"{request} 2 {digests[2]}", io.BytesIO(pieces[2]))
+    with pytest.raises(VmcloudError) as caught:
+        receive(str(root), f"{request} 0 {digests[0]}", io.BytesIO(pieces[1][:MIN_CHUNK_SIZE]))
+    assert caught.value.rule == "push-refused"
+    assert held_chunks(str(root), IH, "alma.img", len(data), MIN_CHUNK_SIZE) == [2]
+    receive(str(root), f"{request} 0 {digests[0]}", io.BytesIO(pieces[0]))
+    assert not (root / IH / "alma.img").exists()
+    assert "complete" in receive(str(root), f"{request} 1 {digests[1]}", io.BytesIO(pieces[1]))
+    assert os.listdir(root / IH) == ["alma.img"]
+    assert (root / IH / "alma.img").read_bytes() == data
+    assert held_chunks(str(root), IH, "alma.img", len(data), MIN_CHUNK_SIZE) == [0, 1, 2]
+
+
+def test_receiver_main_reads_the_request_from_ssh_original_command(root):
+    errors = io.StringIO()
+    code = receiver_main([str(root)], {"SSH_ORIGINAL_COMMAND": f"put {IH} a.img 2"}, io.BytesIO(b"hi"), errors)
+    assert code == 0 and (root / IH / "a.img").read_bytes() == b"hi"
+    errors = io.StringIO()
+    assert receiver_main([str(root)], {"SSH_ORIGINAL_COMMAND": "cat /etc/shadow"}, io.BytesIO(b""), errors) == 1
+    assert errors.getvalue().startswith("push-refused: ")
+    assert receiver_main(["relative"], {}, io.BytesIO(b""), io.StringIO()) == 2
+
+
+def test_send_drives_the_receiver_through_a_stand_in_for_ssh(root, tmp_path):
+    # Without sshd here, the "ssh" is a script that runs the receiver with $SSH_ORIGINAL_COMMAND set,
+    # as sshd does for a forced command.
+    fake_ssh = tmp_path / "fake-ssh"
+    library = str(Path(os.path.abspath(_push.__file__)).parents[5])  # the directory holding ansible_collections
+    fake_ssh.write_text(
+        f"#!{sys.executable}\nimport os, sys\nsys.path.insert(0, {library!r})\n"
+        "from ansible_collections.vmcloud.fleet.plugins.module_utils._push import receiver_main\n"
+        f"os.environ['SSH_ORIGINAL_COMMAND'] = sys.argv[-1]\nsys.exit(receiver_main([{str(root)!r}]))\n"
+    )
+    fake_ssh.chmod(0o755)
+    source = tmp_path / "image"
+    source.write_bytes(os.urandom(3 * MIN_CHUNK_SIZE))
+    answer = send(str(source), [str(fake_ssh), "hv02"], f"put {IH} img.raw {source.stat().st_size}")
+    assert "received" in answer
+    assert (root / IH / "img.raw").read_bytes() == source.read_bytes()
+    with pytest.raises(VmcloudError) as caught:
+        send(str(source), [str(fake_ssh), "hv02"], f"put {IH} ../img {source.stat().st_size}")
+    assert caught.value.rule == "push-failed" and "push-refused" in caught.value.message
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """A stand-in for ssh that runs each host's receiver on its own directory <tmp>/hosts/<host>."""
+    base = tmp_path / "hosts"
+    base.mkdir()
+    fake_ssh = tmp_path / "fleet-ssh"
+    library = str(Path(os.path.abspath(_push.__file__)).parents[5])
+    fake_ssh.write_text(
+        f"#!{sys.executable}\nimport os, sys\nsys.path.insert(0, {library!r})\n"
+        "from ansible_collections.vmcloud.fleet.plugins.module_utils._push import receiver_main\n"
+        f"root = os.path.join({str(base)!r}, sys.argv[-2])\nos.makedirs(root, exist_ok=True)\n"
+        "os.environ['SSH_ORIGINAL_COMMAND'] = sys.argv[-1]\nsys.exit(receiver_main([root]))\n"
+    )
+    fake_ssh.chmod(0o755)
+    return base, str(fake_ssh)
+
+
+def test_a_wave_between_directories_reaches_every_host(fleet, tmp_path):
+    base, fake_ssh = fleet
+    origin = tmp_path / "origin.img"
+    origin.write_bytes(os.urandom(100_000))
+    size = origin.stat().st_size
+
+    def held_at(host):
+        return str(base / host / IH / "img.raw") if host != "origin" else str(origin)
+
+    for pairs in plan_wave(["origin"], hosts(5)):
+        for src, dst in pairs:
+            push_image([held_at(src)], IH, "img.raw", size, ssh_command(dst, ssh=fake_ssh))
+    for host in hosts(5):
+        assert Path(held_at(host)).read_bytes() == origin.read_bytes()
+
+
+def test_a_tsunami_between_directories_relays_chunks_from_partial_holders(fleet, tmp_path):
+    base, fake_ssh = fleet
+    origin = tmp_path / "origin.img"
+    origin.write_bytes(os.urandom(3 * MIN_CHUNK_SIZE + 11))
+    size = origin.stat().st_size
+
+    def sources(host):
+        if host == "origin":
+            return [str(origin)]
+        return [str(base / host / IH / "img.raw"), str(base / host / IH / ".img.raw.part")]
+
+    relayed = 0
+    for pairs in plan_tsunami(chunk_count(size, MIN_CHUNK_SIZE), ["origin"], hosts(4)):
+        for src, dst, chunk in pairs:
+            result = push_image(sources(src), IH, "img.raw", size, ssh_command(dst, ssh=fake_ssh), chunk=chunk,
+                                chunk_size=MIN_CHUNK_SIZE)
+            relayed += result["source"].endswith(".part")
+    assert relayed > 0  # hosts passed on chunks before they had the whole image
+    for host in hosts(4):
+        assert sorted(os.listdir(base / host / IH)) == ["img.raw"]
+        assert (base / host / IH / "img.raw").read_bytes() == origin.read_bytes()
+
+
+def test_a_partial_holder_does_not_send_a_chunk_it_lacks(fleet, tmp_path):
+    base, fake_ssh = fleet
+    (base / "hv01" / IH).mkdir(parents=True)
+    (base / "hv01" / IH / ".img.raw.part").write_bytes(b"\0" * 10)
+    with pytest.raises(VmcloudError) as caught:
+        push_image([str(base / "hv01" / IH / ".img.raw.part")], IH, "img.raw", 10, ssh_command("hv02", ssh=fake_ssh),
+                   chunk=0, chunk_size=MIN_CHUNK_SIZE)
+    assert caught.value.rule == "staged-missing"
+    assert not (base / "hv02").exists()
+
+
+@pytest.mark.parametrize("destination", ["-oProxyCommand=x", "a b", "", "host;rm"])
+def test_ssh_command_refuses_option_like_or_odd_destinations(destination):
+    with pytest.raises(VmcloudError) as caught:
+        ssh_command(destination)
+    assert caught.value.rule == "option-invalid"
+
+
+# --------------------------------------------------------------------------- round bookkeeping (push.yml)
+
+
+def run_push(state, fail_once=(), corrupt=()):
+    """Drive next_round/advance as playbooks/push.yml does; ``fail_once``: destinations whose first push
+    fails; ``corrupt``: hosts whose promotion never verifies."""
+    failed = set()
+    rounds = 0
+    while True:
+        pairs = next_round(state)
+        if not pairs:
+            return state, rounds
+        rounds += 1
+        delivered = {}
+        for pair in pairs:
+            destination = pair["destination"]
+            delivered[destination] = not (destination in fail_once and destination not in failed)
+            failed.add(destination)
+        verified = {host: ok and host not in corrupt for host, ok in delivered.items()}
+        state = advance(state, pairs, delivered, verified)
+        assert rounds < 100
+
+
+def test_push_state_wave_reaches_everyone_in_log_rounds_and_replans_after_a_failure():
+    state, rounds = run_push(push_state("scp_wave", ["cat"], hosts(7), 10))
+    assert rounds == 3 and state["lackers"] == [] and sorted(state["holders"]) == sorted(["cat", *hosts(7)])
+    state, rounds = run_push(push_state("scp_wave", ["cat"], hosts(7), 10), fail_once={"hv01"})
+    assert state["lackers"] == [] and rounds == 4
+
+
+def test_push_state_a_host_that_does_not_verify_never_becomes_a_source():
+    state = push_state("scp_wave", ["cat"], hosts(3), 10)
+    pairs = next_round(state)
+    assert pairs == [{"source": "cat", "destination": "hv01"}]
+    state = advance(state, pairs, {"hv01": True}, {"hv01": False})
+    assert state["holders"] == ["cat"] and "hv01" in state["lackers"]
+    assert all(pair["source"] == "cat" for pair in next_round(state))
+
+
+def test_push_state_tsunami_counts_chunks_and_ends_when_every_lacker_holds_all():
+    state = push_state("scp_tsunami", ["cat"], hosts(4), 5 * MIN_CHUNK_SIZE + 1, MIN_CHUNK_SIZE)
+    assert state["chunks"] == 6
+    state, rounds = run_push(state, fail_once={"hv02"})
+    assert all(state["held"][host] == list(range(6)) for host in hosts(4))
+    assert rounds <= 6 + 3 + 2
+
+
+def test_push_state_refuses_another_method():
+    with pytest.raises(VmcloudError) as caught:
+        push_state("bittorrent", ["a"], ["b"], 1)
+    assert caught.value.rule == "option-invalid"
