@@ -148,6 +148,7 @@ class Bench:
                 ]
             )
         wanted = [(ORIGIN, ORIGIN_IP)] + [(host_name(i), host_ip(i)) for i in range(1, len(self.hosts_all) + 1)]
+        self.ensure_inotify(len(wanted))
         existing = set(run(["podman", "ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}"]).split())
         for name, ip in wanted:
             if name in existing:
@@ -174,7 +175,7 @@ class Bench:
                 ]
             )
         names = [name for name, _ in wanted]
-        parallel(lambda n: pexec(n, "systemctl is-system-running --wait >/dev/null 2>&1; true"), names)
+        parallel(self.wait_booted, names)
         for name in names:
             self.pids[name] = int(run(["podman", "inspect", "-f", "{{.State.Pid}}", name]).strip())
         self.install_agent(names)
@@ -183,6 +184,31 @@ class Bench:
         log(
             f"testbed up: {ORIGIN} + {len(self.hosts_all)} hosts, every upload shaped to {self.args.upload_mbit} Mbit/s"
         )
+
+    @staticmethod
+    def ensure_inotify(containers: int) -> None:
+        """Each container's systemd holds about 8 inotify instances, all counted against root.
+
+        With the kernel's default of 128 a few dozen containers on the machine leave the next ones
+        hanging in boot ("initializing", .path units failed); the limit is raised when short.
+        """
+        path = "/proc/sys/fs/inotify/max_user_instances"
+        with open(path) as handle:
+            limit = int(handle.read())
+        used = int(run(["sh", "-c", "find /proc/[0-9]*/fd -lname 'anon_inode:inotify' 2>/dev/null | wc -l"]).strip())
+        needed = used + 10 * containers
+        if needed > limit:
+            with open(path, "w") as handle:
+                handle.write(str(needed))
+            log(f"raised {path} from {limit} to {needed} ({used} in use, {containers} containers to start)")
+
+    def wait_booted(self, name: str) -> None:
+        state = ""
+        for _ in range(120):
+            state = pexec(name, "timeout 5 systemctl is-system-running --wait 2>/dev/null; true").strip()
+            if state in ("running", "degraded"):
+                return
+        raise RuntimeError(f"{name}: systemd says {state!r} after boot, not running")
 
     def down(self) -> None:
         ids = run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}"]).split()
@@ -194,6 +220,7 @@ class Bench:
 
     def shape(self, name: str) -> None:
         rate = f"{self.args.upload_mbit}mbit"
+        burst = self.args.burst or f"{max(64 * 1024, self.upload // 8 // 100)}b"
         run(
             [
                 "nsenter",
@@ -210,7 +237,7 @@ class Bench:
                 "rate",
                 rate,
                 "burst",
-                self.args.burst,
+                burst,
                 "latency",
                 "50ms",
             ]
@@ -299,6 +326,8 @@ class Bench:
 
     def start_rtorrent(self, name: str, data_dir: str) -> None:
         overrides = dict(self.args.rtorrent)
+        if name == ORIGIN:
+            overrides.update(dict(self.args.origin_rtorrent))
         overrides["rtorrent_data_dirs"] = [data_dir]
         overrides["rtorrent_extra_config"] = list(self.args.rtorrent_extra)
         rc = render_rtorrent_rc(overrides)
@@ -353,7 +382,8 @@ def method_bittorrent_rtorrent(bench: Bench, hosts: list[str], repetition: int) 
     parallel(bench.stop_rtorrent, idle)
     bench.start_tracker()
     parallel(lambda h: bench.start_rtorrent(*h), [(ORIGIN, ORIGIN_DIR)] + [(h, STAGING) for h in hosts])
-    bench.agent(ORIGIN, "seed", "--torrent", "/opt/bd/bench.torrent", "--directory", ORIGIN_DIR)
+    seed = ["--initial-seed"] if bench.args.origin_initial_seed else []
+    bench.agent(ORIGIN, "seed", "--torrent", "/opt/bd/bench.torrent", "--directory", ORIGIN_DIR, *seed)
     tx0 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
     # Every host loads the torrent at the same wall-clock moment (plus --stagger s per host).
     start_at = time.time() + 2.0 + 0.4 * len(hosts)
@@ -376,6 +406,12 @@ def method_bittorrent_rtorrent(bench: Bench, hosts: list[str], repetition: int) 
             str(start_at + i * bench.args.stagger),
         ]
         procs[host] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    probes = []
+    if bench.args.probe:
+        # The first host's view of its peers, twice mid-transfer: who is interested, who is choked.
+        for at in (0.3, 0.6):
+            time.sleep(max(0.0, start_at + at * bench.bound * len(hosts) ** 0.5 - time.time()))
+            probes.append(bench.agent(hosts[0], "peers", "--torrent", "/opt/bd/bench.torrent"))
     seconds, late = {}, []
     for host, proc in procs.items():
         out, err = proc.communicate(timeout=1800)
@@ -387,6 +423,10 @@ def method_bittorrent_rtorrent(bench: Bench, hosts: list[str], repetition: int) 
         seconds[host] = result["verified"] - start_at
     tx1 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
     notes = {"late_starters": late, "piece_bytes": bench.piece_length}
+    if bench.args.probe:
+        # Who sent what to whom: every host's per-peer totals once all are done.
+        notes["probe_mid"] = probes
+        notes["probe_end"] = {h: bench.agent(h, "peers", "--torrent", "/opt/bd/bench.torrent") for h in hosts}
     return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, notes)
 
 
@@ -413,8 +453,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--file-mib", type=int, default=128)
-    parser.add_argument("--upload-mbit", type=int, default=100)
-    parser.add_argument("--burst", default="64kb")
+    parser.add_argument("--upload-mbit", type=int, default=200)
+    parser.add_argument("--burst", default="", help="tbf burst (default: 10 ms of U, at least 64 KiB)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--sequential-repeat",
@@ -431,7 +471,20 @@ def main() -> int:
         help="override an rtorrent role variable, e.g. rtorrent_max_uploads=8",
     )
     parser.add_argument("--rtorrent-extra", action="append", default=[], help="an extra rtorrent.rc line")
+    parser.add_argument(
+        "--origin-rtorrent",
+        type=parse_override,
+        action="append",
+        default=[],
+        help="override an rtorrent role variable on the origin only",
+    )
+    parser.add_argument(
+        "--origin-initial-seed",
+        action="store_true",
+        help="the origin seeds in rtorrent's initial_seed (super-seeding) mode",
+    )
     parser.add_argument("--stagger", type=float, default=0.0, help="seconds between the hosts' starts")
+    parser.add_argument("--probe", action="store_true", help="record peer states (swarm analysis)")
     parser.add_argument("--tag", default="", help="suffix of the result files (tuning runs)")
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     parser.add_argument("--no-plot", action="store_true")
@@ -512,6 +565,8 @@ def write_results(bench: Bench, rows: list, runs: list, args, elapsed: float) ->
     detail = {
         "settings": {
             "rtorrent": dict(args.rtorrent),
+            "origin_rtorrent": dict(args.origin_rtorrent),
+            "origin_initial_seed": args.origin_initial_seed,
             "rtorrent_extra": args.rtorrent_extra,
             "piece_bytes": bench.piece_length,
             "stagger": args.stagger,

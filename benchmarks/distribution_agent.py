@@ -91,7 +91,11 @@ def cmd_http(args) -> dict:
 def cmd_seed(args) -> dict:
     data = read_bytes(args.torrent)
     eng = engine(args)
-    info_hash = eng.add(data, args.directory)
+    info_hash = eng.add(data, args.directory, start=not args.initial_seed)
+    if args.initial_seed:
+        # rtorrent's super-seeding: offer each peer pieces nobody else has been offered yet.
+        eng.call("d.connection_seed.set", info_hash.upper(), "initial_seed")
+        eng.ensure_seeding(info_hash)
     status = eng.wait_complete(info_hash, timeout=args.timeout, poll_interval=0.1)
     return {"ok": bool(status.complete), "info_hash": info_hash}
 
@@ -104,10 +108,38 @@ def cmd_uploaded(args) -> dict:
     return {"uploaded": status.uploaded_bytes if status else None}
 
 
+def cmd_peers(args) -> dict:
+    """Chunks held and every connected peer's state (rtorrent only: the swarm analysis)."""
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import parse_torrent
+
+    info = parse_torrent(read_bytes(args.torrent))
+    eng = engine(args)
+    target = info.info_hash.upper()
+    fields = ("address", "incoming", "snubbed", "percent", "up_rate", "down_rate", "up_total", "down_total")
+    commands = (
+        "p.address=",
+        "p.is_incoming=",
+        "p.is_snubbed=",
+        "p.completed_percent=",
+        "p.up_rate=",
+        "p.down_rate=",
+        "p.up_total=",
+        "p.down_total=",
+    )
+    rows = eng.call("p.multicall", target, "", *commands)
+    return {
+        "time": time.time(),
+        "chunks": eng.call("d.completed_chunks", target),
+        "unchoked_uploads": eng.call("throttle.unchoked_uploads"),
+        "unchoked_downloads": eng.call("throttle.unchoked_downloads"),
+        "peers": [dict(zip(fields, row, strict=True)) for row in rows],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("torrent", "seed", "uploaded"):
+    for name in ("torrent", "seed", "uploaded", "peers"):
         p = sub.add_parser(name)
         p.add_argument("--engine", default="rtorrent")
         p.add_argument("--socket", default="")
@@ -116,12 +148,15 @@ def main() -> int:
         p.add_argument("--sha256", default="")
         p.add_argument("--start-at", type=float, default=0.0)
         p.add_argument("--timeout", type=float, default=900.0)
+        p.add_argument("--initial-seed", action="store_true")
     p = sub.add_parser("http")
     p.add_argument("--url", required=True)
     p.add_argument("--dest", required=True)
     p.add_argument("--sha256", required=True)
     args = parser.parse_args()
-    result = {"torrent": cmd_torrent, "seed": cmd_seed, "uploaded": cmd_uploaded, "http": cmd_http}[args.command](args)
+    result = {"torrent": cmd_torrent, "seed": cmd_seed, "uploaded": cmd_uploaded, "http": cmd_http, "peers": cmd_peers}[
+        args.command
+    ](args)
     print(json.dumps(result))
     return 0 if result.get("ok", True) else 1
 
