@@ -17,12 +17,13 @@ DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman ru
                    qemu-utils qemu-system-x86 libvirt-daemon libvirt-clients chromium
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor attack integration \
-        molecule bench demo lab lab-down clean
+        molecule bench bench-distribution demo lab lab-down clean
 
 help:
 	@echo "make demo   - set up, start the lab, publish sample images, converge the fleet"
 	@echo "make test   - install what is needed and run every suite (what CI runs)"
 	@echo "make bench  - benchmarks (figures land in benchmarks/results/)"
+	@echo "make bench-distribution - image distribution to N=2..16 containers, every method (about 15 min)"
 	@echo "make lab / make lab-down - start / remove the Podman lab"
 
 setup: system-packages venv
@@ -74,6 +75,14 @@ molecule: setup
 
 bench: setup
 	python benchmarks/bench_index.py
+
+# One image to N = 2, 4, 8, 16 containers of the lab image (its own names and network, not the
+# lab's), every upload shaped with tc tbf; each method; table, JSON and PNG (docs/performance.md).
+# BENCH_ARGS="--publish" also copies the run to benchmarks/published/ (committed).
+bench-distribution: setup
+	lab/setup
+	lab/build-image
+	python benchmarks/bench_distribution.py $(BENCH_ARGS)
 
 # The Podman lab of hypervisor containers (docs/lab.md); idempotent, image build cached.
 lab: setup

@@ -54,6 +54,8 @@ ORIGIN_DIR = "/srv/bench"
 SOCKET = "/run/rtorrent/rpc.socket"
 CACHE = os.path.join(ROOT, ".cache", "bench")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+# Committed copies (benchmarks/results/ is ignored by git): --publish copies a run here.
+PUBLISHED = os.path.join(ROOT, "benchmarks", "published")
 
 
 def host_name(i: int) -> str:
@@ -486,11 +488,16 @@ def main() -> int:
     parser.add_argument("--stagger", type=float, default=0.0, help="seconds between the hosts' starts")
     parser.add_argument("--probe", action="store_true", help="record peer states (swarm analysis)")
     parser.add_argument("--tag", default="", help="suffix of the result files (tuning runs)")
+    parser.add_argument("--publish", action="store_true", help="also copy the results to benchmarks/published/")
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--down", action="store_true", help="only remove the benchmark's containers and network")
     args = parser.parse_args()
 
     bench = Bench(args)
+    if args.down:
+        bench.down()
+        return 0
     started = time.time()
     rows, runs = [], []
     try:
@@ -595,6 +602,12 @@ def write_results(bench: Bench, rows: list, runs: list, args, elapsed: float) ->
     if not args.no_plot:
         plot(doc, base + ".png")
         print(f"wrote {base}.png")
+    if args.publish:
+        os.makedirs(PUBLISHED, exist_ok=True)
+        for suffix in (".json", "-runs.json", ".png"):
+            if os.path.exists(base + suffix):
+                run(["cp", base + suffix, PUBLISHED])
+        print(f"copied to {PUBLISHED}")
 
 
 def plot(doc: dict, path: str) -> None:
