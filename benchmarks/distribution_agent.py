@@ -91,13 +91,27 @@ def cmd_http(args) -> dict:
 def cmd_seed(args) -> dict:
     data = read_bytes(args.torrent)
     eng = engine(args)
-    info_hash = eng.add(data, args.directory, start=not args.initial_seed)
     if args.initial_seed:
-        # rtorrent's super-seeding: offer each peer pieces nobody else has been offered yet.
-        eng.call("d.connection_seed.set", info_hash.upper(), "initial_seed")
-        eng.ensure_seeding(info_hash)
+        # rtorrent's super-seeding: offer each peer pieces nobody else has been offered yet. rtorrent
+        # 0.9.8 has no d.connection_seed.set over XML-RPC; it is set as a command on load.
+        import xmlrpc.client
+
+        from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_rtorrent import directory_command
+        from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import parse_torrent
+
+        info_hash = parse_torrent(data).info_hash
+        eng.call(
+            "load.raw_start_verbose",
+            "",
+            xmlrpc.client.Binary(data),
+            directory_command(args.directory),
+            "d.connection_seed.set=initial_seed",
+        )
+    else:
+        info_hash = eng.add(data, args.directory)
     status = eng.wait_complete(info_hash, timeout=args.timeout, poll_interval=0.1)
-    return {"ok": bool(status.complete), "info_hash": info_hash}
+    mode = eng.call("d.connection_seed", info_hash.upper())
+    return {"ok": bool(status.complete) and (mode == "initial_seed" or not args.initial_seed), "mode": mode}
 
 
 def cmd_uploaded(args) -> dict:
