@@ -18,13 +18,14 @@ DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman ru
                    openssh-server openssh-client
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor attack integration \
-        molecule test-faults molecule-faults-ci bench demo lab lab-down clean artifact
+        molecule test-faults molecule-faults-ci bench bench-distribution demo lab lab-down clean artifact
 
 help:
 	@echo "make demo   - set up, start the lab, publish sample images, converge the fleet"
 	@echo "make test   - install what is needed and run every suite (what CI runs)"
 	@echo "make bench  - benchmarks (figures land in benchmarks/results/)"
 	@echo "make test-faults - the fault suite (molecule scenario faults, docs/faults.md)"
+	@echo "make bench-distribution - image distribution to N=2..16 containers, every method (about 15 min)"
 	@echo "make lab / make lab-down - start / remove the Podman lab"
 	@echo "make artifact - the hypervisor artifact dist/vmcloud-hypervisor-<version>.pyz"
 
@@ -95,6 +96,14 @@ molecule-faults-ci: setup
 
 bench: setup
 	python benchmarks/bench_index.py
+
+# One image to N = 2, 4, 8, 16 containers of the lab image (its own names and network, not the
+# lab's), every upload shaped with tc tbf; each method; table, JSON and PNG (docs/performance.md).
+# BENCH_ARGS="--publish" also copies the run to benchmarks/published/ (committed).
+bench-distribution: setup
+	lab/setup
+	lab/build-image
+	python benchmarks/bench_distribution.py $(BENCH_ARGS)
 
 # The Podman lab of hypervisor containers (docs/lab.md); idempotent, image build cached.
 lab: setup

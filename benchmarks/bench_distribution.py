@@ -1,0 +1,641 @@
+"""Distribution benchmark: one image of F bytes to N hypervisors, every upload shaped to U.
+
+`make bench-distribution` (not part of `make test`). Starts its own Podman containers from the
+lab image (`bd-origin` and `bd-hv01`.., network `vmcloud-bench`, 10.89.210.0/24; never the lab's
+or molecule's), shapes every container's upload (the origin's included) with
+`nsenter -t PID -n tc qdisc replace dev eth0 root tbf ...`, and distributes the image by each
+method. A host's time is from the moment the hosts are told until it holds the image with its
+SHA-256 checked. T* = F/U is the physical bound (one copy through one shaped upload).
+
+A method is a plugin: a function `(bench, hosts, repetition) -> MethodRun` registered in METHODS
+with the engine it uses. Results (median of the repetitions) go to
+benchmarks/results/distribution-<date>.json (the schema of issue 8), every repetition's
+per-host figures to distribution-<date>-runs.json, and a PNG plot of time against N.
+
+rtorrent runs with the rtorrent role's own rtorrent.rc (roles/rtorrent/templates/rtorrent.rc.j2,
+rendered with the role's defaults; `--rtorrent VAR=VALUE` overrides a role variable), and the
+hosts drive it through the collection's engine interface (plugins/module_utils/_engine.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "collections")]
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent  # noqa: E402
+
+IMAGE = os.environ.get("VMCLOUD_LAB_IMAGE", "localhost/vmcloud-lab:bookworm")
+NETWORK = "vmcloud-bench"
+SUBNET = "10.89.210.0/24"
+GATEWAY = "10.89.210.1"
+ORIGIN = "bd-origin"
+ORIGIN_IP = "10.89.210.10"
+LABEL = "vmcloud.bench=1"
+TRACKER_PORT = 6969
+HTTP_PORT = 8000
+STAGING = "/var/lib/vmcloud/staging"
+ORIGIN_DIR = "/srv/bench"
+SOCKET = "/run/rtorrent/rpc.socket"
+CACHE = os.path.join(ROOT, ".cache", "bench")
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+# Committed copies (benchmarks/results/ is ignored by git): --publish copies a run here.
+PUBLISHED = os.path.join(ROOT, "benchmarks", "published")
+
+
+def host_name(i: int) -> str:
+    return f"bd-hv{i:02d}"
+
+
+def host_ip(i: int) -> str:
+    return f"10.89.210.{10 + i}"
+
+
+def run(cmd: list[str], check: bool = True, input: bytes | None = None) -> str:
+    proc = subprocess.run(cmd, input=input, capture_output=True, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
+    return proc.stdout.decode(errors="replace")
+
+
+def pexec(name: str, script: str, check: bool = True) -> str:
+    return run(["podman", "exec", name, "sh", "-c", script], check=check)
+
+
+def parallel(fn: Callable, items: list) -> list:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+@dataclasses.dataclass
+class MethodRun:
+    """One repetition of one method at one N."""
+
+    host_seconds: dict[str, float]  # host -> seconds from "told" to holding the verified image
+    origin_bytes: int
+    peer_bytes: dict[str, int]  # host -> bytes it sent (to other hosts) during the run
+    notes: dict = dataclasses.field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- rtorrent config
+
+
+def render_rtorrent_rc(overrides: dict) -> str:
+    """The rtorrent role's rtorrent.rc with its defaults, as the role would write it."""
+    import jinja2
+
+    role = os.path.join(ROOT, "roles", "rtorrent")
+    with open(os.path.join(role, "defaults", "main.yml")) as handle:
+        values = yaml.safe_load(handle)
+    with open(os.path.join(role, "vars", "main.yml")) as handle:
+        values.update({k: v for k, v in yaml.safe_load(handle).items() if "{{" not in str(v)})
+    values["_rtorrent_runtime_dir"] = os.path.dirname(SOCKET)
+    # The role's default is an expression over the inventory: the catalogue host (the origin).
+    values["rtorrent_dht_bootstrap"] = [f"{ORIGIN_IP}:{values['rtorrent_dht_port']}"]
+    values.update(overrides)
+    values["ansible_managed"] = "Rendered by benchmarks/bench_distribution.py from roles/rtorrent"
+    env = jinja2.Environment(  # noqa: S701 (rtorrent.rc, not HTML)
+        loader=jinja2.FileSystemLoader(os.path.join(role, "templates")), keep_trailing_newline=True
+    )
+    env.filters["comment"] = lambda text: "\n".join(f"# {line}" for line in str(text).splitlines()) + "\n#"
+    return env.get_template("rtorrent.rc.j2").render(**values)
+
+
+# ---------------------------------------------------------------------------- the testbed
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.file_bytes = args.file_mib << 20
+        self.upload = args.upload_mbit * 1_000_000
+        self.bound = self.file_bytes * 8 / self.upload
+        self.hosts_all = [host_name(i) for i in range(1, max(args.n) + 1)]
+        self.image_path = os.path.join(CACHE, f"image-{args.file_mib}mib.img")
+        self.torrent_path = ""
+        self.sha256 = ""
+        self.pids: dict[str, int] = {}
+
+    # containers ---------------------------------------------------------------
+    def up(self) -> None:
+        if subprocess.run(["podman", "network", "exists", NETWORK]).returncode != 0:
+            run(
+                [
+                    "podman",
+                    "network",
+                    "create",
+                    "--internal",
+                    "--subnet",
+                    SUBNET,
+                    "--gateway",
+                    GATEWAY,
+                    "--label",
+                    LABEL,
+                    NETWORK,
+                ]
+            )
+        wanted = [(ORIGIN, ORIGIN_IP)] + [(host_name(i), host_ip(i)) for i in range(1, len(self.hosts_all) + 1)]
+        self.ensure_inotify(len(wanted))
+        existing = set(run(["podman", "ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}"]).split())
+        for name, ip in wanted:
+            if name in existing:
+                run(["podman", "start", name])
+                continue
+            run(
+                [
+                    "podman",
+                    "run",
+                    "-d",
+                    "--name",
+                    name,
+                    "--hostname",
+                    name,
+                    "--network",
+                    NETWORK,
+                    "--ip",
+                    ip,
+                    "--systemd=always",
+                    "--label",
+                    LABEL,
+                    IMAGE,
+                    "/sbin/init",
+                ]
+            )
+        names = [name for name, _ in wanted]
+        parallel(self.wait_booted, names)
+        for name in names:
+            self.pids[name] = int(run(["podman", "inspect", "-f", "{{.State.Pid}}", name]).strip())
+        self.install_agent(names)
+        for name in names:
+            self.shape(name)
+        log(
+            f"testbed up: {ORIGIN} + {len(self.hosts_all)} hosts, every upload shaped to {self.args.upload_mbit} Mbit/s"
+        )
+
+    @staticmethod
+    def ensure_inotify(containers: int) -> None:
+        """Each container's systemd holds about 8 inotify instances, all counted against root.
+
+        With the kernel's default of 128 a few dozen containers on the machine leave the next ones
+        hanging in boot ("initializing", .path units failed); the limit is raised when short.
+        """
+        path = "/proc/sys/fs/inotify/max_user_instances"
+        with open(path) as handle:
+            limit = int(handle.read())
+        used = int(run(["sh", "-c", "find /proc/[0-9]*/fd -lname 'anon_inode:inotify' 2>/dev/null | wc -l"]).strip())
+        needed = used + 10 * containers
+        if needed > limit:
+            with open(path, "w") as handle:
+                handle.write(str(needed))
+            log(f"raised {path} from {limit} to {needed} ({used} in use, {containers} containers to start)")
+
+    def wait_booted(self, name: str) -> None:
+        state = ""
+        for _ in range(120):
+            state = pexec(name, "timeout 5 systemctl is-system-running --wait 2>/dev/null; true").strip()
+            if state in ("running", "degraded"):
+                return
+        raise RuntimeError(f"{name}: systemd says {state!r} after boot, not running")
+
+    def down(self) -> None:
+        ids = run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}"]).split()
+        if ids:
+            run(["podman", "rm", "-f", "-t", "0", *ids])
+        if subprocess.run(["podman", "network", "exists", NETWORK]).returncode == 0:
+            run(["podman", "network", "rm", NETWORK])
+        log("testbed removed")
+
+    def shape(self, name: str) -> None:
+        rate = f"{self.args.upload_mbit}mbit"
+        burst = self.args.burst or f"{max(64 * 1024, self.upload // 8 // 100)}b"
+        run(
+            [
+                "nsenter",
+                "-t",
+                str(self.pids[name]),
+                "-n",
+                "tc",
+                "qdisc",
+                "replace",
+                "dev",
+                "eth0",
+                "root",
+                "tbf",
+                "rate",
+                rate,
+                "burst",
+                burst,
+                "latency",
+                "50ms",
+            ]
+        )
+
+    def install_agent(self, names: list[str]) -> None:
+        tree = os.path.join(CACHE, "opt-bd")
+        mu = os.path.join(tree, "ansible_collections", "vmcloud", "fleet", "plugins", "module_utils")
+        run(["rm", "-rf", tree])
+        os.makedirs(mu)
+        for rel in (
+            "ansible_collections",
+            "ansible_collections/vmcloud",
+            "ansible_collections/vmcloud/fleet",
+            "ansible_collections/vmcloud/fleet/plugins",
+            "ansible_collections/vmcloud/fleet/plugins/module_utils",
+        ):
+            open(os.path.join(tree, rel, "__init__.py"), "w").close()
+        src = os.path.join(ROOT, "plugins", "module_utils")
+        for entry in os.listdir(src):
+            if entry.endswith(".py"):
+                run(["cp", os.path.join(src, entry), mu])
+        run(["cp", os.path.join(ROOT, "benchmarks", "distribution_agent.py"), tree])
+
+        def copy(name):
+            pexec(name, "rm -rf /opt/bd")
+            run(["podman", "cp", tree, f"{name}:/opt/bd"])
+
+        parallel(copy, names)
+
+    def tx_bytes(self, name: str) -> int:
+        return int(pexec(name, "cat /sys/class/net/eth0/statistics/tx_bytes").strip())
+
+    # the image ------------------------------------------------------------------
+    def make_image(self) -> None:
+        os.makedirs(CACHE, exist_ok=True)
+        if not os.path.exists(self.image_path) or os.path.getsize(self.image_path) != self.file_bytes:
+            with open(self.image_path + ".part", "wb") as out:
+                for _ in range(self.args.file_mib):
+                    out.write(os.urandom(1 << 20))
+            os.rename(self.image_path + ".part", self.image_path)
+        piece = self.args.piece_kib * 1024 if self.args.piece_kib else None
+        created = create_torrent(
+            self.image_path,
+            announce=[f"http://{ORIGIN_IP}:{TRACKER_PORT}/announce"],
+            piece_length=piece,
+            name="bench.img",
+        )
+        self.sha256 = created.content_sha256
+        self.info_hash = created.info.info_hash
+        self.piece_length = created.info.piece_length
+        self.torrent_path = os.path.join(CACHE, "bench.torrent")
+        with open(self.torrent_path, "wb") as out:
+            out.write(created.data)
+        pexec(ORIGIN, f"mkdir -p {ORIGIN_DIR}")
+        have = pexec(ORIGIN, f"sha256sum {ORIGIN_DIR}/bench.img 2>/dev/null | cut -d' ' -f1", check=False).strip()
+        if have != self.sha256:
+            run(["podman", "cp", self.image_path, f"{ORIGIN}:{ORIGIN_DIR}/bench.img"])
+        for name in [ORIGIN, *self.hosts_all]:
+            run(["podman", "cp", self.torrent_path, f"{name}:/opt/bd/bench.torrent"])
+        log(f"image: {self.file_bytes} bytes, piece {self.piece_length // 1024} KiB, T* = {self.bound:.2f} s")
+
+    # services on the origin -----------------------------------------------------
+    def restart_unit(self, name: str, unit: str, command: str) -> None:
+        pexec(
+            name,
+            f"systemctl stop {unit} >/dev/null 2>&1; systemctl reset-failed {unit} >/dev/null 2>&1; "
+            f"systemd-run --unit {unit} --quiet {command}",
+        )
+
+    def start_tracker(self) -> None:
+        pexec(ORIGIN, f"mkdir -p /etc/bd && echo {self.info_hash} > /etc/bd/whitelist")
+        self.restart_unit(
+            ORIGIN, "bd-tracker", f"/usr/bin/opentracker -p {TRACKER_PORT} -P {TRACKER_PORT} -w /etc/bd/whitelist"
+        )
+
+    def start_http(self) -> None:
+        self.restart_unit(ORIGIN, "bd-http", f"/usr/bin/python3 -m http.server {HTTP_PORT} --directory {ORIGIN_DIR}")
+
+    def stop_rtorrent(self, name: str) -> None:
+        pexec(
+            name,
+            "systemctl stop bd-rtorrent >/dev/null 2>&1; systemctl reset-failed bd-rtorrent >/dev/null 2>&1;"
+            f" rm -rf /var/lib/rtorrent/session {STAGING}/*; true",
+        )
+
+    def start_rtorrent(self, name: str, data_dir: str) -> None:
+        overrides = dict(self.args.rtorrent)
+        if name == ORIGIN:
+            overrides.update(dict(self.args.origin_rtorrent))
+        overrides["rtorrent_data_dirs"] = [data_dir]
+        overrides["rtorrent_extra_config"] = list(self.args.rtorrent_extra)
+        rc = render_rtorrent_rc(overrides)
+        run(
+            ["podman", "exec", "-i", name, "sh", "-c", "mkdir -p /etc/rtorrent && cat > /etc/rtorrent/rtorrent.rc"],
+            input=rc.encode(),
+        )
+        self.stop_rtorrent(name)
+        pexec(name, f"mkdir -p /var/lib/rtorrent/session /var/log/rtorrent /run/rtorrent {data_dir}")
+        self.restart_unit(name, "bd-rtorrent", "/usr/bin/rtorrent -n -o import=/etc/rtorrent/rtorrent.rc")
+        pexec(name, f"for i in $(seq 100); do [ -S {SOCKET} ] && exit 0; sleep 0.1; done; exit 1")
+
+    def agent(self, name: str, *argv: str) -> dict:
+        out = run(["podman", "exec", name, "python3", "/opt/bd/distribution_agent.py", *argv])
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------- methods
+
+
+def method_sequential(bench: Bench, hosts: list[str], repetition: int) -> MethodRun:
+    """The baseline: an HTTP copy from the origin to each host, one after another."""
+    bench.start_http()
+    parallel(lambda h: pexec(h, f"mkdir -p {STAGING}; rm -f {STAGING}/*"), hosts)
+    tx0 = bench.tx_bytes(ORIGIN)
+    t0 = time.time()
+    seconds = {}
+    for host in hosts:
+        result = bench.agent(
+            host,
+            "http",
+            "--url",
+            f"http://{ORIGIN_IP}:{HTTP_PORT}/bench.img",
+            "--dest",
+            f"{STAGING}/bench.img",
+            "--sha256",
+            bench.sha256,
+        )
+        if not result["ok"]:
+            raise RuntimeError(f"{host}: sha256 mismatch")
+        seconds[host] = result["verified"] - t0
+    return MethodRun(seconds, bench.tx_bytes(ORIGIN) - tx0, {h: 0 for h in hosts})
+
+
+def method_bittorrent_rtorrent(bench: Bench, hosts: list[str], repetition: int) -> MethodRun:
+    """rtorrent everywhere: the origin seeds, opentracker tracks, every host's rtorrent downloads."""
+    idle = [h for h in bench.hosts_all if h not in hosts]
+    parallel(bench.stop_rtorrent, idle)
+    bench.start_tracker()
+    parallel(lambda h: bench.start_rtorrent(*h), [(ORIGIN, ORIGIN_DIR)] + [(h, STAGING) for h in hosts])
+    seed = ["--initial-seed"] if bench.args.origin_initial_seed else []
+    bench.agent(ORIGIN, "seed", "--torrent", "/opt/bd/bench.torrent", "--directory", ORIGIN_DIR, *seed)
+    tx0 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+    # Every host loads the torrent at the same wall-clock moment (plus --stagger s per host).
+    start_at = time.time() + 2.0 + 0.4 * len(hosts)
+    procs = {}
+    for i, host in enumerate(hosts):
+        argv = [
+            "podman",
+            "exec",
+            host,
+            "python3",
+            "/opt/bd/distribution_agent.py",
+            "torrent",
+            "--torrent",
+            "/opt/bd/bench.torrent",
+            "--directory",
+            STAGING,
+            "--sha256",
+            bench.sha256,
+            "--start-at",
+            str(start_at + i * bench.args.stagger),
+        ]
+        procs[host] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    probes = []
+    if bench.args.probe:
+        # The first host's view of its peers, twice mid-transfer: who is interested, who is choked.
+        for at in (0.3, 0.6):
+            time.sleep(max(0.0, start_at + at * bench.bound * len(hosts) ** 0.5 - time.time()))
+            probes.append(bench.agent(hosts[0], "peers", "--torrent", "/opt/bd/bench.torrent"))
+    seconds, late = {}, []
+    for host, proc in procs.items():
+        out, err = proc.communicate(timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{host}: agent failed: {err.decode(errors='replace')} {out.decode(errors='replace')}")
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        if result["ready"] > start_at:
+            late.append(host)
+        seconds[host] = result["verified"] - start_at
+    tx1 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+    notes = {"late_starters": late, "piece_bytes": bench.piece_length}
+    if bench.args.probe:
+        # Who sent what to whom: every host's per-peer totals once all are done.
+        notes["probe_mid"] = probes
+        notes["probe_end"] = {h: bench.agent(h, "peers", "--torrent", "/opt/bd/bench.torrent") for h in hosts}
+    return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, notes)
+
+
+# name -> (method, engine, function). Other methods (http, scp_wave, scp_tsunami, libtorrent)
+# register here.
+METHODS: dict[str, tuple[str, str, Callable[[Bench, list[str], int], MethodRun]]] = {
+    "sequential": ("sequential", "none", method_sequential),
+    "bittorrent": ("bittorrent", "rtorrent", method_bittorrent_rtorrent),
+}
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    if not key.startswith("rtorrent_") or not _:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected rtorrent_VAR=VALUE")
+    return key, yaml.safe_load(value)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--file-mib", type=int, default=128)
+    parser.add_argument("--upload-mbit", type=int, default=200)
+    parser.add_argument("--burst", default="", help="tbf burst (default: 10 ms of U, at least 64 KiB)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--sequential-repeat",
+        type=int,
+        default=1,
+        help="repetitions of the sequential baseline (deterministic: one shaped link at a time)",
+    )
+    parser.add_argument("--piece-kib", type=int, default=0, help="torrent piece size (default: mktorrent's choice)")
+    parser.add_argument(
+        "--rtorrent",
+        type=parse_override,
+        action="append",
+        default=[],
+        help="override an rtorrent role variable, e.g. rtorrent_max_uploads=8",
+    )
+    parser.add_argument("--rtorrent-extra", action="append", default=[], help="an extra rtorrent.rc line")
+    parser.add_argument(
+        "--origin-rtorrent",
+        type=parse_override,
+        action="append",
+        default=[],
+        help="override an rtorrent role variable on the origin only",
+    )
+    parser.add_argument(
+        "--origin-initial-seed",
+        action="store_true",
+        help="the origin seeds in rtorrent's initial_seed (super-seeding) mode",
+    )
+    parser.add_argument("--stagger", type=float, default=0.0, help="seconds between the hosts' starts")
+    parser.add_argument("--probe", action="store_true", help="record peer states (swarm analysis)")
+    parser.add_argument("--tag", default="", help="suffix of the result files (tuning runs)")
+    parser.add_argument("--publish", action="store_true", help="also copy the results to benchmarks/published/")
+    parser.add_argument("--keep", action="store_true", help="leave the containers running")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--down", action="store_true", help="only remove the benchmark's containers and network")
+    args = parser.parse_args()
+
+    bench = Bench(args)
+    if args.down:
+        bench.down()
+        return 0
+    started = time.time()
+    rows, runs = [], []
+    try:
+        bench.up()
+        bench.make_image()
+        for key in args.methods:
+            method, engine, fn = METHODS[key]
+            repeat = args.sequential_repeat if key == "sequential" else args.repeat
+            for n in sorted(args.n):
+                hosts = bench.hosts_all[:n]
+                reps = []
+                for r in range(repeat):
+                    result = fn(bench, hosts, r)
+                    last = max(result.host_seconds.values())
+                    reps.append(result)
+                    runs.append(
+                        {
+                            "method": method,
+                            "engine": engine,
+                            "n": n,
+                            "repetition": r,
+                            "seconds": round(last, 3),
+                            "ratio_to_bound": round(last / bench.bound, 3),
+                            "origin_bytes": result.origin_bytes,
+                            "host_seconds": {h: round(s, 3) for h, s in result.host_seconds.items()},
+                            "peer_bytes": result.peer_bytes,
+                            **result.notes,
+                        }
+                    )
+                    log(
+                        f"{method}/{engine} N={n} rep {r + 1}/{repeat}: {last:.1f} s = "
+                        f"{last / bench.bound:.2f} x T*, origin sent "
+                        f"{result.origin_bytes / bench.file_bytes:.2f} copies"
+                    )
+                lasts = [max(x.host_seconds.values()) for x in reps]
+                median = statistics.median(lasts)
+                rows.append(
+                    {
+                        "method": method,
+                        "engine": engine,
+                        "n": n,
+                        "seconds": round(median, 3),
+                        "end_to_end_seconds": None,
+                        "bound_seconds": round(bench.bound, 3),
+                        "ratio_to_bound": round(median / bench.bound, 3),
+                        "origin_bytes": int(statistics.median([x.origin_bytes for x in reps])),
+                    }
+                )
+    finally:
+        if not args.keep:
+            bench.down()
+    write_results(bench, rows, runs, args, time.time() - started)
+    return 0
+
+
+def machine() -> str:
+    load = os.getloadavg()
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"load average {load[0]:.1f} at the end"
+    )
+
+
+def write_results(bench: Bench, rows: list, runs: list, args, elapsed: float) -> None:
+    os.makedirs(RESULTS, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    base = os.path.join(RESULTS, f"distribution-{stamp}{('-' + args.tag) if args.tag else ''}")
+    doc = {"machine": machine(), "file_bytes": bench.file_bytes, "upload_bits_per_s": bench.upload, "rows": rows}
+    with open(base + ".json", "w") as out:
+        json.dump(doc, out, indent=2)
+        out.write("\n")
+    detail = {
+        "settings": {
+            "rtorrent": dict(args.rtorrent),
+            "origin_rtorrent": dict(args.origin_rtorrent),
+            "origin_initial_seed": args.origin_initial_seed,
+            "rtorrent_extra": args.rtorrent_extra,
+            "piece_bytes": bench.piece_length,
+            "stagger": args.stagger,
+            "burst": args.burst,
+            "repeat": args.repeat,
+            "sequential_repeat": args.sequential_repeat,
+        },
+        "elapsed_seconds": round(elapsed, 1),
+        "runs": runs,
+    }
+    with open(base + "-runs.json", "w") as out:
+        json.dump(detail, out, indent=2)
+        out.write("\n")
+    print()
+    print(
+        f"F = {bench.file_bytes} bytes, U = {args.upload_mbit} Mbit/s, T* = F/U = {bench.bound:.2f} s "
+        f"(run took {elapsed / 60:.1f} min; {machine()})"
+    )
+    print(f"{'method':<12} {'engine':<10} {'N':>3} {'seconds':>9} {'x T*':>6} {'origin bytes':>14} {'copies':>7}")
+    for row in rows:
+        print(
+            f"{row['method']:<12} {row['engine']:<10} {row['n']:>3} {row['seconds']:>9.1f} "
+            f"{row['ratio_to_bound']:>6.2f} {row['origin_bytes']:>14} {row['origin_bytes'] / bench.file_bytes:>7.2f}"
+        )
+    print(f"wrote {base}.json and {base}-runs.json")
+    if not args.no_plot:
+        plot(doc, base + ".png")
+        print(f"wrote {base}.png")
+    if args.publish:
+        os.makedirs(PUBLISHED, exist_ok=True)
+        for suffix in (".json", "-runs.json", ".png"):
+            if os.path.exists(base + suffix):
+                run(["cp", base + suffix, PUBLISHED])
+        print(f"copied to {PUBLISHED}")
+
+
+def plot(doc: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bound = doc["file_bytes"] * 8 / doc["upload_bits_per_s"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series: dict[str, list] = {}
+    for row in doc["rows"]:
+        series.setdefault(f"{row['method']} ({row['engine']})", []).append((row["n"], row["seconds"]))
+    ns = sorted({row["n"] for row in doc["rows"]})
+    for label, points in series.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    ax.plot(ns, [bound] * len(ns), "k--", label="T* = F/U (bound)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("hypervisors N")
+    ax.set_ylabel("seconds until the last host holds the verified image")
+    ax.set_title(f"{doc['file_bytes'] >> 20} MiB to N hosts, every upload {doc['upload_bits_per_s'] / 1e6:g} Mbit/s")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

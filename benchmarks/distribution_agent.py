@@ -1,0 +1,179 @@
+"""Runs inside one benchmark host (a lab container): fetch the image one way, verify it, report when.
+
+Copied into each container by benchmarks/bench_distribution.py together with the collection's
+module_utils (so the BitTorrent methods drive the engine through the collection's own engine
+interface, ``_engine.engine_for``). Runs on the host's Python (Debian bookworm, 3.11) with only
+what bookworm ships. Prints one JSON line: wall-clock times (the containers share the host's clock).
+
+  distribution_agent.py torrent --engine rtorrent --torrent T --directory D --sha256 X --start-at EPOCH
+  distribution_agent.py http --url URL --dest PATH --sha256 X
+  distribution_agent.py seed --engine rtorrent --torrent T --directory D
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, "/opt/bd")
+
+CHUNK = 1 << 20
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def engine(args):
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import engine_for
+
+    options = {"socket": args.socket} if args.socket else {}
+    return engine_for(args.engine, **options)
+
+
+def cmd_torrent(args) -> dict:
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import parse_torrent
+
+    data = read_bytes(args.torrent)
+    info = parse_torrent(data)
+    eng = engine(args)
+    ready = time.time()
+    if args.start_at:
+        time.sleep(max(0.0, args.start_at - time.time()))
+    started = time.time()
+    info_hash = eng.add(data, args.directory)
+    status = eng.wait_complete(info_hash, timeout=args.timeout, poll_interval=0.1)
+    complete = time.time()
+    path = os.path.join(args.directory, info.name)
+    actual = sha256_of(path)
+    verified = time.time()
+    return {
+        "ready": ready,
+        "started": started,
+        "complete": complete,
+        "verified": verified,
+        "ok": actual == args.sha256,
+        "uploaded": status.uploaded_bytes,
+    }
+
+
+def cmd_http(args) -> dict:
+    started = time.time()
+    digest = hashlib.sha256()
+    part = args.dest + ".part"
+    # http only: the URL is the bench's own origin.
+    response = urllib.request.urlopen(args.url, timeout=60)  # noqa: S310
+    with response, open(part, "wb") as out:
+        while block := response.read(CHUNK):
+            out.write(block)
+            digest.update(block)
+        out.flush()
+        os.fsync(out.fileno())
+    os.rename(part, args.dest)
+    complete = time.time()
+    return {"started": started, "complete": complete, "verified": complete, "ok": digest.hexdigest() == args.sha256}
+
+
+def cmd_seed(args) -> dict:
+    data = read_bytes(args.torrent)
+    eng = engine(args)
+    if args.initial_seed:
+        # rtorrent's super-seeding: offer each peer pieces nobody else has been offered yet. rtorrent
+        # 0.9.8 has no d.connection_seed.set over XML-RPC; it is set as a command on load.
+        import xmlrpc.client
+
+        from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_rtorrent import directory_command
+        from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import parse_torrent
+
+        info_hash = parse_torrent(data).info_hash
+        eng.call(
+            "load.raw_start_verbose",
+            "",
+            xmlrpc.client.Binary(data),
+            directory_command(args.directory),
+            "d.connection_seed.set=initial_seed",
+        )
+    else:
+        info_hash = eng.add(data, args.directory)
+    status = eng.wait_complete(info_hash, timeout=args.timeout, poll_interval=0.1)
+    mode = eng.call("d.connection_seed", info_hash.upper())
+    return {"ok": bool(status.complete) and (mode == "initial_seed" or not args.initial_seed), "mode": mode}
+
+
+def cmd_uploaded(args) -> dict:
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import parse_torrent
+
+    info = parse_torrent(read_bytes(args.torrent))
+    status = engine(args).status(info.info_hash)
+    return {"uploaded": status.uploaded_bytes if status else None}
+
+
+def cmd_peers(args) -> dict:
+    """Chunks held and every connected peer's state (rtorrent only: the swarm analysis)."""
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import parse_torrent
+
+    info = parse_torrent(read_bytes(args.torrent))
+    eng = engine(args)
+    target = info.info_hash.upper()
+    fields = ("address", "incoming", "snubbed", "percent", "up_rate", "down_rate", "up_total", "down_total")
+    commands = (
+        "p.address=",
+        "p.is_incoming=",
+        "p.is_snubbed=",
+        "p.completed_percent=",
+        "p.up_rate=",
+        "p.down_rate=",
+        "p.up_total=",
+        "p.down_total=",
+    )
+    rows = eng.call("p.multicall", target, "", *commands)
+    return {
+        "time": time.time(),
+        "chunks": eng.call("d.completed_chunks", target),
+        "unchoked_uploads": eng.call("throttle.unchoked_uploads"),
+        "unchoked_downloads": eng.call("throttle.unchoked_downloads"),
+        "peers": [dict(zip(fields, row, strict=True)) for row in rows],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("torrent", "seed", "uploaded", "peers"):
+        p = sub.add_parser(name)
+        p.add_argument("--engine", default="rtorrent")
+        p.add_argument("--socket", default="")
+        p.add_argument("--torrent", required=True)
+        p.add_argument("--directory", default="/var/lib/vmcloud/staging")
+        p.add_argument("--sha256", default="")
+        p.add_argument("--start-at", type=float, default=0.0)
+        p.add_argument("--timeout", type=float, default=900.0)
+        p.add_argument("--initial-seed", action="store_true")
+    p = sub.add_parser("http")
+    p.add_argument("--url", required=True)
+    p.add_argument("--dest", required=True)
+    p.add_argument("--sha256", required=True)
+    args = parser.parse_args()
+    result = {"torrent": cmd_torrent, "seed": cmd_seed, "uploaded": cmd_uploaded, "http": cmd_http, "peers": cmd_peers}[
+        args.command
+    ](args)
+    print(json.dumps(result))
+    return 0 if result.get("ok", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
