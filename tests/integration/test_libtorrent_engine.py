@@ -1,0 +1,174 @@
+# Copyright: vmcloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The libtorrent engine against the real vmcloud seeder service on loopback.
+
+Seeders and leechers are each a seeder process (``_seeder``, Debian's python3-libtorrent) on its
+own 127.0.0.x address; the tracker is opentracker and the rtorrent peers are the conftest's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import DownloadTimeout
+from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError, VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent
+
+from .conftest import wait_until
+
+IMAGE_SIZE = 8 * 1024 * 1024
+PIECE = 256 * 1024
+WAIT = 60.0
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def diagnosis(info_hash: str, *daemons) -> str:
+    lines = []
+    for daemon in daemons:
+        try:
+            engine = daemon.engine()
+            lines += [f"{daemon.name} {daemon.address}", f"  status: {engine.status(info_hash)}"]
+            lines += [f"  peers: {engine.peers(info_hash)}"]
+        except Exception as exc:  # noqa: BLE001 - a diagnosis, not a check
+            lines.append(f"{daemon.name}: {exc}")
+        lines.append(daemon.log())
+    return "\n".join(lines)
+
+
+def write_image(directory: str, name: str = "lab-image.raw", size: int = IMAGE_SIZE) -> str:
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name)
+    with open(path, "wb") as handle:
+        handle.write(os.urandom(size))
+    return path
+
+
+def wait_done(engine, info_hash: str, *daemons):
+    try:
+        return engine.wait_complete(info_hash, timeout=WAIT, poll_interval=0.2)
+    except DownloadTimeout as exc:
+        pytest.fail(f"no complete download: {exc}\n{diagnosis(info_hash, *daemons)}")
+
+
+@pytest.fixture
+def origin(libtorrent_factory):
+    return libtorrent_factory("origin")
+
+
+@pytest.fixture
+def image(origin):
+    return write_image(os.path.join(origin.data, "images"))
+
+
+@pytest.fixture
+def torrent(image, tracker):
+    created = create_torrent(image, announce=[tracker.announce], piece_length=PIECE, creation_date=1_700_000_000)
+    tracker.allow(created.info.info_hash)
+    return created
+
+
+@pytest.fixture
+def seeding(origin, image, torrent):
+    engine = origin.engine()
+    info_hash = engine.add(torrent.data, os.path.dirname(image))
+    status = wait_done(engine, info_hash, origin)
+    assert status.state == "seeding"
+    return engine
+
+
+def test_seed_then_leech(origin, seeding, torrent, image, libtorrent_factory):
+    info_hash = torrent.info.info_hash
+    seeded = seeding.status(info_hash)
+    assert seeded.complete and seeded.completed_bytes == IMAGE_SIZE == seeded.size_bytes
+    assert seeded.name == "lab-image.raw" and seeded.base_path == image
+    assert seeded.uploaded_bytes == 0
+
+    leecher = libtorrent_factory("leecher")
+    staging = os.path.join(leecher.data, "staging", info_hash)
+    engine = leecher.engine()
+    assert engine.add(torrent.data, staging) == info_hash
+    done = wait_done(engine, info_hash, origin, leecher)
+    assert done.complete and done.state == "seeding"
+    assert done.completed_bytes == done.size_bytes == IMAGE_SIZE
+    assert done.directory == staging and done.base_path == os.path.join(staging, "lab-image.raw")
+    assert sha256_of(done.base_path) == torrent.content_sha256 == sha256_of(image)
+    wait_until(lambda: seeding.status(info_hash).uploaded_bytes >= IMAGE_SIZE, 20, "the origin's upload counter")
+    assert seeding.status(info_hash).ratio >= 0.99
+    assert [status.info_hash for status in engine.list()] == [info_hash]
+
+
+def test_remove_keeps_data_readd_is_idempotent_and_stop_start(origin, seeding, torrent, image):
+    info_hash = torrent.info.info_hash
+    directory = os.path.dirname(image)
+    assert seeding.add(torrent.data, directory) == info_hash  # already loaded: nothing changes
+    assert [status.info_hash for status in seeding.list()] == [info_hash]
+    with pytest.raises(EngineError) as excinfo:
+        seeding.add(torrent.data, os.path.join(origin.data, "elsewhere"))
+    assert excinfo.value.rule == "torrent-directory-conflict"
+
+    assert seeding.stop(info_hash) is True
+    assert seeding.status(info_hash).state == "stopped"
+    assert seeding.ensure_seeding(info_hash) is True
+    wait_until(lambda: seeding.status(info_hash).state == "seeding", WAIT, "seeding again")
+    assert seeding.ensure_seeding(info_hash) is False
+
+    assert seeding.remove(info_hash) is True
+    assert seeding.status(info_hash) is None and seeding.list() == []
+    assert seeding.remove(info_hash) is False
+    assert sha256_of(image) == torrent.content_sha256  # data untouched
+    assert not os.path.exists(os.path.join(origin.state_dir, info_hash + ".resume"))
+
+    assert seeding.add(torrent.data, directory) == info_hash
+    assert wait_done(seeding, info_hash, origin).state == "seeding"  # hash check found it complete
+    assert seeding.remove(info_hash, delete_data=True) is True
+    assert not os.path.exists(image)
+
+
+def test_errors_are_rules(origin, tracker, tmp_path):
+    engine = origin.engine()
+    with pytest.raises(VmcloudError) as excinfo:
+        engine.add(b"garbage", origin.data)
+    assert excinfo.value.rule == "torrent-malformed"
+    assert engine.status("0" * 40) is None
+    for call in (engine.ensure_seeding, engine.recheck):
+        with pytest.raises(EngineError) as excinfo:
+            call("0" * 40)
+        assert excinfo.value.rule == "torrent-not-loaded"
+    with pytest.raises(EngineError) as excinfo:
+        engine.call("format_disk")
+    assert excinfo.value.rule == "engine-method-unknown"
+    with pytest.raises(EngineError) as excinfo:
+        engine.call("status", info_hash="../../etc")
+    assert excinfo.value.rule == "engine-request-invalid"
+    orphan = tmp_path / "orphan.raw"
+    orphan.write_bytes(os.urandom(64 * 1024))
+    created = create_torrent(str(orphan), announce=[tracker.announce], creation_date=0)
+    with pytest.raises(EngineError) as excinfo:
+        engine.add(created.data, origin.data, web_seeds=["file:///etc/passwd"])
+    assert excinfo.value.rule == "engine-request-invalid"
+    assert engine.list() == []
+    # Nobody seeds this one: the wait ends with download-timeout, the torrent stays and downloads.
+    info_hash = engine.add(created.data, os.path.join(origin.data, "staging"))
+    with pytest.raises(DownloadTimeout) as excinfo:
+        engine.wait_complete(info_hash, timeout=1.5, poll_interval=0.2)
+    assert excinfo.value.status.completed_bytes == 0 and excinfo.value.status.size_bytes == 64 * 1024
+    assert engine.status(info_hash).state == "downloading"
+
+
+def test_unreachable_socket_is_a_rule(short_tmp):
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import engine_for
+
+    engine = engine_for("libtorrent", socket=os.path.join(short_tmp, "absent.socket"), timeout=2)
+    with pytest.raises(EngineError) as excinfo:
+        engine.list()
+    assert excinfo.value.rule == "engine-unreachable"
