@@ -9,7 +9,11 @@ own 127.0.0.x address; the tracker is opentracker and the rtorrent peers are the
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
+import re
+import shutil
+import threading
 
 import pytest
 
@@ -17,7 +21,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import Downl
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError, VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent
 
-from .conftest import wait_until
+from .conftest import LOOPBACK, free_port, wait_until
 
 IMAGE_SIZE = 8 * 1024 * 1024
 PIECE = 256 * 1024
@@ -172,3 +176,150 @@ def test_unreachable_socket_is_a_rule(short_tmp):
     with pytest.raises(EngineError) as excinfo:
         engine.list()
     assert excinfo.value.rule == "engine-unreachable"
+
+
+# --------------------------------------------------------------------------- with rtorrent
+
+
+@pytest.mark.parametrize("direction", ["libtorrent seeds, rtorrent downloads", "rtorrent seeds, libtorrent downloads"])
+def test_swarms_with_rtorrent(direction, libtorrent_factory, rtorrent_factory, tracker, short_tmp):
+    lt_host = libtorrent_factory("lthost")
+    rt_host = rtorrent_factory("rthost")
+    lt_seeds = direction.startswith("libtorrent")
+    seed_dir = os.path.join((lt_host if lt_seeds else rt_host).data, "images")
+    image = write_image(seed_dir)
+    created = create_torrent(image, announce=[tracker.announce], piece_length=PIECE, creation_date=1_700_000_000)
+    info_hash = created.info.info_hash
+    tracker.allow(info_hash)
+    seeder, leecher = (lt_host, rt_host) if lt_seeds else (rt_host, lt_host)
+    seed_engine, leech_engine = seeder.engine(), leecher.engine()
+    seed_engine.add(created.data, seed_dir)
+    wait_done(seed_engine, info_hash, lt_host)
+    staging = os.path.join(leecher.data, "staging", info_hash)
+    os.makedirs(os.path.dirname(staging), exist_ok=True)  # rtorrent creates one level only
+    leech_engine.add(created.data, staging)
+    try:
+        done = leech_engine.wait_complete(info_hash, timeout=WAIT, poll_interval=0.2)
+    except DownloadTimeout as exc:
+        pytest.fail(f"{direction}: {exc}\n{diagnosis(info_hash, lt_host)}\n{rt_host.log()}")
+    assert done.complete and done.completed_bytes == IMAGE_SIZE
+    assert sha256_of(os.path.join(staging, "lab-image.raw")) == created.content_sha256
+    # The bytes came from the other engine, over the wire.
+    wait_until(lambda: seed_engine.status(info_hash).uploaded_bytes >= IMAGE_SIZE, 20, "the seeder's upload counter")
+
+
+# --------------------------------------------------------------------------- web seeds (BEP 19)
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with single byte ranges (what a web seed needs; nginx does the same)."""
+
+    requests_seen: list = []
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        path = self.translate_path(self.path)
+        type(self).requests_seen.append((self.path, self.headers.get("Range")))
+        if not os.path.isfile(path):
+            self.send_error(404)
+            return
+        size = os.path.getsize(path)
+        first, last = 0, size - 1
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if match:
+            first = int(match.group(1))
+            last = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(last - first + 1))
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        with open(path, "rb") as handle:
+            handle.seek(first)
+            self.wfile.write(handle.read(last - first + 1))
+
+
+@pytest.fixture
+def web_server(short_tmp):
+    root = os.path.join(short_tmp, "www")
+    os.makedirs(os.path.join(root, "images"))
+    RangeHandler.requests_seen = []
+    handler = lambda *args, **kwargs: RangeHandler(*args, directory=root, **kwargs)  # noqa: E731
+    server = http.server.ThreadingHTTPServer((LOOPBACK, free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://{LOOPBACK}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_web_seed_only_download(libtorrent_factory, tracker, web_server, short_tmp):
+    """No peer has the image: the catalogue's HTTP copy (the entry's web_seeds) is the only source."""
+    root, base_url = web_server
+    image = write_image(os.path.join(root, "images"))
+    created = create_torrent(image, announce=[tracker.announce], piece_length=PIECE, creation_date=1_700_000_000)
+    info_hash = created.info.info_hash
+    tracker.allow(info_hash)
+    leecher = libtorrent_factory("webleech")
+    engine = leecher.engine()
+    staging = os.path.join(leecher.data, "staging", info_hash)
+    engine.add(created.data, staging, web_seeds=[f"{base_url}/images/lab-image.raw"])
+    done = wait_done(engine, info_hash, leecher)
+    assert done.complete and done.completed_bytes == IMAGE_SIZE
+    assert sha256_of(os.path.join(staging, "lab-image.raw")) == created.content_sha256
+    assert any(path == "/images/lab-image.raw" and ranges for path, ranges in RangeHandler.requests_seen)
+
+
+# --------------------------------------------------------------------------- restart with resume data
+
+
+def test_restart_readds_from_resume_data_and_rechecks(origin, seeding, torrent, image, libtorrent_factory):
+    info_hash = torrent.info.info_hash
+    leecher = libtorrent_factory("restarted")
+    engine = leecher.engine()
+    staging = os.path.join(leecher.data, "staging", info_hash)
+    engine.add(torrent.data, staging)
+    wait_done(engine, info_hash, origin, leecher)
+    resume = os.path.join(leecher.state_dir, info_hash + ".resume")
+    wait_until(lambda: os.path.exists(resume), 20, "the resume data")
+
+    # Restart with no peer to download from: everything on disk must be found by the re-check.
+    seeding.remove(info_hash)
+    leecher.stop()
+    leecher.start()
+    again = wait_done(engine, info_hash, leecher)
+    assert again.complete and again.state == "seeding" and again.directory == staging
+    assert sha256_of(again.base_path) == torrent.content_sha256
+
+    # A damaged piece is found by the re-check on start and not trusted from the resume data.
+    leecher.stop()
+    with open(again.base_path, "r+b") as handle:
+        handle.seek(PIECE * 3)
+        handle.write(b"\0" * 4096)
+    leecher.start()
+    wait_until(lambda: engine.status(info_hash).state != "checking", WAIT, "the re-check")
+    damaged = engine.status(info_hash)
+    assert not damaged.complete and damaged.completed_bytes == IMAGE_SIZE - PIECE
+    # With the origin back, only that piece comes again and the copy is whole.
+    seeding.add(torrent.data, os.path.dirname(image))
+    healed = wait_done(engine, info_hash, origin, leecher)
+    assert healed.complete and sha256_of(healed.base_path) == torrent.content_sha256
+
+
+def test_unusable_resume_data_is_left_alone(libtorrent_factory, short_tmp):
+    state = os.path.join(short_tmp, "bad", "state")
+    os.makedirs(state)
+    bad = os.path.join(state, "f" * 40 + ".resume")
+    with open(bad, "wb") as handle:
+        handle.write(b"not bencoded")
+    daemon = libtorrent_factory("bad")
+    assert daemon.engine().list() == []
+    with open(bad, "rb") as handle:
+        assert handle.read() == b"not bencoded"
+    shutil.rmtree(state)
