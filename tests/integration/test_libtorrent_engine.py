@@ -13,12 +13,16 @@ import http.server
 import os
 import re
 import shutil
+import socket
+import struct
 import threading
+import time
 
 import pytest
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import DownloadTimeout
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError, VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._framing import MAX_REQUEST_BYTES, read_frame
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent
 
 from .conftest import LOOPBACK, free_port, wait_until
@@ -167,6 +171,24 @@ def test_errors_are_rules(origin, tracker, tmp_path):
         engine.wait_complete(info_hash, timeout=1.5, poll_interval=0.2)
     assert excinfo.value.status.completed_bytes == 0 and excinfo.value.status.size_bytes == 64 * 1024
     assert engine.status(info_hash).state == "downloading"
+
+
+def raw_exchange(path: str, data: bytes) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(data)
+        return read_frame(sock, 1 << 20, time.monotonic() + 10)
+
+
+def test_seeder_refuses_bad_frames_and_keeps_serving(origin):
+    oversized = raw_exchange(origin.socket, struct.pack(">I", MAX_REQUEST_BYTES + 1))
+    assert oversized["error"]["rule"] == "engine-protocol" and "refused unread" in oversized["error"]["message"]
+    garbage = raw_exchange(origin.socket, struct.pack(">I", 5) + b"hello")
+    assert garbage["error"]["rule"] == "engine-protocol"
+    not_object = raw_exchange(origin.socket, struct.pack(">I", 2) + b"[]")
+    assert not_object["error"]["rule"] == "engine-protocol"
+    assert origin.engine().list() == []  # still serving
 
 
 def test_unreachable_socket_is_a_rule(short_tmp):
