@@ -124,9 +124,11 @@ def check_config(document: Any, where: str = "the seeder configuration") -> Dict
 
 
 def load_config(path: str) -> Dict[str, Any]:
+    """Read the JSON configuration; lines starting with ``#`` (the role's managed-file header) are skipped."""
     try:
         with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
+            text = "".join(line for line in handle if not line.lstrip().startswith("#"))
+        document = json.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist") from None
     except (ValueError, UnicodeDecodeError) as exc:
