@@ -221,12 +221,18 @@ class Seeder:
             try:
                 with open(path, "rb") as handle:
                     params = lt.read_resume_data(handle.read())
+                if self.config["recheck_on_start"]:
+                    # Forget which pieces the resume data says it has: libtorrent then hash-checks the
+                    # files as for a fresh add (reported "checking" from the start, never "seeding"
+                    # on a stale bitfield), keeping the save path, flags and counters.
+                    params.have_pieces = []
+                    params.verified_pieces = []
+                    params.unfinished_pieces = {}
+                    params.flags &= ~lt.torrent_flags.seed_mode
                 handle = self.session.add_torrent(params)
             except (RuntimeError, OSError) as exc:
                 LOG.error("resume data %s not usable, left as it is: %s", path, exc)
                 continue
-            if self.config["recheck_on_start"]:
-                handle.force_recheck()
             LOG.info("re-added %s from %s", self.hash_of(handle), path)
 
     def request_save(self, handle: Any) -> None:
@@ -269,7 +275,7 @@ class Seeder:
                     self.request_save(handle)
         deadline = time.monotonic() + SHUTDOWN_SAVE_TIMEOUT
         while self.saving and time.monotonic() < deadline:
-            self.session.wait_for_alert(200)
+            time.sleep(0.1)
             self.handle_alerts()
         if self.saving:
             LOG.warning("resume data of %s not saved before the deadline", ", ".join(sorted(self.saving)))
@@ -460,7 +466,9 @@ class Seeder:
                 raise EngineError("engine-method-unknown", f"the seeder has no method {str(method)[:80]!r}")
             if not isinstance(params, dict):
                 raise _request_error("params must be a JSON object")
-            return {"id": request_id, "result": getattr(self, method)(params)}
+            with self.lock:  # one request at a time, never while the alerts are popped
+                result = getattr(self, method)(params)
+            return {"id": request_id, "result": result}
         except VmcloudError as exc:
             return {"id": request_id, "error": {"rule": exc.rule, "message": exc.message}}
         except Exception as exc:  # noqa: BLE001 - answered, never a dead service
@@ -524,7 +532,10 @@ def serve(config: Dict[str, Any]) -> int:
     next_save = time.monotonic() + config["resume_save_interval"]
     try:
         while not stopping.is_set():
-            seeder.session.wait_for_alert(200)
+            # No libtorrent call runs beside another from a second Python thread (a request thread):
+            # the alerts are popped under the same lock as requests, and the loop sleeps outside it.
+            # (A wait_for_alert here, beside a request's add_torrent, crashed python3-libtorrent 2.0.8.)
+            stopping.wait(0.1)
             seeder.handle_alerts()
             if time.monotonic() >= next_save:
                 seeder.save_changed()

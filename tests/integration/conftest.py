@@ -400,7 +400,9 @@ class LibtorrentSeeder:
         if not os.path.exists(path):
             return ""
         with open(path, errors="replace") as handle:
-            return f"--- {self.name} seeder.log\n" + handle.read()[-4000:]
+            running = self.process is None or self.process.poll() is None
+            state = "running" if running else f"exited {self.process.returncode}"
+            return f"--- {self.name} seeder.log ({state})\n" + handle.read()[-4000:]
 
     def stop(self) -> None:
         if self.process is not None:
