@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # the BitTorrent tools that endorser tooling and engine tests run for real, and
 # Podman (with runc, see ../shared/TESTBED.md) plus debootstrap for the lab; qemu-img and a libvirtd
 # with qemu (TCG, no KVM needed) that the in-use tests run for real (a private session daemon).
-DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent opentracker podman runc debootstrap \
+DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent python3-libtorrent opentracker podman runc debootstrap \
                    uidmap slirp4netns iptables \
                    qemu-utils qemu-system-x86 libvirt-daemon libvirt-clients chromium \
                    openssh-server openssh-client

@@ -11,15 +11,19 @@ options:
   engine:
     description:
       - The BitTorrent engine running on the host, driven through the collection's engine interface.
+      - V(rtorrent) is rtorrent 0.9 (the vmcloud.fleet.rtorrent role); V(libtorrent) is the vmcloud
+        seeder service holding a libtorrent-rasterbar session (the vmcloud.fleet.libtorrent_seeder role),
+        which also uses the index entries' web seeds (BEP 19). See docs/distribution.md.
     type: str
-    choices: [rtorrent]
+    choices: [rtorrent, libtorrent]
     default: rtorrent
   socket:
     description:
       - Path of the engine's local control socket (for rtorrent, its SCGI unix socket,
-        C(network.scgi.open_local) in its configuration).
+        C(network.scgi.open_local) in its configuration; for libtorrent, the seeder's socket).
+      - Default the engine's own, C(/run/rtorrent/rpc.socket) for rtorrent and
+        C(/run/vmcloud/seeder.socket) for libtorrent.
     type: path
-    default: /run/rtorrent/rpc.socket
   rpc_timeout:
     description:
       - Seconds allowed for each call to the engine.

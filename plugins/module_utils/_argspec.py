@@ -15,7 +15,6 @@ from ._sync import (
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RPC_TIMEOUT,
-    DEFAULT_SOCKET,
     DEFAULT_STAGING_DIR,
     DEFAULT_STORE_DIR,
     DEFAULT_TORRENT_DIR,
@@ -61,7 +60,7 @@ FETCH_ARGSPEC = {
 # The BitTorrent engine a module talks to (documented in doc_fragments/_engine.py).
 ENGINE_ARGSPEC = {
     "engine": {"type": "str", "choices": list(ENGINES), "default": "rtorrent"},
-    "socket": {"type": "path", "default": DEFAULT_SOCKET},
+    "socket": {"type": "path"},  # default: the engine's (_engine.DEFAULT_SOCKETS)
     "rpc_timeout": {"type": "float", "default": DEFAULT_RPC_TIMEOUT},
 }
 

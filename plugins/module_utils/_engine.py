@@ -19,13 +19,18 @@ Conventions every engine follows:
 from __future__ import annotations
 
 import abc
+import pwd
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError
 
-ENGINES = ("rtorrent",)
+ENGINES = ("rtorrent", "libtorrent")
+# Each engine's control socket and the user its daemon runs as (the rtorrent and
+# libtorrent_seeder roles' defaults): what a caller gets when it names only the engine.
+DEFAULT_SOCKETS = {"rtorrent": "/run/rtorrent/rpc.socket", "libtorrent": "/run/vmcloud/seeder.socket"}
+DEFAULT_USERS = {"rtorrent": "rtorrent", "libtorrent": "vmcloud-seeder"}
 STATES = ("downloading", "seeding", "stopped", "checking", "error")
 
 
@@ -72,12 +77,14 @@ class TorrentEngine(abc.ABC):
     name = "abstract"
 
     @abc.abstractmethod
-    def add(self, torrent_bytes: bytes, directory: str, start: bool = True) -> str:
+    def add(self, torrent_bytes: bytes, directory: str, start: bool = True, web_seeds: Sequence[str] = ()) -> str:
         """Load a torrent with its content in ``directory``; return its info-hash.
 
         Content already in ``directory`` is hash-checked, so a complete copy seeds
         at once. Adding a torrent that is already loaded in the same directory
-        changes nothing; in another directory it is refused.
+        changes nothing; in another directory it is refused. ``web_seeds`` are
+        BEP 19 HTTP sources of the content; engines that cannot use them (rtorrent)
+        ignore them.
         """
 
     @abc.abstractmethod
@@ -145,12 +152,40 @@ class TorrentEngine(abc.ABC):
             sleep(min(poll_interval, remaining))
 
 
+def default_socket(name: str) -> str:
+    """The control socket of engine ``name`` where its role puts it."""
+    if name not in DEFAULT_SOCKETS:
+        raise EngineError("engine-unknown", f"unknown BitTorrent engine {name!r}; known: {', '.join(ENGINES)}")
+    return DEFAULT_SOCKETS[name]
+
+
+def default_engine_user(name: str, configured: Optional[str] = None) -> Optional[str]:
+    """Who owns what engine ``name`` downloads: ``configured`` when given, else the user its role
+    creates when that user exists here, else None (the store then accepts only root's files)."""
+    if configured:
+        return configured
+    user = DEFAULT_USERS.get(name)
+    try:
+        return pwd.getpwnam(user).pw_name if user else None
+    except KeyError:
+        return None
+
+
 def engine_for(name: str, **options: Any) -> TorrentEngine:
-    """Make the engine called ``name`` (one of ``ENGINES``) with its own options."""
+    """Make the engine called ``name`` (one of ``ENGINES``) with its own options.
+
+    A ``socket`` of None (or none given) is the engine's default socket.
+    """
+    if options.get("socket") is None:
+        options["socket"] = default_socket(name)
     if name == "rtorrent":
         from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_rtorrent import RtorrentEngine
 
         return RtorrentEngine(**options)
+    if name == "libtorrent":
+        from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_libtorrent import LibtorrentEngine
+
+        return LibtorrentEngine(**options)
     raise EngineError("engine-unknown", f"unknown BitTorrent engine {name!r}; known: {', '.join(ENGINES)}")
 
 
@@ -180,11 +215,13 @@ def reconcile(
     torrent_bytes: Optional[bytes] = None,
     delete_data: bool = False,
     check_mode: bool = False,
+    web_seeds: Sequence[str] = (),
 ) -> Reconciled:
     """Bring one torrent to ``state`` (present: loaded and started; absent: not loaded).
 
     In check mode only reading calls are made; ``after`` is the predicted state.
-    The caller has already checked ``torrent_bytes`` against ``info_hash``.
+    The caller has already checked ``torrent_bytes`` against ``info_hash``. ``web_seeds``
+    go with an add (engines without web-seed support ignore them).
     """
     current = engine.status(info_hash)
     before = _presence(current)
@@ -201,7 +238,7 @@ def reconcile(
     if current is None:
         if check_mode:
             return Reconciled(True, "add", before, {"present": True, "directory": directory, "state": "checking"}, None)
-        engine.add(torrent_bytes, directory, start=True)
+        engine.add(torrent_bytes, directory, start=True, web_seeds=web_seeds)
         status = engine.status(info_hash)
         return Reconciled(True, "add", before, _presence(status), status)
     if current.directory.rstrip("/") != directory.rstrip("/"):

@@ -21,7 +21,7 @@ import contextlib
 import os
 import time
 import xmlrpc.client
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import TorrentEngine, TorrentStatus
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError
@@ -173,7 +173,8 @@ class RtorrentEngine(TorrentEngine):
         rows = self.call("d.multicall2", "", "main", *(f"{command}=" for _, command in _FIELDS))
         return [status_from_row(row) for row in rows]
 
-    def add(self, torrent_bytes: bytes, directory: str, start: bool = True) -> str:
+    def add(self, torrent_bytes: bytes, directory: str, start: bool = True, web_seeds: Sequence[str] = ()) -> str:
+        # rtorrent 0.9 has no web-seed (BEP 19) support: web_seeds are ignored.
         info = parse_torrent(torrent_bytes)
         directory = os.path.normpath(directory)
         command = directory_command(directory)

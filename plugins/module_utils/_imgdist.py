@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
 from . import _crl
 from ._argspec import DEFAULT_STATE_DIR
-from ._engine import ENGINES, TorrentStatus, engine_for
+from ._engine import ENGINES, TorrentStatus, default_engine_user, engine_for
 from ._errors import ApprovalConfigError, IndexRefused, VmcloudError
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._index_service import build_policy, selection_for
@@ -52,7 +52,6 @@ from ._sync import (
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RPC_TIMEOUT,
-    DEFAULT_SOCKET,
     DEFAULT_STAGING_DIR,
     DEFAULT_STORE_DIR,
     DEFAULT_TORRENT_DIR,
@@ -158,7 +157,7 @@ CONFIG_KEYS: Dict[str, ConfigKey] = {
     "store_dir": ConfigKey("path", "store_dir", DEFAULT_STORE_DIR),
     "staging_dir": ConfigKey("path", "staging_dir", DEFAULT_STAGING_DIR),
     "torrent_dir": ConfigKey("path", "torrent_dir", DEFAULT_TORRENT_DIR),
-    "engine_user": ConfigKey("str", "engine_user"),  # who owns staged files (default: rtorrent)
+    "engine_user": ConfigKey("str", "engine_user"),  # who owns staged files (default: the engine's user)
     "state_dir": ConfigKey("path", "state_dir", DEFAULT_STATE_DIR),
     "torrent_max_size": ConfigKey("int", "torrent_max_size", MAX_TORRENT_BYTES),
     # Images no longer desired (the image_store module's options, _reconcile): retire or keep, the
@@ -174,7 +173,7 @@ CONFIG_KEYS: Dict[str, ConfigKey] = {
     "run_guard_grace_seconds": ConfigKey("int", None, DEFAULT_GRACE_SECONDS),
     # The BitTorrent engine.
     "engine": ConfigKey("str", "engine", "rtorrent", tuple(ENGINES)),
-    "socket": ConfigKey("path", "socket", DEFAULT_SOCKET),
+    "socket": ConfigKey("path", "socket"),  # default: the engine's (_engine.DEFAULT_SOCKETS)
     "timeout": ConfigKey("int", "download_timeout", DEFAULT_DOWNLOAD_TIMEOUT),
     "rpc_timeout": ConfigKey("number", "rpc_timeout", DEFAULT_RPC_TIMEOUT),
     "poll_interval": ConfigKey("number", "poll_interval", DEFAULT_POLL_INTERVAL),
@@ -789,7 +788,9 @@ def _run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: T
     engine = engine_for(config["engine"], socket=config["socket"], timeout=config["rpc_timeout"])
     progress = ProgressLine(err) if not as_json and err.isatty() else None
     try:
-        report = sync(options_from(config), engine, check_mode=check_mode, progress=progress)
+        options = options_from(config)
+        options["engine_user"] = default_engine_user(config["engine"], config["engine_user"])
+        report = sync(options, engine, check_mode=check_mode, progress=progress)
     except IndexRefused as exc:
         raise CliError(exc.rule, exc.message, EXIT_INDEX_REFUSED) from exc
     except ApprovalConfigError as exc:

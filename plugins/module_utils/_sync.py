@@ -368,6 +368,7 @@ def _hand_to_engine(options, engine, image, outcome, check_mode) -> None:
         directory=staging_path(options, image),
         torrent_bytes=data,
         check_mode=check_mode,
+        web_seeds=image.get("web_seeds") or (),  # BEP 19: the catalogue's HTTP copy (libtorrent uses it)
     )
     outcome.engine = reconciled.action
 

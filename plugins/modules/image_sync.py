@@ -67,7 +67,8 @@ options:
       - The user the BitTorrent engine runs as (name or uid). A staged file is promoted only when it is a
         regular file owned by this user or root, reached without following a symlink below O(staging_dir)
         (rule C(staged-unsafe)).
-      - Default C(rtorrent), the rtorrent role's user (when no such user exists, only root's files).
+      - Default the engine's user as its role creates it, C(rtorrent) for O(engine=rtorrent) and
+        C(vmcloud-seeder) for O(engine=libtorrent) (when no such user exists, only root's files).
     type: str
   distribution_method:
     description:
@@ -380,7 +381,11 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import (
     SELECTION_ARGSPEC,
     SYNC_ARGSPEC,
 )
-from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import engine_for
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
+    default_engine_user,
+    default_socket,
+    engine_for,
+)
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._options import INDEX_CHECKS, SYNC_CHECKS, check_options
 from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import sync
@@ -398,7 +403,9 @@ def main() -> None:
     params = module.params
     try:
         check_options(params, {**INDEX_CHECKS, **SYNC_CHECKS})
-        engine = engine_for(params["engine"], socket=params["socket"], timeout=params["rpc_timeout"])
+        engine = engine_for(params["engine"], timeout=params["rpc_timeout"],
+                            socket=params["socket"] or default_socket(params["engine"]))
+        params["engine_user"] = default_engine_user(params["engine"], params["engine_user"])
         report = sync(params, engine, check_mode=module.check_mode)
     except VmcloudError as exc:
         module.fail_json(msg=str(exc), rule=exc.rule)

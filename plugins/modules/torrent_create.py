@@ -44,7 +44,7 @@ options:
   web_seeds:
     description:
       - HTTP(S) URLs of copies of the image, written as the BEP 19 C(url-list).
-      - rtorrent ignores web seeds; other clients may use them.
+      - rtorrent ignores web seeds; the libtorrent engine (the vmcloud seeder) uses them, as do other clients.
     type: list
     elements: str
     default: []

@@ -161,6 +161,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import ENGINE_ARGSPEC
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
     DownloadTimeout,
+    default_socket,
     engine_for,
     reconcile,
 )
@@ -199,7 +200,8 @@ def main() -> None:
         if params["state"] == "present":
             torrent_bytes = read_torrent_file(params["torrent"])
             check_info_hash(parse_torrent(torrent_bytes), info_hash)
-        engine = engine_for(params["engine"], socket=params["socket"], timeout=params["rpc_timeout"])
+        engine = engine_for(params["engine"], timeout=params["rpc_timeout"],
+                            socket=params["socket"] or default_socket(params["engine"]))
         outcome = reconcile(
             engine,
             info_hash=info_hash,

@@ -163,7 +163,7 @@ rule:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import ENGINE_ARGSPEC
-from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import engine_for
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import default_socket, engine_for
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_info import engine_report
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 
@@ -178,7 +178,8 @@ def main() -> None:
     )
     params = module.params
     try:
-        engine = engine_for(params["engine"], socket=params["socket"], timeout=params["rpc_timeout"])
+        engine = engine_for(params["engine"], timeout=params["rpc_timeout"],
+                            socket=params["socket"] or default_socket(params["engine"]))
         report = engine_report(engine, params["info_hashes"])
     except VmcloudError as exc:
         module.fail_json(msg=str(exc), rule=exc.rule)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -314,3 +315,113 @@ def seeder(rtorrent_factory) -> Rtorrent:
 @pytest.fixture
 def leecher(rtorrent_factory) -> Rtorrent:
     return rtorrent_factory("leecher")
+
+
+# --------------------------------------------------------------------------- libtorrent seeder
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-libtorrent
+COLLECTIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "collections")
+
+
+def require_libtorrent() -> str:
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import libtorrent"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.fail("python3-libtorrent is not installed; the libtorrent engine tests run the real seeder. "
+                    "`make test` installs it (Debian package python3-libtorrent)")
+    return SYSTEM_PYTHON
+
+
+@dataclass
+class LibtorrentSeeder:
+    """One vmcloud seeder service (a libtorrent session) with its own socket, state and address."""
+
+    name: str
+    base: str
+    address: str
+    settings: dict = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.base, "seeder.socket")
+
+    @property
+    def data(self) -> str:
+        return os.path.join(self.base, "data")
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(self.base, "state")
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.base, "seeder.json")
+
+    def config(self) -> dict:
+        config = {
+            "socket": self.socket,
+            "state_dir": self.state_dir,
+            "listen_interfaces": f"{self.address}:{free_port(self.address)}",
+            "outgoing_interfaces": self.address,
+            "dht": False,
+            "lsd": False,
+            "resume_save_interval": 1,
+            "log_level": "debug",
+        }
+        config.update(self.settings)
+        return config
+
+    def engine(self, timeout: float = 10.0):
+        return engine_for("libtorrent", socket=self.socket, timeout=timeout)
+
+    def start(self) -> None:
+        python = require_libtorrent()
+        os.makedirs(self.data, exist_ok=True)
+        with open(self.config_path, "w", encoding="utf-8") as handle:
+            json.dump(self.config(), handle)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": COLLECTIONS}
+        argv = [python, "-m", "ansible_collections.vmcloud.fleet.plugins.module_utils._seeder",
+                "--config", self.config_path]
+        self.process = start_daemon(argv, os.path.join(self.base, "seeder.log"), self.base, env)
+        wait_until(self._answers, START_TIMEOUT, f"the seeder {self.name} on {self.socket}")
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"seeder {self.name} exited with {self.process.returncode}: {self.log()}")
+        if not os.path.exists(self.socket):
+            return False
+        try:
+            return bool(self.engine(timeout=2).version())
+        except Exception:  # not up yet
+            return False
+
+    def log(self) -> str:
+        path = os.path.join(self.base, "seeder.log")
+        if not os.path.exists(path):
+            return ""
+        with open(path, errors="replace") as handle:
+            running = self.process is None or self.process.poll() is None
+            state = "running" if running else f"exited {self.process.returncode}"
+            return f"--- {self.name} seeder.log ({state})\n" + handle.read()[-4000:]
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_daemon(self.process)
+
+
+@pytest.fixture
+def libtorrent_factory(short_tmp) -> Iterator[Callable[..., LibtorrentSeeder]]:
+    started: list[LibtorrentSeeder] = []
+
+    def make(name: str, **settings) -> LibtorrentSeeder:
+        daemon = LibtorrentSeeder(name=name, base=os.path.join(short_tmp, name),
+                                  address=f"127.0.0.{100 + len(started)}", settings=settings)
+        started.append(daemon)
+        daemon.start()
+        return daemon
+
+    try:
+        yield make
+    finally:
+        for daemon in reversed(started):
+            daemon.stop()

@@ -193,15 +193,17 @@ class FakeEngine(TorrentEngine):
         self.swarm = dict(swarm or {})
         self.torrents: Dict[str, Dict[str, Any]] = {}
         self.calls: List[tuple] = []
+        self.web_seeds: Dict[str, List[str]] = {}
 
     @classmethod
     def serving(cls, world: World, *published: Published) -> FakeEngine:
         chosen = published or tuple(world.published.values())
         return cls({p.info_hash: p.path.read_bytes() for p in chosen})
 
-    def add(self, torrent_bytes: bytes, directory: str, start: bool = True) -> str:
+    def add(self, torrent_bytes: bytes, directory: str, start: bool = True, web_seeds=()) -> str:
         info = parse_torrent(torrent_bytes)
         self.calls.append(("add", info.info_hash, directory))
+        self.web_seeds[info.info_hash] = list(web_seeds)
         self.torrents.setdefault(info.info_hash, {
             "name": info.name, "size": info.length, "directory": os.path.normpath(directory),
             "state": "downloading" if start else "stopped", "uploaded": 0,

@@ -187,7 +187,7 @@ def test_config_defaults_and_mapping():
         ({"threshold": True}, "key 'threshold' must be an integer, got True"),
         ({"store_dir": "images"}, "key 'store_dir' must be an absolute path, got 'images'"),
         ({"trust_anchors": ["ca.pem"]}, "key 'trust_anchors' must be a list of absolute paths"),
-        ({"engine": "transmission"}, "key 'engine' must be one of rtorrent, got 'transmission'"),
+        ({"engine": "transmission"}, "key 'engine' must be one of rtorrent, libtorrent, got 'transmission'"),
         ({"approved_images": {"name": "x"}}, "key 'approved_images' must be a list"),
         ({"legacy": "yes"}, "key 'legacy' must be true or false"),
         (["index_url"], "expected a mapping of keys, got list"),
