@@ -38,6 +38,7 @@ run would, changing nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -371,22 +372,112 @@ def _hand_to_engine(options, engine, image, outcome, check_mode) -> None:
     outcome.engine = reconciled.action
 
 
+def free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer (the engine) can still write on the filesystem of ``path``."""
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def staging_shortfall(options: Mapping[str, Any], image: Dict[str, Any],
+                      status: Optional[TorrentStatus]) -> Optional[VmcloudError]:
+    """``staging-full`` when the staging filesystem has less room than the download still needs (its
+    size less what is already allocated on disk: preallocated or downloaded); None otherwise."""
+    if status is None or status.complete:
+        return None
+    directory = staging_path(options, image)
+    try:
+        free = free_bytes(directory if os.path.isdir(directory) else options["staging_dir"])
+        try:
+            allocated = os.stat(staged_file(options, image)).st_blocks * 512
+        except FileNotFoundError:
+            allocated = 0
+    except OSError:
+        return None
+    needed = max(0, status.size_bytes - max(allocated, status.completed_bytes))
+    if free >= needed:
+        return None
+    return VmcloudError(
+        "staging-full",
+        f"the staging filesystem of {directory} has {free} bytes free and the download of {image['file']} "
+        f"({status.size_bytes} bytes, {status.completed_bytes} done) still needs {needed}; free space there "
+        "and run again",
+    )
+
+
+class _Watch:
+    """What the sync does at each poll of a download it waits for: fail at once when the staging
+    filesystem cannot hold the rest (``staging-full``); announce again while it has no peers (a
+    restarted tracker knows none until they announce); and once, after ``STALL_SECONDS`` with no
+    peers and no progress, drop the torrent and add it again with its data kept (rtorrent does not
+    resume some downloads it closed, e.g. on a full disk)."""
+
+    ANNOUNCE_EVERY = 30.0
+    STALL_SECONDS = 60.0
+
+    def __init__(self, options, engine, image, progress, clock) -> None:
+        self.options, self.engine, self.image, self.progress, self.clock = options, engine, image, progress, clock
+        self.announced_at: Optional[float] = None
+        self.progress_at = clock()
+        self.completed = -1
+        self.readded = False
+        self.last: Optional[TorrentStatus] = None
+
+    def __call__(self, status: TorrentStatus) -> None:
+        self.last = status
+        if self.progress is not None:
+            self.progress(self.image, status)
+        shortfall = staging_shortfall(self.options, self.image, status)
+        if shortfall is not None:
+            raise shortfall
+        now = self.clock()
+        if status.completed_bytes != self.completed or status.peers:
+            self.completed, self.progress_at = status.completed_bytes, now
+        if status.complete or status.peers:
+            return
+        if not self.readded and now - self.progress_at >= self.STALL_SECONDS:
+            self.readded = True
+            self._readd()
+            self.progress_at, self.announced_at = now, now
+            return
+        if self.announced_at is None or now - self.announced_at >= self.ANNOUNCE_EVERY:
+            self.announced_at = now
+            with contextlib.suppress(VmcloudError, OSError):  # best effort: the wait goes on either way
+                self.engine.announce(status.info_hash)
+
+    def _readd(self) -> None:
+        max_bytes = self.options.get("torrent_max_size") or MAX_TORRENT_BYTES
+        data = local_torrent(torrent_path(self.options, self.image), self.image, max_bytes)
+        if data is None:
+            return
+        info_hash = self.image["torrent"]["info_hash"]
+        self.engine.remove(info_hash, delete_data=False)
+        self.engine.add(data, staging_path(self.options, self.image), start=True)
+
+
 def _wait_and_promote(options, engine, store, image, outcome, deadline, progress, clock, sleep) -> None:
     """Wait for the download unless the store already holds the image, then promote it.
 
-    ``outcome.store`` is "downloaded" between the two, so a failure names its step.
+    ``outcome.store`` is "downloaded" between the two, so a failure names its step. A download that
+    times out or fails while the staging filesystem cannot hold it fails with ``staging-full``.
     """
     if store.is_current(image):
         outcome.store = "present"
         return
-    engine.wait_complete(
-        outcome.info_hash,
-        timeout=max(0.0, deadline - clock()),
-        poll_interval=options.get("poll_interval") or DEFAULT_POLL_INTERVAL,
-        on_progress=(lambda status: progress(image, status)) if progress else None,
-        clock=clock,
-        sleep=sleep,
-    )
+    watch = _Watch(options, engine, image, progress, clock)
+    try:
+        engine.wait_complete(
+            outcome.info_hash,
+            timeout=max(0.0, deadline - clock()),
+            poll_interval=options.get("poll_interval") or DEFAULT_POLL_INTERVAL,
+            on_progress=watch,
+            clock=clock,
+            sleep=sleep,
+        )
+    except VmcloudError as exc:
+        shortfall = None if exc.rule == "staging-full" else staging_shortfall(options, image, watch.last)
+        if shortfall is not None:
+            raise shortfall from exc
+        raise
     outcome.store = "downloaded"
     outcome.store = store.promote(image, staged_file(options, image), **promote_arguments(options, image)).action
 

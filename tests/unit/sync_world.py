@@ -249,6 +249,10 @@ class FakeEngine(TorrentEngine):
     def recheck(self, info_hash: str) -> None:
         self.calls.append(("recheck", info_hash))
 
+    def announce(self, info_hash: str) -> bool:
+        self.calls.append(("announce", info_hash))
+        return True
+
 
 class FakeClock:
     """Monotonic time that only moves when the code under test sleeps."""
