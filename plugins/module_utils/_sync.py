@@ -17,7 +17,10 @@ hypervisors under Debian's python3.
    ``<staging_dir>/<info_hash>`` (``reconcile``: added when absent, restarted when stopped);
 4. wait for the downloads (one deadline for all of them: the engine downloads them in
    parallel), and promote each into the store (``ImageStore.promote``: SHA-256 checked while
-   copying or unpacking, atomic);
+   copying or unpacking, atomic); while waiting (``_Watch``) a download the staging filesystem
+   cannot hold fails at once (``staging-full``), one with no peers is announced again, and one
+   stalled with no peers is loaded again once; a held image whose seeding copy went bad
+   (``staged_copy_bad``) is loaded again so that its bad pieces are fetched again;
 5. retire what is no longer desired with the same plan as the image_store module
    (``_reconcile.plan_reconcile`` / ``apply_plan``: plain names, confinement, identity recheck, in
    use, ``not_desired`` and the quota): a superseded image stays while a desired image of its name is
@@ -57,7 +60,7 @@ from ._lock import host_lock, lock_path
 from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, apply_plan, plan_reconcile
 from ._reconcile import Options as ReconcileOptions
 from ._selection import is_blocked, parse_approvals
-from ._store import ImageStore
+from ._store import ImageStore, sha256_file
 from ._torrent import (
     MAX_TORRENT_BYTES,
     TorrentError,
@@ -404,6 +407,24 @@ def staging_shortfall(options: Mapping[str, Any], image: Dict[str, Any],
     )
 
 
+def staged_copy_bad(options: Mapping[str, Any], store: ImageStore, image: Dict[str, Any]) -> bool:
+    """Whether the seeding copy in staging changed after the store took its verified copy: newer than the
+    store's file and no longer of the index's sha256. An intact newer copy (downloaded again) gets the
+    store file's mtime, so it is hashed once, not on every run. Legacy entries (no sha256) are not checked."""
+    expected = image.get("sha256")
+    path = staged_file(options, image)
+    try:
+        staged, held = os.stat(path), os.stat(store.path_of(image))
+    except FileNotFoundError:
+        return False
+    if not expected or staged.st_mtime_ns <= held.st_mtime_ns:
+        return False
+    if sha256_file(path) != expected:
+        return True
+    os.utime(path, ns=(staged.st_atime_ns, held.st_mtime_ns))
+    return False
+
+
 class _Watch:
     """What the sync does at each poll of a download it waits for: fail at once when the staging
     filesystem cannot hold the rest (``staging-full``); announce again while it has no peers (a
@@ -435,8 +456,7 @@ class _Watch:
         if status.complete or status.peers:
             return
         if not self.readded and now - self.progress_at >= self.STALL_SECONDS:
-            self.readded = True
-            self._readd()
+            self.readd()
             self.progress_at, self.announced_at = now, now
             return
         if self.announced_at is None or now - self.announced_at >= self.ANNOUNCE_EVERY:
@@ -444,7 +464,9 @@ class _Watch:
             with contextlib.suppress(VmcloudError, OSError):  # best effort: the wait goes on either way
                 self.engine.announce(status.info_hash)
 
-    def _readd(self) -> None:
+    def readd(self) -> None:
+        """Drop the torrent from the engine and load it again, data kept (once per wait)."""
+        self.readded = True
         max_bytes = self.options.get("torrent_max_size") or MAX_TORRENT_BYTES
         data = local_torrent(torrent_path(self.options, self.image), self.image, max_bytes)
         if data is None:
@@ -462,6 +484,16 @@ def _wait_and_promote(options, engine, store, image, outcome, deadline, progress
     """
     if store.is_current(image):
         outcome.store = "present"
+        if not staged_copy_bad(options, store, image):
+            return
+        # The seeding copy went bad after promotion: load it again (a fresh load hash-checks the data, and
+        # the bad pieces are fetched again; a re-check of the loaded torrent only closes it in rtorrent).
+        watch = _Watch(options, engine, image, progress, clock)
+        watch.readd()
+        outcome.engine = "add"
+        engine.wait_complete(outcome.info_hash, timeout=max(0.0, deadline - clock()),
+                             poll_interval=options.get("poll_interval") or DEFAULT_POLL_INTERVAL,
+                             on_progress=watch, clock=clock, sleep=sleep)
         return
     watch = _Watch(options, engine, image, progress, clock)
     try:

@@ -534,3 +534,26 @@ def test_a_stalled_download_is_dropped_and_added_again_once_keeping_its_data(wor
     engine.swarm[alma.info_hash] = alma.path.read_bytes()
     later = sync(world.options(), engine, check_mode=False)
     assert later.failures == [] and later.promoted == ["alma-9"]
+
+
+def test_a_seeding_copy_changed_after_promotion_is_checked_again_and_the_run_converges(world):
+    alma = world.published["alma-9"]
+    engine = FakeEngine.serving(world)
+    options = world.options()
+    first = sync(options, engine, check_mode=False)
+    assert first.failures == [] and "alma-9" in first.promoted
+    store_before = snapshot(options["store_dir"])
+    staged = Path(options["staging_dir"]) / alma.info_hash / alma.path.name
+    staged.write_bytes(b"\0" * staged.stat().st_size)  # the seeding copy goes bad (newer than the store's)
+    os.utime(staged, ns=(staged.stat().st_mtime_ns + 10**9,) * 2)
+    engine.calls.clear()
+    healed = sync(options, engine, check_mode=False)
+    assert healed.failures == [] and healed.changed
+    assert [call[0] for call in engine.calls if call[1] == alma.info_hash and call[0] in ("add", "remove")] == [
+        "remove", "add"]
+    assert staged.read_bytes() == alma.path.read_bytes()
+    assert snapshot(options["store_dir"]) == store_before  # the store copy was never touched
+    engine.calls.clear()
+    again = sync(options, engine, check_mode=False)
+    assert again.failures == [] and not again.changed
+    assert [call for call in engine.calls if call[0] in ("add", "remove")] == []
