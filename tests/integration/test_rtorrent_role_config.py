@@ -179,6 +179,7 @@ def test_min_free_space_0_turns_rtorrents_own_low_diskspace_guard_off(short_tmp,
         assert "diskspace" not in engine.call("d.message", target)  # (the dead tracker may say so)
         assert engine.call("d.is_open", target) == 1
         assert engine.status(info_hash).state == "downloading"
+        assert engine.announce(info_hash) is True  # d.tracker_announce: a real rtorrent takes it
     finally:
         if process is not None:
             stop_daemon(process)
