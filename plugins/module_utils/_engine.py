@@ -110,6 +110,14 @@ class TorrentEngine(abc.ABC):
     def recheck(self, info_hash: str) -> None:
         """Hash-check the torrent's data again (after the store was touched)."""
 
+    def announce(self, info_hash: str) -> bool:
+        """Ask the torrent's trackers for peers now, not at the next interval (a tracker that
+        restarted knows no peers until they announce again); return whether it was asked.
+
+        The default asks nothing (an engine that re-announces by itself needs no more)."""
+        del info_hash
+        return False
+
     def wait_complete(
         self,
         info_hash: str,

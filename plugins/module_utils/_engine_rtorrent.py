@@ -242,6 +242,13 @@ class RtorrentEngine(TorrentEngine):
             raise EngineError("torrent-not-loaded", f"rtorrent does not have {info_hash.lower()}")
         self.call("d.check_hash", target)
 
+    def announce(self, info_hash: str) -> bool:
+        target = normalize_info_hash(info_hash).upper()
+        if not self._has(target):
+            raise EngineError("torrent-not-loaded", f"rtorrent does not have {info_hash.lower()}")
+        self.call("d.tracker_announce", target)
+        return True
+
     # ------------------------------------------------------------------ rtorrent only
 
     def peers(self, info_hash: str) -> list[dict[str, Any]]:

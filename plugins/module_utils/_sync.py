@@ -17,7 +17,10 @@ hypervisors under Debian's python3.
    ``<staging_dir>/<info_hash>`` (``reconcile``: added when absent, restarted when stopped);
 4. wait for the downloads (one deadline for all of them: the engine downloads them in
    parallel), and promote each into the store (``ImageStore.promote``: SHA-256 checked while
-   copying or unpacking, atomic);
+   copying or unpacking, atomic); while waiting (``_Watch``) a download the staging filesystem
+   cannot hold fails at once (``staging-full``), one with no peers is announced again, and one
+   stalled with no peers is loaded again once; a held image whose seeding copy went bad
+   (``staged_copy_bad``) is loaded again so that its bad pieces are fetched again;
 5. retire what is no longer desired with the same plan as the image_store module
    (``_reconcile.plan_reconcile`` / ``apply_plan``: plain names, confinement, identity recheck, in
    use, ``not_desired`` and the quota): a superseded image stays while a desired image of its name is
@@ -38,6 +41,7 @@ run would, changing nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -57,7 +61,7 @@ from ._methods import BAD_CONTENT_RULES, Method, method_for
 from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, apply_plan, plan_reconcile
 from ._reconcile import Options as ReconcileOptions
 from ._selection import is_blocked, parse_approvals
-from ._store import ImageStore
+from ._store import ImageStore, sha256_file
 from ._torrent import (
     MAX_TORRENT_BYTES,
     TorrentError,
@@ -402,22 +406,142 @@ def _obtain_and_promote(options, method: Method, store, image, outcome, deadline
         raise
 
 
+def free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer (the engine) can still write on the filesystem of ``path``."""
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def staging_shortfall(options: Mapping[str, Any], image: Dict[str, Any],
+                      status: Optional[TorrentStatus]) -> Optional[VmcloudError]:
+    """``staging-full`` when the staging filesystem has less room than the download still needs (its
+    size less what is already allocated on disk: preallocated or downloaded); None otherwise."""
+    if status is None or status.complete:
+        return None
+    directory = staging_path(options, image)
+    try:
+        free = free_bytes(directory if os.path.isdir(directory) else options["staging_dir"])
+        try:
+            allocated = os.stat(staged_file(options, image)).st_blocks * 512
+        except FileNotFoundError:
+            allocated = 0
+    except OSError:
+        return None
+    needed = max(0, status.size_bytes - max(allocated, status.completed_bytes))
+    if free >= needed:
+        return None
+    return VmcloudError(
+        "staging-full",
+        f"the staging filesystem of {directory} has {free} bytes free and the download of {image['file']} "
+        f"({status.size_bytes} bytes, {status.completed_bytes} done) still needs {needed}; free space there "
+        "and run again",
+    )
+
+
+def staged_copy_bad(options: Mapping[str, Any], store: ImageStore, image: Dict[str, Any]) -> bool:
+    """Whether the seeding copy in staging changed after the store took its verified copy: newer than the
+    store's file and no longer of the index's sha256. An intact newer copy (downloaded again) gets the
+    store file's mtime, so it is hashed once, not on every run. Legacy entries (no sha256) are not checked."""
+    expected = image.get("sha256")
+    path = staged_file(options, image)
+    try:
+        staged, held = os.stat(path), os.stat(store.path_of(image))
+    except FileNotFoundError:
+        return False
+    if not expected or staged.st_mtime_ns <= held.st_mtime_ns:
+        return False
+    if sha256_file(path) != expected:
+        return True
+    os.utime(path, ns=(staged.st_atime_ns, held.st_mtime_ns))
+    return False
+
+
+class _Watch:
+    """What the sync does at each poll of a download it waits for: fail at once when the staging
+    filesystem cannot hold the rest (``staging-full``); announce again while it has no peers (a
+    restarted tracker knows none until they announce); and once, after ``STALL_SECONDS`` with no
+    peers and no progress, drop the torrent and add it again with its data kept (rtorrent does not
+    resume some downloads it closed, e.g. on a full disk)."""
+
+    ANNOUNCE_EVERY = 30.0
+    STALL_SECONDS = 60.0
+
+    def __init__(self, options, engine, image, progress, clock) -> None:
+        self.options, self.engine, self.image, self.progress, self.clock = options, engine, image, progress, clock
+        self.announced_at: Optional[float] = None
+        self.progress_at = clock()
+        self.completed = -1
+        self.readded = False
+        self.last: Optional[TorrentStatus] = None
+
+    def __call__(self, status: TorrentStatus) -> None:
+        self.last = status
+        if self.progress is not None:
+            self.progress(self.image, status)
+        shortfall = staging_shortfall(self.options, self.image, status)
+        if shortfall is not None:
+            raise shortfall
+        now = self.clock()
+        if status.completed_bytes != self.completed or status.peers:
+            self.completed, self.progress_at = status.completed_bytes, now
+        if status.complete or status.peers:
+            return
+        if not self.readded and now - self.progress_at >= self.STALL_SECONDS:
+            self.readd()
+            self.progress_at, self.announced_at = now, now
+            return
+        if self.announced_at is None or now - self.announced_at >= self.ANNOUNCE_EVERY:
+            self.announced_at = now
+            with contextlib.suppress(VmcloudError, OSError):  # best effort: the wait goes on either way
+                self.engine.announce(status.info_hash)
+
+    def readd(self) -> None:
+        """Drop the torrent from the engine and load it again, data kept (once per wait)."""
+        self.readded = True
+        max_bytes = self.options.get("torrent_max_size") or MAX_TORRENT_BYTES
+        data = local_torrent(torrent_path(self.options, self.image), self.image, max_bytes)
+        if data is None:
+            return
+        info_hash = self.image["torrent"]["info_hash"]
+        self.engine.remove(info_hash, delete_data=False)
+        self.engine.add(data, staging_path(self.options, self.image), start=True,
+                        web_seeds=self.image.get("web_seeds") or ())
+
+
 def _wait_and_promote(options, engine, store, image, outcome, deadline, progress, clock, sleep) -> None:
     """Wait for the download unless the store already holds the image, then promote it.
 
-    ``outcome.store`` is "downloaded" between the two, so a failure names its step.
+    ``outcome.store`` is "downloaded" between the two, so a failure names its step. A download that
+    times out or fails while the staging filesystem cannot hold it fails with ``staging-full``.
     """
     if store.is_current(image):
         outcome.store = "present"
+        if not staged_copy_bad(options, store, image):
+            return
+        # The seeding copy went bad after promotion: load it again (a fresh load hash-checks the data, and
+        # the bad pieces are fetched again; a re-check of the loaded torrent only closes it in rtorrent).
+        watch = _Watch(options, engine, image, progress, clock)
+        watch.readd()
+        outcome.engine = "add"
+        engine.wait_complete(outcome.info_hash, timeout=max(0.0, deadline - clock()),
+                             poll_interval=options.get("poll_interval") or DEFAULT_POLL_INTERVAL,
+                             on_progress=watch, clock=clock, sleep=sleep)
         return
-    engine.wait_complete(
-        outcome.info_hash,
-        timeout=max(0.0, deadline - clock()),
-        poll_interval=options.get("poll_interval") or DEFAULT_POLL_INTERVAL,
-        on_progress=(lambda status: progress(image, status)) if progress else None,
-        clock=clock,
-        sleep=sleep,
-    )
+    watch = _Watch(options, engine, image, progress, clock)
+    try:
+        engine.wait_complete(
+            outcome.info_hash,
+            timeout=max(0.0, deadline - clock()),
+            poll_interval=options.get("poll_interval") or DEFAULT_POLL_INTERVAL,
+            on_progress=watch,
+            clock=clock,
+            sleep=sleep,
+        )
+    except VmcloudError as exc:
+        shortfall = None if exc.rule == "staging-full" else staging_shortfall(options, image, watch.last)
+        if shortfall is not None:
+            raise shortfall from exc
+        raise
     outcome.store = "downloaded"
     outcome.store = store.promote(image, staged_file(options, image), **promote_arguments(options, image)).action
 

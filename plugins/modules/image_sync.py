@@ -120,6 +120,12 @@ options:
       - Seconds to wait for all the downloads together (the engine runs them in parallel).
       - An image not complete by then is reported in RV(failures) with rule C(download-timeout) and its
         progress; it stays in the engine and keeps downloading, and a later run promotes it.
+      - A download the staging filesystem cannot hold (free space less than what it still needs) fails at
+        once, or on timeout, with rule C(staging-full) naming the space; a later run, once space is freed,
+        completes it.
+      - While it waits, a download with no peers is announced to its trackers again every 30 s (a restarted
+        tracker knows no peers), and one with no peers and no progress for 60 s is dropped from the engine and
+        added again once, its data kept.
     type: int
     default: 3600
   poll_interval:

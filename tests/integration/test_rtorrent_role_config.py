@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,47 @@ def test_a_bind_address_that_is_not_an_address_is_refused(short_tmp, run_dir):
     assert done.returncode == 2
     assert "rtorrent_bind_address an IP address" in done.stdout and 'got bind address "cluster network"' in done.stdout
     assert not (Path(short_tmp) / "rtorrent.rc").exists()
+
+
+def test_min_free_space_0_turns_rtorrents_own_low_diskspace_guard_off(short_tmp, run_dir):
+    """rtorrent schedules ``close_low_diskspace,500M`` itself (first run 5 s after start): with
+    ``rtorrent_min_free_space_mib: 0`` a download on a filesystem with less free space than that
+    (a 64 MiB tmpfs here) must stay open, not be closed with "Low diskspace"."""
+    base = Path(short_tmp)
+    (base / "session").mkdir()
+    data = base / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(data)], check=True)
+    process = None
+    try:
+        done = render(base, run_dir, rtorrent_min_free_space_mib=0)
+        assert done.returncode == 0, done.stdout[-3000:]
+        env = {"HOME": str(base), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "dumb"}
+        process = start_daemon([require("rtorrent"), "-n", "-o", f"import={base / 'rtorrent.rc'}"],
+                               str(base / "stdout.log"), str(base), env)
+        engine = engine_for("rtorrent", socket=str(run_dir / "rpc.socket"), timeout=5)
+
+        def answers() -> bool:
+            assert process.poll() is None, (base / "stdout.log").read_text()
+            try:
+                return bool(engine.call("system.client_version"))
+            except Exception:  # noqa: BLE001 - not up yet
+                return False
+
+        wait_until(answers, 15, "rtorrent on its socket")
+        source = base / "image.img"  # outside the tmpfs: the download into it never gets a peer
+        source.write_bytes(os.urandom(1 << 20))
+        created = create_torrent(str(source), announce=["http://127.0.0.1:1/announce"], creation_date=0)
+        info_hash = engine.add(created.data, str(data), start=True)
+        target = info_hash.upper()
+        assert engine.call("d.is_open", target) == 1
+        # Past rtorrent's first low_diskspace run (5 s after start) and a margin.
+        time.sleep(12)
+        assert "diskspace" not in engine.call("d.message", target)  # (the dead tracker may say so)
+        assert engine.call("d.is_open", target) == 1
+        assert engine.status(info_hash).state == "downloading"
+        assert engine.announce(info_hash) is True  # d.tracker_announce: a real rtorrent takes it
+    finally:
+        if process is not None:
+            stop_daemon(process)
+        subprocess.run(["umount", str(data)], check=False)

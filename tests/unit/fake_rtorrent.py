@@ -99,6 +99,8 @@ class FakeRtorrent:
             download["d.is_active"] = 1
         elif method == "d.check_hash":
             download["d.hashing"] = 3
+        elif method == "d.tracker_announce":
+            download["announced"] = download.get("announced", 0) + 1
         elif method in download:
             return download[method]
         else:

@@ -204,6 +204,12 @@ class FakeEngine(TorrentEngine):
         info = parse_torrent(torrent_bytes)
         self.calls.append(("add", info.info_hash, directory))
         self.web_seeds[info.info_hash] = list(web_seeds)
+        path = os.path.join(os.path.normpath(directory), info.name)
+        if info.info_hash not in self.torrents and info.info_hash in self.swarm and os.path.exists(path):
+            # A newly loaded torrent hash-checks its data: a bad copy is fetched again.
+            with open(path, "rb") as handle:
+                if handle.read() != self.swarm[info.info_hash]:
+                    os.unlink(path)
         self.torrents.setdefault(info.info_hash, {
             "name": info.name, "size": info.length, "directory": os.path.normpath(directory),
             "state": "downloading" if start else "stopped", "uploaded": 0,
@@ -250,6 +256,10 @@ class FakeEngine(TorrentEngine):
 
     def recheck(self, info_hash: str) -> None:
         self.calls.append(("recheck", info_hash))
+
+    def announce(self, info_hash: str) -> bool:
+        self.calls.append(("announce", info_hash))
+        return True
 
 
 class FakeClock:

@@ -158,6 +158,15 @@ def test_recheck(engine, fake):
         engine.recheck("0" * 40)
 
 
+def test_announce_asks_the_trackers_of_a_loaded_torrent(engine, fake):
+    engine.add(TORRENT, "/srv/staging")
+    assert engine.announce(INFO_HASH) is True
+    assert fake.calls[-1] == ("d.tracker_announce", INFO_HASH.upper())
+    with pytest.raises(EngineError) as excinfo:
+        engine.announce("0" * 40)
+    assert excinfo.value.rule == "torrent-not-loaded"
+
+
 def test_load_failure_is_reported():
     engine = RtorrentEngine(timeout=0.3, proxy=FakeRtorrent(load_works=False))
     with pytest.raises(EngineError) as excinfo:

@@ -486,3 +486,74 @@ def test_a_sync_waits_for_the_lock_then_gives_up_changing_nothing(world):
             sync(options, FakeEngine.serving(world), check_mode=False, clock=clock, sleep=clock.sleep)
     assert caught.value.rule == "lock-timeout"
     assert host_state(world) == {"index/sync.lock": b""}  # no mark, no index copy, nothing in the store
+
+
+# --------------------------------------------------------------------------- stalls and full disks
+
+
+def test_a_download_that_cannot_fit_in_staging_fails_at_once_naming_the_space(world, monkeypatch):
+    alma = world.published["alma-9"]
+    engine = FakeEngine()  # nobody seeds: the download makes no progress
+    monkeypatch.setattr(_sync, "free_bytes", lambda path: 1000)
+    clock = FakeClock()
+    store_before = snapshot(world.options()["store_dir"])
+    report = sync(world.options(download_timeout=300), engine, check_mode=False, clock=clock, sleep=clock.sleep)
+    assert sorted((f["uuid"], f["step"], f["rule"]) for f in report.failures) == [
+        ("alma-9", "download", "staging-full"), ("slc-5", "download", "staging-full")]
+    alma_failure = next(f for f in report.failures if f["uuid"] == "alma-9")
+    assert "1000 bytes free" in alma_failure["message"] and str(alma.path.stat().st_size) in alma_failure["message"]
+    assert clock.now - 1000.0 < 300  # not after the whole timeout
+    assert snapshot(world.options()["store_dir"]) == store_before
+
+
+def test_a_timeout_with_room_to_spare_stays_a_download_timeout(world, monkeypatch):
+    monkeypatch.setattr(_sync, "free_bytes", lambda path: 1 << 40)
+    clock = FakeClock()
+    report = sync(world.options(download_timeout=30), FakeEngine(), check_mode=False, clock=clock, sleep=clock.sleep)
+    assert [f["rule"] for f in report.failures] == ["download-timeout", "download-timeout"]
+
+
+def test_a_download_without_peers_is_announced_again_and_one_with_peers_is_not(world):
+    alma, slc = world.published["alma-9"], world.published["slc-5"]
+    engine = FakeEngine.serving(world, slc)  # nobody seeds alma
+    clock = FakeClock()
+    sync(world.options(download_timeout=100), engine, check_mode=False, clock=clock, sleep=clock.sleep)
+    announced = [call[1] for call in engine.calls if call[0] == "announce"]
+    assert set(announced) == {alma.info_hash}
+    assert len(announced) == 3  # at once, at 30 s and at 90 s (at 60 s it was added again instead)
+
+
+def test_a_stalled_download_is_dropped_and_added_again_once_keeping_its_data(world):
+    alma = world.published["alma-9"]
+    engine = FakeEngine.serving(world, world.published["slc-5"])  # nobody seeds alma
+    clock = FakeClock()
+    report = sync(world.options(download_timeout=300), engine, check_mode=False, clock=clock, sleep=clock.sleep)
+    readded = [call[0] for call in engine.calls if call[1] == alma.info_hash and call[0] in ("add", "remove")]
+    assert readded == ["add", "remove", "add"]
+    assert report.failures[0]["rule"] == "download-timeout"
+    engine.swarm[alma.info_hash] = alma.path.read_bytes()
+    later = sync(world.options(), engine, check_mode=False)
+    assert later.failures == [] and later.promoted == ["alma-9"]
+
+
+def test_a_seeding_copy_changed_after_promotion_is_checked_again_and_the_run_converges(world):
+    alma = world.published["alma-9"]
+    engine = FakeEngine.serving(world)
+    options = world.options()
+    first = sync(options, engine, check_mode=False)
+    assert first.failures == [] and "alma-9" in first.promoted
+    store_before = snapshot(options["store_dir"])
+    staged = Path(options["staging_dir"]) / alma.info_hash / alma.path.name
+    staged.write_bytes(b"\0" * staged.stat().st_size)  # the seeding copy goes bad (newer than the store's)
+    os.utime(staged, ns=(staged.stat().st_mtime_ns + 10**9,) * 2)
+    engine.calls.clear()
+    healed = sync(options, engine, check_mode=False)
+    assert healed.failures == [] and healed.changed
+    assert [call[0] for call in engine.calls if call[1] == alma.info_hash and call[0] in ("add", "remove")] == [
+        "remove", "add"]
+    assert staged.read_bytes() == alma.path.read_bytes()
+    assert snapshot(options["store_dir"]) == store_before  # the store copy was never touched
+    engine.calls.clear()
+    again = sync(options, engine, check_mode=False)
+    assert again.failures == [] and not again.changed
+    assert [call for call in engine.calls if call[0] in ("add", "remove")] == []

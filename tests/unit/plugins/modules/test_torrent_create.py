@@ -93,7 +93,8 @@ def test_image_change_is_detected(capsys, image, tmp_path):
     dest = tmp_path / "t.torrent"
     args = {"path": str(image), "dest": str(dest), "announce": [ANNOUNCE], "creation_date": 1}
     first = run(capsys, **args)
-    image.write_bytes(b"\x00" + image.read_bytes()[1:])
+    data = image.read_bytes()
+    image.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # always a different first byte
     second = run(capsys, **args)
     assert second["changed"] is True and second["info_hash"] != first["info_hash"]
 
