@@ -202,10 +202,7 @@ def _fetch_once(url: str, parts: urllib.parse.SplitResult, max_size: int, timeou
     })
     response = connection.getresponse()
     if response.status in _REDIRECTS:
-        location = response.getheader("Location")
-        if not location:
-            raise VmcloudError("fetch-protocol", f"{url} answered HTTP {response.status} without a Location")
-        return urllib.parse.urljoin(url, location.strip()), b""
+        return _location(url, response), b""
     if response.status != 200:
         raise VmcloudError("fetch-failed", f"{url} answered HTTP {response.status} {_short(response.reason)[1:-1]}")
     return None, _read_body(response, max_size, url, deadline)
@@ -246,17 +243,7 @@ def read_source(
                 raise _failure(url, exc) from exc
             if location is None:
                 return body, url
-            try:
-                parts = parse_http_url(location, "the redirect target")
-            except VmcloudError as exc:
-                raise VmcloudError("fetch-redirect", f"{url} redirects to {_short(location)}: {exc.message}") from exc
-            if _origin(parts) != start:
-                raise VmcloudError(
-                    "fetch-redirect",
-                    f"{url} redirects to {location}, another origin (scheme, host or port); "
-                    "publish at the final address or fix the server",
-                )
-            url = location
+            url, parts = _same_origin(url, location, start)
     raise VmcloudError("fetch-redirect", f"{src} redirects more than {MAX_REDIRECTS} times; fix the server")
 
 
@@ -341,12 +328,21 @@ def _append_body(response: http.client.HTTPResponse, handle, offset: int, size: 
     return offset
 
 
-def _redirect_target(url: str, response: http.client.HTTPResponse, start: tuple) -> tuple:
-    """(url, parts) a redirect answer points to, on the same origin (``fetch-redirect`` otherwise)."""
+def _location(url: str, response: http.client.HTTPResponse) -> str:
+    """The absolute URL a redirect answer points to (``fetch-protocol`` without a Location)."""
     location = response.getheader("Location")
     if not location:
         raise VmcloudError("fetch-protocol", f"{url} answered HTTP {response.status} without a Location")
-    location = urllib.parse.urljoin(url, location.strip())
+    return urllib.parse.urljoin(url, location.strip())
+
+
+def _redirect_target(url: str, response: http.client.HTTPResponse, start: tuple) -> tuple:
+    """(url, parts) a redirect answer points to, on the same origin (``fetch-redirect`` otherwise)."""
+    return _same_origin(url, _location(url, response), start)
+
+
+def _same_origin(url: str, location: str, start: tuple) -> tuple:
+    """(location, parts) when ``location`` is on the origin ``start``; ``fetch-redirect`` otherwise."""
     try:
         parts = parse_http_url(location, "the redirect target")
     except VmcloudError as exc:
