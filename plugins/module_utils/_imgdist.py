@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
 from . import _crl
+from ._approvals_record import ConfigBehind, check_config_current
 from ._argspec import DEFAULT_STATE_DIR
 from ._engine import ENGINES, TorrentStatus, default_engine_user, engine_for
 from ._errors import ApprovalConfigError, IndexRefused, VmcloudError
@@ -75,6 +76,7 @@ EXIT_INDEX_REFUSED = 2
 EXIT_DISABLED = 3
 EXIT_CONFIG = 4
 EXIT_ERROR = 5
+EXIT_CONFIG_BEHIND = 6
 EXIT_NOT_ENDORSED = 10
 EXIT_NOT_APPROVED = 11
 EXIT_NOT_VERIFIED = 12
@@ -101,6 +103,8 @@ exit status:
   4   configuration error (file, key or value; approvals); config-check: the file is not valid
   5   other error (index or engine unreachable, I/O, not available); crl-refresh: a CRL was not installed;
       reset-mark: refused (mark-reset-refused: no mark, or the accepted version is not above N; lock-timeout)
+  6   sync: config-behind: an Ansible run converged this host to other approvals after this file was
+      written; the host stays as that run left it until the vmic_agent role writes the new ones
   10  check: not endorsed (not in the last verified index)
   11  check: endorsed, but not approved for this host (not approved, blocked or not targeted)
   12  check: endorsed and approved, but not verified in the store (missing or changed)
@@ -265,6 +269,7 @@ def load_config(path: str, required: bool) -> Dict[str, Any]:
     try:
         with open(path, "rb") as handle:
             data = handle.read()
+            written = os.fstat(handle.fileno()).st_mtime
     except FileNotFoundError as exc:
         if required:
             raise CliError(
@@ -277,7 +282,9 @@ def load_config(path: str, required: bool) -> Dict[str, Any]:
         document = load_untrusted_yaml(data, path)
     except VmcloudError as exc:
         raise CliError("config-invalid", exc.message, EXIT_CONFIG) from exc
-    return check_config(document, path)
+    config = check_config(document, path)
+    config["agent_config"] = (path, written)  # what the file is, for the sync's config-behind check
+    return config
 
 
 def require_keys(config: Mapping[str, Any], path: str, keys: Sequence[str]) -> None:
@@ -633,6 +640,11 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
     endorsed: List[Dict[str, Any]] = []
     index_summary = None
     run_guard: Dict[str, Any] = {"state": "refused", "rule": None}
+    if "agent_config" in config:  # the timer's syncs stop until the agent role catches up: say so
+        try:
+            check_config_current(config["state_dir"], options_from(config), *config["agent_config"])
+        except VmcloudError as exc:
+            problems.append(f"config: {exc.rule}: {exc.message}")
     try:
         require_keys(config, "the configuration", ["trust_anchors"])
         accepted = kept_index(config)
@@ -790,9 +802,13 @@ def _run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: T
     try:
         options = options_from(config)
         options["engine_user"] = default_engine_user(config["engine"], config["engine_user"])
+        # A missing file (defaults) is never behind an Ansible run; the sync needs the file anyway.
+        options["agent_config"] = config.get("agent_config", ("(no file)", float("inf")))
         report = sync(options, engine, check_mode=check_mode, progress=progress)
     except IndexRefused as exc:
         raise CliError(exc.rule, exc.message, EXIT_INDEX_REFUSED) from exc
+    except ConfigBehind as exc:
+        raise CliError(exc.rule, exc.message, EXIT_CONFIG_BEHIND) from exc
     except ApprovalConfigError as exc:
         raise CliError(exc.rule, exc.message, EXIT_CONFIG) from exc
     finally:

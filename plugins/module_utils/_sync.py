@@ -51,6 +51,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
+from ._approvals_record import check_config_current
+from ._approvals_record import record as record_approvals
 from ._engine import TorrentEngine, TorrentStatus, reconcile
 from ._errors import ApprovalConfigError, VmcloudError
 from ._fetch import read_source
@@ -702,6 +704,9 @@ def _accept_and_converge(options, engine, check_mode, progress, clock, sleep) ->
             "inventory, approved_images in imgdist.yml); refusing to treat that as approve nothing. Set them: an "
             "explicit [] approves nothing",
         )
+    agent_config = options.get("agent_config")  # (path, mtime) when imgdist runs, None for image_sync
+    if agent_config is not None:
+        check_config_current(options["state_dir"], options, *agent_config)
     accepted, data = fetch_and_accept(options, persist=False)
     selection = selection_for(accepted.index.images, options)
     store = ImageStore(options["store_dir"])
@@ -713,6 +718,8 @@ def _accept_and_converge(options, engine, check_mode, progress, clock, sleep) ->
                    arriving=selection["desired_uuids"])
     if not check_mode:
         accepted = commit_accepted(options, accepted)
+        if agent_config is None:  # the inventory's word, which a timed sync with an older file must not undo
+            record_approvals(options["state_dir"], options)
     return _converge(options, accepted, data, selection, engine, check_mode, progress, clock, sleep, withdrawn)
 
 

@@ -43,7 +43,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service impor
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index_state import accept_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from tests.unit import pki
-from tests.unit.sync_world import FakeClock, FakeEngine, World, now, utc
+from tests.unit.sync_world import FakeClock, FakeEngine, World, now, snapshot, utc
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
@@ -818,6 +818,66 @@ def test_sync_refuses_when_disabled(world):
     assert err == f"imgdist: host-disabled: imgdist is disabled on this host ({world.host_path('disabled')} " \
                   "exists); run imgdist --enable to sync\n"
     assert not os.path.exists(world.host_path("images"))
+
+
+def test_a_timer_sync_with_older_approvals_never_undoes_the_ansible_run(world):
+    """site.yml converges a host (hypervisor play) before it writes the agent's imgdist.yml (agent
+    play): a timed sync in between, or one that read its file before and waited for the lock, must
+    not converge the host back to the approvals the inventory just replaced."""
+    old_approvals = [{"name": "slc", "version": 5}]
+    new_approvals = [{"name": "alma", "version": "latest", "comment": "from the inventory"},
+                     {"name": "slc", "version": 5}]
+    config = write_config(world, approved_images=old_approvals)
+    written = os.stat(config).st_mtime - 600  # the agent play of the run before
+    os.utime(config, (written, written))
+    ansible = _sync.sync(world.options(approved=new_approvals), world.engine, check_mode=False)
+    assert not ansible.failures and ansible.held == ["alma-9", "slc-5"]
+    store_before = snapshot(Path(world.host_path("images")))
+
+    code, out, err = run("-c", config, "sync")
+    assert (code, out) == (_imgdist.EXIT_CONFIG_BEHIND, "")
+    assert re.fullmatch(
+        rf"imgdist: config-behind: {re.escape(config)} \(written [0-9T:-]+Z\) is older than the approvals an "
+        r"Ansible run converged this host to at [0-9T:-]+Z, and its approvals differ; the host stays as that run "
+        r"left it until the vmic_agent role writes them \(run site\.yml, or the vmic_agent role\)\n", err)
+    assert snapshot(Path(world.host_path("images"))) == store_before
+    assert "alma-9" in ImageStore(world.host_path("images")).manifest()
+    problems = json.loads(run("-c", config, "status", "--json")[1])["problems"]
+    assert [p for p in problems if p.startswith("config: config-behind: ")] != []
+
+    # The agent play then writes the same approvals (comments and order do not count): the timer runs.
+    config = write_config(world, approved_images=list(reversed(new_approvals)))
+    os.utime(config, (written, written))
+    code, out, err = run("-c", config, "sync")
+    assert (code, err) == (EXIT_OK, "") and out.endswith("; no change\n")
+    assert not any("config-behind" in p for p in json.loads(run("-c", config, "status", "--json")[1])["problems"])
+
+    # An operator who edits imgdist.yml after the Ansible run is followed: the file is the newer word.
+    config = write_config(world, approved_images=old_approvals)
+    code, out, err = run("-c", config, "sync", "--json")
+    assert (code, err) == (EXIT_OK, "") and json.loads(out)["retired"] == ["alma-9"]
+
+
+@pytest.mark.parametrize("record", [b"{not json", b'{"digest": 1, "converged_at": 2}', b'[]',
+                                    b'{"digest": "x", "converged_at": true}'])
+def test_an_unreadable_approvals_record_stops_the_timer_naming_it(world, record):
+    config = write_config(world)
+    os.makedirs(world.host_path("index"))
+    Path(world.host_path("index"), "ansible-approvals.json").write_bytes(record)
+    code, out, err = run("-c", config, "sync")
+    assert (code, out) == (_imgdist.EXIT_ERROR, "")
+    assert err.startswith("imgdist: state-unreadable: ") and err.count("\n") == 1
+    assert f"{world.host_path('index')}/ansible-approvals.json" in err
+    assert not os.path.exists(world.host_path("images"))
+
+
+def test_a_check_mode_ansible_run_records_no_approvals(world):
+    config = write_config(world, approved_images=[{"name": "slc", "version": 5}])
+    written = os.stat(config).st_mtime - 600
+    os.utime(config, (written, written))
+    _sync.sync(world.options(approved=[{"name": "alma", "version": "latest"}]), world.engine, check_mode=True)
+    code, _, err = run("-c", config, "sync")
+    assert (code, err) == (EXIT_OK, "")
 
 
 def test_sync_exit_2_on_a_refused_index_printing_the_rule(world):

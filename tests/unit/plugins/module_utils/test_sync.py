@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -45,7 +46,13 @@ def world(tmp_path, monkeypatch) -> World:
 
 
 def host_state(world: World) -> dict:
-    return snapshot(world.root / "host")
+    """The host's files, and of the approvals record only its digest: every real run refreshes the
+    record's time (the inventory's word as of this run, which an older agent file must not undo)."""
+    state = snapshot(world.root / "host")
+    record = state.pop("index/ansible-approvals.json", None)
+    if record is not None:
+        state["index/ansible-approvals.json digest"] = json.loads(record)["digest"]
+    return state
 
 
 def status(info_hash: str, directory: str) -> TorrentStatus:
