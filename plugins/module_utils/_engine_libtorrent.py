@@ -150,6 +150,9 @@ class LibtorrentEngine(TorrentEngine):
     def recheck(self, info_hash: str) -> None:
         self.call("recheck", info_hash=normalize_info_hash(info_hash))
 
+    def announce(self, info_hash: str) -> bool:
+        return bool(self.call("announce", info_hash=normalize_info_hash(info_hash)))
+
     # ------------------------------------------------------------------ libtorrent only
 
     def stop(self, info_hash: str) -> bool:

@@ -443,6 +443,14 @@ class Seeder:
     def recheck(self, params: Dict[str, Any]) -> None:
         self.require(_info_hash_param(params)).force_recheck()
 
+    def announce(self, params: Dict[str, Any]) -> bool:
+        """Announce to the trackers now, past their minimum interval (a restarted tracker knows no one)."""
+        handle = self.require(_info_hash_param(params))
+        handle.force_reannounce(0, -1, self.lt.reannounce_flags_t.ignore_min_interval)
+        if self.session.is_dht_running():
+            handle.force_dht_announce()
+        return True
+
     def peers(self, params: Dict[str, Any]) -> list:
         handle = self.require(_info_hash_param(params))
         web = self.lt.peer_info.web_seed
@@ -455,7 +463,7 @@ class Seeder:
     def version(self, params: Dict[str, Any]) -> Dict[str, Any]:
         return {"libtorrent": self.lt.__version__, "listen_port": self.session.listen_port()}
 
-    METHODS = ("add", "status", "list", "remove", "ensure_seeding", "stop", "recheck", "peers", "version")
+    METHODS = ("add", "status", "list", "remove", "ensure_seeding", "stop", "recheck", "announce", "peers", "version")
 
     def dispatch(self, request: Dict[str, Any]) -> Dict[str, Any]:
         request_id = request.get("id")

@@ -142,13 +142,25 @@ def test_remove_keeps_data_readd_is_idempotent_and_stop_start(origin, seeding, t
     assert not os.path.exists(image)
 
 
+def test_announce_tells_a_restarted_tracker_about_the_seed(seeding, torrent, tracker):
+    """opentracker keeps peers in memory only: after a restart it knows no seed until one announces."""
+    info_hash = torrent.info.info_hash
+    wait_until(lambda: tracker.seeders(info_hash) == 1, WAIT, "the seed's first announce")
+    tracker.stop()
+    tracker.start()
+    tracker.allow(info_hash)
+    assert tracker.seeders(info_hash) == 0
+    assert seeding.announce(info_hash) is True
+    wait_until(lambda: tracker.seeders(info_hash) == 1, 10, "the seed announced again")
+
+
 def test_errors_are_rules(origin, tracker, tmp_path):
     engine = origin.engine()
     with pytest.raises(VmcloudError) as excinfo:
         engine.add(b"garbage", origin.data)
     assert excinfo.value.rule == "torrent-malformed"
     assert engine.status("0" * 40) is None
-    for call in (engine.ensure_seeding, engine.recheck):
+    for call in (engine.ensure_seeding, engine.recheck, engine.announce):
         with pytest.raises(EngineError) as excinfo:
             call("0" * 40)
         assert excinfo.value.rule == "torrent-not-loaded"
