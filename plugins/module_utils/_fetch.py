@@ -18,7 +18,6 @@ url helpers: the imgdist CLI on hypervisors uses this too), so that every limit 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import os
 import re
@@ -120,6 +119,15 @@ class _Deadline:
         if left <= 0:
             self.expired = True
         return left
+
+    @property
+    def passed(self) -> bool:
+        """Whether the deadline has passed (a failure then is the deadline's, whatever it looks like)."""
+        return self.expired or self.remaining() <= 0
+
+    def error(self, src: str, what: str, advice: str) -> VmcloudError:
+        """``fetch-deadline`` for ``src``: ``what`` had not arrived in full; ``advice`` says what to do."""
+        return VmcloudError("fetch-deadline", f"{src} did not {what} within {self.seconds:g} s; {advice}")
 
     def attach(self, connection: Optional[http.client.HTTPConnection]) -> None:
         with self._lock:
@@ -234,12 +242,9 @@ def read_source(
             except VmcloudError:
                 raise
             except (OSError, http.client.HTTPException, ValueError) as exc:
-                if deadline.expired or deadline.remaining() <= 0:
-                    raise VmcloudError(
-                        "fetch-deadline",
-                        f"{src} did not answer in full within {timeout:g} s (while reading {url}); "
-                        "check the server or raise timeout",
-                    ) from exc
+                if deadline.passed:
+                    raise deadline.error(src, f"answer in full (while reading {url})",
+                                         "check the server or raise timeout") from exc
                 raise _failure(url, exc) from exc
             if location is None:
                 return body, url
@@ -265,14 +270,6 @@ def _failure(url: str, exc: BaseException) -> VmcloudError:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         return VmcloudError("fetch-failed", f"cannot fetch {url}: {' '.join(str(reason).split())}")
     return VmcloudError("fetch-protocol", f"{url} {problem}; not an HTTP server that vmcloud can read")
-
-
-def sha256_of_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- large files
@@ -410,12 +407,9 @@ def download_file(
                 raise
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 handle.flush()
-                if deadline.expired or deadline.remaining() <= 0:
-                    raise VmcloudError(
-                        "fetch-deadline",
-                        f"{src} did not arrive in full within {timeout:g} s ({offset} of {size} bytes); "
-                        "a later run resumes; check the server or raise the timeout",
-                    ) from exc
+                if deadline.passed:
+                    raise deadline.error(src, f"arrive in full ({offset} of {size} bytes)",
+                                         "a later run resumes; check the server or raise the timeout") from exc
                 attempts += 1
                 if attempts > retries:
                     raise _failure(url, exc) from exc

@@ -43,6 +43,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 import yaml
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils._approvals_record import RECORD_NAME
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from tests.integration.conftest import Rtorrent, Tracker, free_port
 from tests.unit import index_factory as factory
@@ -389,7 +390,11 @@ class Host:
     verified_index = property(lambda self: str(self.dir / "index" / "verified-index.yaml"))
 
     def snapshot(self) -> Dict[str, tuple]:
-        return snapshot(self.dir)
+        """The host's trusted state and store. The approvals record is left out: a real image_sync run
+        writes it from the operator's options (never from served bytes), whatever the index brings."""
+        tree = snapshot(self.dir)
+        tree.pop(os.path.join("index", RECORD_NAME), None)
+        return tree
 
     def store(self) -> ImageStore:
         return ImageStore(self.store_dir)
