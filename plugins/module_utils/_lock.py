@@ -6,7 +6,7 @@ Private to the collection; not a public API. Plain Python (no ansible import).
 
 Every writer of the rollback mark (``_index_state``), of the kept verified index and of the
 store manifest takes it: ``_sync.sync`` (the image_sync module, ``imgdist sync``), the
-image_store module, the image_index module when it persists state, and ``imgdist --enable`` /
+image_store and image_promote modules, the image_index module when it persists state, and ``imgdist --enable`` /
 ``--disable``. The index is fetched and accepted inside it, so a run that waited can never
 converge the host back to an older index than the run before it accepted (it is refused as a
 rollback instead).

@@ -563,6 +563,9 @@ def retire_options(options: Mapping[str, Any]) -> ReconcileOptions:
     """The retirement policy of a sync (RETIRE_ARGSPEC): the image_store module's, with unknown
     entries only reported (the image_store task handles them by its own policy)."""
     return ReconcileOptions(
+        # Every promotion holds the host lock the sync holds: a .promote-* file it finds is a killed
+        # promotion's leftover, however fresh.
+        grace_seconds=0,
         unknown="report",
         not_desired=options.get("not_desired") or "retire",
         max_bytes=options.get("max_bytes"),

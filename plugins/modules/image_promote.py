@@ -57,6 +57,13 @@ options:
         those of the user running the module) are accepted. A named user that does not exist is an error
         (rule C(option-invalid)).
     type: str
+  state_dir:
+    description:
+      - The host's vmcloud state directory, where the host lock lives. The promotion holds that lock, as
+        every writer of the store does, so a sync that finds a C(.promote-*) file knows it is a killed
+        promotion's leftover and removes it.
+    type: path
+    default: /var/lib/vmcloud/index
   torrent:
     description:
       - The image's verified .torrent file. Required for a legacy entry (no C(sha256)); its info-hash must
@@ -93,10 +100,12 @@ action:
   sample: promoted
 """
 
+import contextlib
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import DEFAULT_STATE_DIR
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import IndexRefused, VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index import (
     _as_hex,
@@ -106,6 +115,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._index import (
     check_plain_file_name,
     normalise_v2_image,
 )
+from ansible_collections.vmcloud.fleet.plugins.module_utils._lock import host_lock, lock_path
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import read_torrent_file
 
@@ -116,6 +126,7 @@ ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     staging_dir=dict(type="path"),
     owner=dict(type="str"),
     torrent=dict(type="path"),
+    state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
 )
 
 
@@ -159,9 +170,10 @@ def main() -> None:
         except IndexRefused as exc:
             module.fail_json(msg=f"{exc.rule}: image: {exc.message}", rule=exc.rule)
         torrent = read_torrent_file(module.params["torrent"]) if module.params["torrent"] else None
-        outcome = store.promote(image, module.params["staged"], check_mode=module.check_mode,
-                                staging_dir=module.params["staging_dir"], owner=module.params["owner"],
-                                torrent=torrent)
+        with contextlib.nullcontext() if module.check_mode else host_lock(lock_path(module.params["state_dir"])):
+            outcome = store.promote(image, module.params["staged"], check_mode=module.check_mode,
+                                    staging_dir=module.params["staging_dir"], owner=module.params["owner"],
+                                    torrent=torrent)
         result = {"changed": outcome.changed, "path": outcome.path, "action": outcome.action}
         if outcome.sha256:
             result["sha256"] = outcome.sha256

@@ -564,3 +564,18 @@ def test_a_seeding_copy_changed_after_promotion_is_checked_again_and_the_run_con
     again = sync(options, engine, check_mode=False)
     assert again.failures == [] and not again.changed
     assert [call for call in engine.calls if call[0] in ("add", "remove")] == []
+
+
+def test_a_sync_removes_a_killed_promotions_leftover_at_once(world):
+    """Every promotion runs under the host lock the sync holds: a ``.promote-*`` file it finds, however
+    fresh, is a killed promotion's leftover (seen in the fault suite's promotion_killed case)."""
+    engine = FakeEngine.serving(world)
+    options = world.options()
+    assert sync(options, engine, check_mode=False).failures == []
+    leftover = Path(options["store_dir"]) / ".promote-7ao47it5"
+    leftover.write_bytes(b"half a copy")
+    again = sync(options, engine, check_mode=False)
+    assert again.failures == [] and not leftover.exists()
+    store = ImageStore(options["store_dir"])
+    assert sorted(os.listdir(options["store_dir"])) == sorted(
+        [".vmcloud"] + [os.path.basename(store.path_of(p.entry)) for p in world.published.values()])

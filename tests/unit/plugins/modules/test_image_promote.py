@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
@@ -24,7 +25,11 @@ def snapshot(directory: Path) -> Dict[str, bytes]:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+STATE_DIR = tempfile.mkdtemp(prefix="image-promote-state-")  # the host lock's, outside each test's snapshot
+
+
 def run(capsys, **args: Any) -> Dict[str, Any]:
+    args.setdefault("state_dir", STATE_DIR)
     with patch_module_args(args), pytest.raises(SystemExit):
         image_promote.main()
     return json.loads(capsys.readouterr().out)
@@ -59,6 +64,18 @@ def test_a_valid_entry_is_promoted(capsys, site):
                  staged=str(staged), staging_dir=str(site["tmp"] / "staging"))
     assert result["changed"] and result["action"] == "promoted"
     assert (site["store"] / "alma-9.img").read_bytes() == staged.read_bytes()
+
+
+def test_a_promotion_takes_the_host_lock_and_a_check_takes_none(capsys, site):
+    """As every writer of the store: so a sync holding the lock may take any .promote-* file it finds for
+    a killed promotion's leftover."""
+    staged = site["staging"] / "alma-9.img"
+    staged.write_bytes(b"alma" * 1000)
+    state_dir = site["tmp"] / "index"
+    args = dict(store=str(site["store"]), image=v2_entry(staged.read_bytes(), "alma-9.img"), staged=str(staged),
+                staging_dir=str(site["tmp"] / "staging"), state_dir=str(state_dir))
+    assert run(capsys, _ansible_check_mode=True, **args)["changed"] and not state_dir.exists()
+    assert run(capsys, **args)["action"] == "promoted" and (state_dir / "sync.lock").is_file()
 
 
 def test_a_file_naming_a_path_outside_the_store_is_refused(capsys, site):
