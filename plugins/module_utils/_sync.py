@@ -461,15 +461,18 @@ def staged_copy_bad(options: Mapping[str, Any], store: ImageStore, image: Dict[s
 class _Watch:
     """What the sync does at each poll of a download it waits for: fail at once when the staging
     filesystem cannot hold the rest (``staging-full``); announce again while it has no peers (a
-    restarted tracker knows none until they announce); and once, after ``STALL_SECONDS`` with no
-    peers and no progress, drop the torrent and add it again with its data kept (rtorrent does not
+    restarted tracker knows none until they announce); and once, after ``stall_seconds`` with no
+    peers and no progress (60 s, or a third of a shorter wait), drop the torrent and add it again with its data kept (rtorrent does not
     resume some downloads it closed, e.g. on a full disk)."""
 
     ANNOUNCE_EVERY = 30.0
     STALL_SECONDS = 60.0
+    STALL_SHARE = 3  # a stall is at most a third of the wait, and at least 5 s: a short wait re-adds in time
 
     def __init__(self, options, engine, image, progress, clock) -> None:
         self.options, self.engine, self.image, self.progress, self.clock = options, engine, image, progress, clock
+        timeout = float(options.get("download_timeout") or DEFAULT_DOWNLOAD_TIMEOUT)
+        self.stall_seconds = min(self.STALL_SECONDS, max(5.0, timeout / self.STALL_SHARE))
         self.announced_at: Optional[float] = None
         self.progress_at = clock()
         self.completed = -1
@@ -488,7 +491,7 @@ class _Watch:
             self.completed, self.progress_at = status.completed_bytes, now
         if status.complete or status.peers:
             return
-        if not self.readded and now - self.progress_at >= self.STALL_SECONDS:
+        if not self.readded and now - self.progress_at >= self.stall_seconds:
             self.readd()
             self.progress_at, self.announced_at = now, now
             return

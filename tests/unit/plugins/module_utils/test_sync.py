@@ -527,7 +527,8 @@ def test_a_download_without_peers_is_announced_again_and_one_with_peers_is_not(w
     sync(world.options(download_timeout=100), engine, check_mode=False, clock=clock, sleep=clock.sleep)
     announced = [call[1] for call in engine.calls if call[0] == "announce"]
     assert set(announced) == {alma.info_hash}
-    assert len(announced) == 3  # at once, at 30 s and at 90 s (at 60 s it was added again instead)
+    # at once and at 30 s; at 33 s (a third of the wait) it was added again instead; then at 63 s and 93 s
+    assert len(announced) == 4
 
 
 def test_a_stalled_download_is_dropped_and_added_again_once_keeping_its_data(world):
@@ -541,6 +542,26 @@ def test_a_stalled_download_is_dropped_and_added_again_once_keeping_its_data(wor
     engine.swarm[alma.info_hash] = alma.path.read_bytes()
     later = sync(world.options(), engine, check_mode=False)
     assert later.failures == [] and later.promoted == ["alma-9"]
+
+
+def test_a_short_wait_drops_and_adds_a_stalled_download_within_its_timeout(world):
+    """A stall is judged against the wait: with a 15 s timeout (the fault suite's imgdist-short.yml) the
+    re-add comes after 5 s, not after the 60 s that suit a long wait, so a download rtorrent closed on a
+    full disk resumes within the run that frees the space."""
+    alma = world.published["alma-9"]
+    engine = FakeEngine.serving(world, world.published["slc-5"])
+    clock = FakeClock()
+    started = clock()
+    readded_at = []
+    real_remove = engine.remove
+
+    def remove(info_hash, delete_data=False):
+        readded_at.append(clock() - started)
+        return real_remove(info_hash, delete_data)
+
+    engine.remove = remove
+    sync(world.options(download_timeout=15), engine, check_mode=False, clock=clock, sleep=clock.sleep)
+    assert len(readded_at) == 1 and 5 <= readded_at[0] < 6
 
 
 def test_a_seeding_copy_changed_after_promotion_is_checked_again_and_the_run_converges(world):
