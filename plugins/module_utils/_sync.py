@@ -461,9 +461,9 @@ def staged_copy_bad(options: Mapping[str, Any], store: ImageStore, image: Dict[s
 class _Watch:
     """What the sync does at each poll of a download it waits for: fail at once when the staging
     filesystem cannot hold the rest (``staging-full``); announce again while it has no peers (a
-    restarted tracker knows none until they announce); and once, after ``stall_seconds`` with no
-    peers and no progress (60 s, or a third of a shorter wait), drop the torrent and add it again with its data kept (rtorrent does not
-    resume some downloads it closed, e.g. on a full disk)."""
+    restarted tracker knows none until they announce); and once, after ``stall_seconds``
+    with no peers and no progress (60 s, or a third of a shorter wait), drop the torrent and add it
+    again with its data kept (rtorrent does not resume some downloads it closed, e.g. on a full disk)."""
 
     ANNOUNCE_EVERY = 30.0
     STALL_SECONDS = 60.0

@@ -548,7 +548,6 @@ def test_a_short_wait_drops_and_adds_a_stalled_download_within_its_timeout(world
     """A stall is judged against the wait: with a 15 s timeout (the fault suite's imgdist-short.yml) the
     re-add comes after 5 s, not after the 60 s that suit a long wait, so a download rtorrent closed on a
     full disk resumes within the run that frees the space."""
-    alma = world.published["alma-9"]
     engine = FakeEngine.serving(world, world.published["slc-5"])
     clock = FakeClock()
     started = clock()
