@@ -13,8 +13,10 @@ prints ``current state: <old>`` then the new state) and ``--list_unknown_files``
 line). The commands ``status``, ``sync`` and ``check IMAGE`` run the collection's own library:
 ``_sync.sync`` for the pull path, ``_index_service`` / ``_index_state`` to re-verify the kept
 index offline, ``_selection`` for approval, ``ImageStore`` for the store. ``config-check``
-validates the configuration file (the agent role's ``validate:``). Every read command
-takes ``--json``. Errors are one line naming the rule; exit codes are in ``EXIT_CODES``.
+validates the configuration file (the agent role's ``validate:``); ``metrics`` prints the
+Prometheus text a sync writes to ``metrics_textfile_dir`` (``_metrics``, with ``last-sync.json``).
+Every read command takes ``--json`` (``metrics`` prints its text format anyway). Errors are one line
+naming the rule; exit codes are in ``EXIT_CODES``.
 
 The configuration file (YAML, default ``/etc/vmcloud/imgdist.yml``) holds the keys of
 ``CONFIG_KEYS``; any other key is refused, naming it.
@@ -33,7 +35,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
-from . import _crl
+from . import _crl, _metrics
 from ._approvals_record import ConfigBehind, check_config_current
 from ._argspec import DEFAULT_STATE_DIR
 from ._engine import ENGINES, TorrentStatus, default_engine_user, engine_for
@@ -88,10 +90,11 @@ USAGE_STATUS = "imgdist [-c CONFIG] status [--json]"
 USAGE_SYNC = "imgdist [-c CONFIG] sync [--check] [--json]"
 USAGE_CHECK = "imgdist [-c CONFIG] check IMAGE [--json]"
 USAGE_CONFIG_CHECK = "imgdist [-c CONFIG] config-check [--json]"
+USAGE_METRICS = "imgdist [-c CONFIG] metrics"
 USAGE_CRL_REFRESH = "imgdist [-c CONFIG] crl-refresh [--json]"
 USAGE_RESET_MARK = "imgdist [-c CONFIG] reset-mark [--url URL] --to-version N --confirm [--json]"
 USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK, USAGE_CRL_REFRESH,
-                         USAGE_RESET_MARK))
+                         USAGE_RESET_MARK, USAGE_METRICS))
 
 EXIT_CODES = """\
 exit status:
@@ -188,6 +191,8 @@ CONFIG_KEYS: Dict[str, ConfigKey] = {
     "sharedfs_owner": ConfigKey("str", "sharedfs_owner"),
     "push_dir": ConfigKey("path", "push_dir", DEFAULT_PUSH_DIR),
     "push_user": ConfigKey("str", "push_user", DEFAULT_PUSH_USER),
+    # node_exporter's textfile collector directory: each sync writes vmcloud_imgdist.prom there (_metrics).
+    "metrics_textfile_dir": ConfigKey("path", None),
 }
 
 _KIND_TEXT = {
@@ -699,6 +704,7 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
         "run_guard": run_guard,
         "problems": problems,
         "images": rows,
+        "last_sync": _metrics.read_last_sync(config["state_dir"]),  # the last sync's record, or None
     }
 
 
@@ -708,6 +714,11 @@ def print_status(report: Mapping[str, Any], out: TextIO) -> None:
     index = report["index"]
     if index:
         print(f"index: version {index['version']} from {index['url']}, expires {index['expires']}", file=out)
+    last = report.get("last_sync")
+    if last:
+        failure = f" ({last['rule']})" if last.get("rule") else ""
+        print(f"last sync: {last.get('finished')}: {last.get('result')}{failure}; last success: "
+              f"{last.get('last_success') or 'never'}", file=out)
     for problem in report["problems"]:
         print(f"problem: {problem}", file=out)
     if not report["images"]:
@@ -783,14 +794,38 @@ def print_sync(report: SyncReport, out: TextIO) -> None:
 
 
 def run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: TextIO, err: TextIO) -> int:
-    if check_mode:  # changes nothing: no lock
-        return _run_sync(config, check_mode, as_json, out, err)
+    if check_mode:  # changes nothing: no lock, no record
+        return _run_sync(config, check_mode, as_json, out, err)[0]
     # The flag is read under the host lock the sync holds (re-entered), so --disable is never missed.
     with host_lock(lock_path(config["state_dir"]), config["timeout"]):
-        return _run_sync(config, check_mode, as_json, out, err)
+        try:  # last-sync.json, then the textfile (_metrics), whatever the outcome
+            return _metrics.record_sync(config["state_dir"], lambda: _run_sync(config, check_mode, as_json, out, err))
+        finally:
+            write_metrics(config, err)
 
 
-def _run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: TextIO, err: TextIO) -> int:
+def metrics_text(config: Mapping[str, Any]) -> str:
+    """``imgdist metrics``: the Prometheus text of this host (status, last-sync.json, run-guard denials)."""
+    return _metrics.render(_metrics.families(collect_status(config), _metrics.read_last_sync(config["state_dir"]),
+                                             _metrics.denial_count(config["state_dir"])))
+
+
+def write_metrics(config: Mapping[str, Any], err: TextIO) -> None:
+    """Write the textfile when ``metrics_textfile_dir`` is set; a failure is a warning, never the sync's."""
+    if config["metrics_textfile_dir"]:
+        try:
+            _metrics.write_textfile(config["metrics_textfile_dir"], metrics_text(config))
+        except (VmcloudError, OSError) as exc:
+            print(f"{PROG}: warning: metrics-unwritable: {config['metrics_textfile_dir']}: "
+                  f"{getattr(exc, 'message', None) or exc}", file=err)
+
+
+def record_run_guard_denial(config: Mapping[str, Any], rule: str) -> None:
+    """The libvirt hook refused a guest: count it for the metrics (never raises)."""
+    _metrics.record_denial(config["state_dir"], rule)
+
+
+def _run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: TextIO, err: TextIO) -> tuple:
     if enabled_state(config["disabled_flag"]) == "disable":
         raise CliError(
             "host-disabled",
@@ -818,7 +853,7 @@ def _run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: T
         print(json.dumps(report.to_dict(), indent=1, sort_keys=True), file=out)
     else:
         print_sync(report, out)
-    return EXIT_IMAGES_FAILED if report.failures else EXIT_OK
+    return (EXIT_IMAGES_FAILED if report.failures else EXIT_OK), report
 
 
 # --------------------------------------------------------------------------- unknown files
@@ -917,6 +952,11 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--to-version", dest="to_version", type=positive_version, required=True, metavar="N",
                        help="the last genuine version")
     reset.add_argument("--confirm", action="store_true", help="really rewrite the mark")
+    commands.add_parser(
+        "metrics", parents=[common], usage=USAGE_METRICS, help="print the Prometheus metrics of this host",
+        description="Print what a sync writes to metrics_textfile_dir/vmcloud_imgdist.prom (Prometheus text "
+        "format): images present and missing, engine bytes, the last sync, the index expiry, run-guard denials.",
+    )
     return parser
 
 
@@ -955,6 +995,9 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(json.dumps(report, indent=1, sort_keys=True), file=out)
         else:
             print_status(report, out)
+        return EXIT_OK
+    if args.command == "metrics":
+        out.write(metrics_text(config))
         return EXIT_OK
     if args.command == "config-check":
         validate_config(config, path)
@@ -995,7 +1038,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err
     if (args.action is None) == (args.command is None):
         parser.print_usage(err)
         print(f"{PROG}: error: give one of --enable, --disable, --list_unknown_files, or a command "
-              "(status, sync, check, config-check, crl-refresh, reset-mark)", file=err)
+              "(status, sync, check, config-check, crl-refresh, reset-mark, metrics)", file=err)
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     try:
