@@ -50,13 +50,12 @@ from ._options import INDEX_CHECKS, SYNC_CHECKS, check_options
 from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED, Pending, find_pending
 from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, claimed_url, guarded_accept
 from ._selection import parse_approvals
-from ._store import ImageStore
+from ._store import DEFAULT_STORE_DIR, ImageStore
 from ._sync import (
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RPC_TIMEOUT,
     DEFAULT_STAGING_DIR,
-    DEFAULT_STORE_DIR,
     DEFAULT_TORRENT_DIR,
     SyncReport,
     retire_now,
@@ -64,6 +63,7 @@ from ._sync import (
     sync,
     verified_index_path,
 )
+from ._time import TIMESTAMP_FORMAT
 from ._torrent import MAX_TORRENT_BYTES
 from ._trust import parse_pins
 from ._yaml import load_untrusted_yaml
@@ -336,7 +336,7 @@ def set_state(flag: str, state: str) -> str:
     before = enabled_state(flag)
     if state == "disable" and before == "enable":
         os.makedirs(os.path.dirname(flag) or ".", mode=0o755, exist_ok=True)
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = datetime.datetime.now(datetime.UTC).strftime(TIMESTAMP_FORMAT)
         write_atomic(flag, f"disabled by imgdist at {stamp}\n".encode("ascii"))
     elif state == "enable" and before == "disable":
         os.unlink(flag)

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ._errors import VmcloudError
 from ._index import parse_utc_timestamp
 from ._io import write_atomic
-from ._run_guard import utc_text
+from ._time import utc_text
 
 TEXTFILE_NAME = "vmcloud_imgdist.prom"
 LAST_SYNC_NAME = "last-sync.json"

@@ -74,10 +74,8 @@ from ._torrent import (
     verify_torrent,
 )
 
-DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
 DEFAULT_STAGING_DIR = "/var/lib/vmcloud/staging"
 DEFAULT_TORRENT_DIR = "/var/lib/vmcloud/torrents"
-DEFAULT_SOCKET = "/run/rtorrent/rpc.socket"
 DEFAULT_DOWNLOAD_TIMEOUT = 3600
 DEFAULT_POLL_INTERVAL = 2.0
 DEFAULT_RPC_TIMEOUT = 30.0
