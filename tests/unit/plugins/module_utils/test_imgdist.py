@@ -1128,3 +1128,22 @@ def test_the_hooks_refusals_are_counted(world):
     _imgdist.record_run_guard_denial(loaded, result["rule"])  # what the hook does on a refusal
     _imgdist.record_run_guard_denial(loaded, result["rule"])
     assert value(parse(run("-c", config, "metrics")[1]), "run_guard_denials_total") == 2
+
+
+def test_the_config_keys_follow_the_module_options():
+    """A key that feeds a module option has that option's type, default and choices (_argspec)."""
+    from ansible_collections.vmcloud.fleet.plugins.module_utils import _argspec
+
+    options = {**_argspec.INDEX_TRUST_ARGSPEC, **_argspec.SELECTION_ARGSPEC, **_argspec.FETCH_ARGSPEC,
+               **_argspec.SYNC_ARGSPEC}
+    defaults = check_config({"host": "hv1"}, "imgdist.yml")
+    fed = {key: spec for key, spec in _imgdist.CONFIG_KEYS.items() if spec.option in options}
+    assert len(fed) == 40  # all but index_url (image_index's own src) and imgdist's own keys
+    for key, spec in fed.items():
+        option = options[spec.option]
+        assert defaults[key] == (option.get("default") if key != "host" else "hv1"), key
+        assert spec.choices == tuple(option.get("choices", ())), key
+    assert (_imgdist.CONFIG_KEYS["rpc_timeout"].kind, _imgdist.CONFIG_KEYS["crl"].kind,
+            _imgdist.CONFIG_KEYS["approval_rules"].kind, _imgdist.CONFIG_KEYS["endorser_pins"].kind) == \
+        ("number", "paths", "strs", "list")
+    assert sorted(set(options) - {spec.option for spec in fed.values()}) == ["reference_time"]
