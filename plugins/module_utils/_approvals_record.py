@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 from ._errors import VmcloudError
 from ._io import write_atomic
 from ._selection import ImageRef, parse_approvals
+from ._time import TIMESTAMP_FORMAT
 
 RECORD_NAME = "ansible-approvals.json"
 
@@ -60,7 +61,7 @@ def approvals_digest(options: Mapping[str, Any]) -> str:
 
 
 def _utc(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(TIMESTAMP_FORMAT)
 
 
 def record(state_dir: str, options: Mapping[str, Any], wall_clock: Callable[[], float] = time.time) -> None:

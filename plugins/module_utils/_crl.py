@@ -23,6 +23,7 @@ from cryptography import x509
 from ._errors import VmcloudError
 from ._fetch import read_source
 from ._io import write_atomic
+from ._time import TIMESTAMP_FORMAT
 from ._trust import load_trust_anchors
 
 MAX_CRL_BYTES = 16 * 1024 * 1024
@@ -36,7 +37,7 @@ def _utc(moment: Optional[datetime.datetime]) -> Optional[datetime.datetime]:
 
 
 def _text(moment: datetime.datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.strftime(TIMESTAMP_FORMAT)
 
 
 def parse_crl(data: bytes, origin: str) -> x509.CertificateRevocationList:

@@ -41,6 +41,7 @@ from ._index import (
     parse_utc_timestamp,
 )
 from ._io import write_atomic
+from ._time import utc_text
 from ._trust import (
     UTC,
     end_entity_problem,
@@ -54,7 +55,6 @@ from ._trust import (
 from ._yaml import load_untrusted_yaml
 
 DEFAULT_VALIDITY_DAYS = 30
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # Fields that stamping rewrites; everything else in ``signed`` is the content.
 STAMP_KEYS = ("version", "created", "expires")
 _SIGNED_KEY_ORDER = ("_type", "spec_version", "version", "created", "expires", "endorser", "url", "images")
@@ -71,8 +71,7 @@ def utc_now() -> datetime.datetime:
     return datetime.datetime.now(UTC).replace(microsecond=0)
 
 
-def format_timestamp(moment: datetime.datetime) -> str:
-    return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+format_timestamp = utc_text  # the signing side's name for it
 
 
 # ---------------------------------------------------------------- serialisation

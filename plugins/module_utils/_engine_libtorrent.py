@@ -20,7 +20,7 @@ import socket as socket_module
 import time
 from typing import Any, Optional, Sequence
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import TorrentEngine, TorrentStatus
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import DEFAULT_SOCKETS, TorrentEngine, TorrentStatus
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._framing import (
     MAX_REQUEST_BYTES,
@@ -30,7 +30,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._framing import (
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import normalize_info_hash, parse_torrent
 
-DEFAULT_SOCKET = "/run/vmcloud/seeder.socket"
+DEFAULT_SOCKET = DEFAULT_SOCKETS["libtorrent"]
 DEFAULT_TIMEOUT = 30.0
 _STATUS_FIELDS = (
     "info_hash", "name", "size_bytes", "completed_bytes", "complete", "state", "down_rate", "up_rate",

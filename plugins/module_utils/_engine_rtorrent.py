@@ -23,7 +23,7 @@ import time
 import xmlrpc.client
 from typing import Any, Optional, Sequence
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import TorrentEngine, TorrentStatus
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import DEFAULT_SOCKETS, TorrentEngine, TorrentStatus
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._scgi import DEFAULT_TIMEOUT, rtorrent_proxy
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import (
@@ -31,7 +31,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import (
     parse_torrent,
 )
 
-DEFAULT_SOCKET = "/run/rtorrent/rpc.socket"
+DEFAULT_SOCKET = DEFAULT_SOCKETS["rtorrent"]
 FAULT_UNKNOWN_HASH = -501
 # Fields read for a status, in order: (our name, rtorrent command).
 _FIELDS = (

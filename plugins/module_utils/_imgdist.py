@@ -13,8 +13,10 @@ prints ``current state: <old>`` then the new state) and ``--list_unknown_files``
 line). The commands ``status``, ``sync`` and ``check IMAGE`` run the collection's own library:
 ``_sync.sync`` for the pull path, ``_index_service`` / ``_index_state`` to re-verify the kept
 index offline, ``_selection`` for approval, ``ImageStore`` for the store. ``config-check``
-validates the configuration file (the agent role's ``validate:``). Every read command
-takes ``--json``. Errors are one line naming the rule; exit codes are in ``EXIT_CODES``.
+validates the configuration file (the agent role's ``validate:``); ``metrics`` prints the
+Prometheus text a sync writes to ``metrics_textfile_dir`` (``_metrics``, with ``last-sync.json``).
+Every read command takes ``--json`` (``metrics`` prints its text format anyway). Errors are one line
+naming the rule; exit codes are in ``EXIT_CODES``.
 
 The configuration file (YAML, default ``/etc/vmcloud/imgdist.yml``) holds the keys of
 ``CONFIG_KEYS``; any other key is refused, naming it.
@@ -33,36 +35,28 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
-from . import _crl
+from . import _crl, _metrics
 from ._approvals_record import ConfigBehind, check_config_current
-from ._argspec import DEFAULT_STATE_DIR
-from ._engine import ENGINES, TorrentStatus, default_engine_user, engine_for
+from ._argspec import FETCH_ARGSPEC, INDEX_TRUST_ARGSPEC, SELECTION_ARGSPEC, SYNC_ARGSPEC
+from ._engine import TorrentStatus, default_engine_user, engine_for
 from ._errors import ApprovalConfigError, IndexRefused, VmcloudError
-from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._index_service import build_policy, selection_for
 from ._index_state import reset_high_water_mark
 from ._io import fsync_directory, write_atomic
 from ._lock import host_lock, lock_path
-from ._methods import DEFAULT_METHOD, DEFAULT_PUSH_DIR, DEFAULT_PUSH_USER, METHODS
 from ._options import INDEX_CHECKS, SYNC_CHECKS, check_options
-from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED, Pending, find_pending
+from ._reconcile import Pending, find_pending
 from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, claimed_url, guarded_accept
 from ._selection import parse_approvals
 from ._store import ImageStore
 from ._sync import (
-    DEFAULT_DOWNLOAD_TIMEOUT,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_RPC_TIMEOUT,
-    DEFAULT_STAGING_DIR,
-    DEFAULT_STORE_DIR,
-    DEFAULT_TORRENT_DIR,
     SyncReport,
     retire_now,
     retire_options,
     sync,
     verified_index_path,
 )
-from ._torrent import MAX_TORRENT_BYTES
+from ._time import TIMESTAMP_FORMAT
 from ._trust import parse_pins
 from ._yaml import load_untrusted_yaml
 
@@ -88,10 +82,11 @@ USAGE_STATUS = "imgdist [-c CONFIG] status [--json]"
 USAGE_SYNC = "imgdist [-c CONFIG] sync [--check] [--json]"
 USAGE_CHECK = "imgdist [-c CONFIG] check IMAGE [--json]"
 USAGE_CONFIG_CHECK = "imgdist [-c CONFIG] config-check [--json]"
+USAGE_METRICS = "imgdist [-c CONFIG] metrics"
 USAGE_CRL_REFRESH = "imgdist [-c CONFIG] crl-refresh [--json]"
 USAGE_RESET_MARK = "imgdist [-c CONFIG] reset-mark [--url URL] --to-version N --confirm [--json]"
 USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK, USAGE_CRL_REFRESH,
-                         USAGE_RESET_MARK))
+                         USAGE_RESET_MARK, USAGE_METRICS))
 
 EXIT_CODES = """\
 exit status:
@@ -132,62 +127,79 @@ class ConfigKey:
     choices: tuple = ()
 
 
+# The options the keys feed, as the modules declare them (_argspec): a key takes its option's type,
+# default and choices from there, so imgdist.yml and the modules cannot drift apart.
+_OPTIONS = {**INDEX_TRUST_ARGSPEC, **SELECTION_ARGSPEC, **FETCH_ARGSPEC, **SYNC_ARGSPEC}
+_KIND_OF_TYPE = {"str": "str", "path": "path", "int": "int", "float": "number", "bool": "bool"}
+_KIND_OF_ELEMENTS = {"path": "paths", "str": "strs"}  # other lists (dict, raw): "list"
+
+
+def option(name: str) -> ConfigKey:
+    """The key that feeds the module option ``name``, typed and defaulted as the option is."""
+    spec = _OPTIONS[name]
+    kind = _KIND_OF_ELEMENTS.get(spec.get("elements"), "list") if spec["type"] == "list" else \
+        _KIND_OF_TYPE[spec["type"]]
+    return ConfigKey(kind, name, spec.get("default"), tuple(spec.get("choices", ())))
+
+
 CONFIG_KEYS: Dict[str, ConfigKey] = {
     # Where the endorsers publish, and whom the site trusts.
     "index_url": ConfigKey("str", "src"),
-    "trust_anchors": ConfigKey("paths", "trust_anchors"),
-    "crl": ConfigKey("paths", "crl", []),
+    "trust_anchors": option("trust_anchors"),
+    "crl": option("crl"),
     # CRLs `imgdist crl-refresh` (the timer, before each sync) fetches: [{url, path}], path in `crl`.
     "crl_sources": ConfigKey("list", None, []),
-    "endorsers": ConfigKey("strs", "endorsers", []),
-    "endorser_pins": ConfigKey("list", "endorser_pins", []),  # [{subject, issuer}], checked by _trust.parse_pins
-    "threshold": ConfigKey("int", "threshold", 1),
-    "legacy": ConfigKey("bool", "legacy", False),
-    "endorser_certificates": ConfigKey("paths", "endorser_certificates", []),
-    "max_size": ConfigKey("int", "max_size", DEFAULT_MAX_SIZE),
-    "clock_skew": ConfigKey("int", "clock_skew", DEFAULT_CLOCK_SKEW),
-    "fetch_timeout": ConfigKey("int", "timeout", 30),
-    "validate_certs": ConfigKey("bool", "validate_certs", True),
-    "ca_path": ConfigKey("path", "ca_path"),
+    "endorsers": option("endorsers"),
+    "endorser_pins": option("endorser_pins"),  # [{subject, issuer}], checked by _trust.parse_pins
+    "threshold": option("threshold"),
+    "legacy": option("legacy"),
+    "endorser_certificates": option("endorser_certificates"),
+    "max_size": option("max_size"),
+    "clock_skew": option("clock_skew"),
+    "fetch_timeout": option("timeout"),
+    "validate_certs": option("validate_certs"),
+    "ca_path": option("ca_path"),
     # What the site approves, and where this host sits. approved_images has no default: a missing
     # key is refused by sync and config-check, never read as "approve nothing" (an explicit [] is).
-    "approved_images": ConfigKey("list", "approved", None),
-    "blocked_images": ConfigKey("list", "blocked", []),
-    "approval_rules": ConfigKey("strs", "rules", []),
-    "host": ConfigKey("str", "host"),  # default: this machine's host name
-    "subcluster": ConfigKey("str", "subcluster"),
-    "cluster": ConfigKey("str", "cluster"),
+    "approved_images": option("approved"),
+    "blocked_images": option("blocked"),
+    "approval_rules": option("rules"),
+    "host": option("host"),  # default: this machine's host name
+    "subcluster": option("subcluster"),
+    "cluster": option("cluster"),
     # On the host.
-    "store_dir": ConfigKey("path", "store_dir", DEFAULT_STORE_DIR),
-    "staging_dir": ConfigKey("path", "staging_dir", DEFAULT_STAGING_DIR),
-    "torrent_dir": ConfigKey("path", "torrent_dir", DEFAULT_TORRENT_DIR),
-    "engine_user": ConfigKey("str", "engine_user"),  # who owns staged files (default: the engine's user)
-    "state_dir": ConfigKey("path", "state_dir", DEFAULT_STATE_DIR),
-    "torrent_max_size": ConfigKey("int", "torrent_max_size", MAX_TORRENT_BYTES),
+    "store_dir": option("store_dir"),
+    "staging_dir": option("staging_dir"),
+    "torrent_dir": option("torrent_dir"),
+    "engine_user": option("engine_user"),  # who owns staged files (default: the engine's user)
+    "state_dir": option("state_dir"),
+    "torrent_max_size": option("torrent_max_size"),
     # Images no longer desired (the image_store module's options, _reconcile): retire or keep, the
     # store's quota, and the mass-deletion guard (retire-guard unless retire_confirm).
-    "not_desired": ConfigKey("str", "not_desired", "retire", tuple(NOT_DESIRED)),
-    "max_bytes": ConfigKey("int", "max_bytes"),
-    "high_watermark_percent": ConfigKey("int", "high_watermark_percent"),
-    "retire_max_percent": ConfigKey("int", "retire_max_percent", DEFAULT_RETIRE_MAX_PERCENT),
-    "retire_confirm": ConfigKey("bool", "retire_confirm", False),
+    "not_desired": option("not_desired"),
+    "max_bytes": option("max_bytes"),
+    "high_watermark_percent": option("high_watermark_percent"),
+    "retire_max_percent": option("retire_max_percent"),
+    "retire_confirm": option("retire_confirm"),
     "disabled_flag": ConfigKey("path", None, DEFAULT_DISABLED_FLAG),
     # The run guard (check, the libvirt hook): seconds a guest may still start after the kept index
     # stops verifying on a time rule alone (expiry, stale CRL); 0 refuses at once (_run_guard).
     "run_guard_grace_seconds": ConfigKey("int", None, DEFAULT_GRACE_SECONDS),
     # The BitTorrent engine.
-    "engine": ConfigKey("str", "engine", "rtorrent", tuple(ENGINES)),
-    "socket": ConfigKey("path", "socket"),  # default: the engine's (_engine.DEFAULT_SOCKETS)
-    "timeout": ConfigKey("int", "download_timeout", DEFAULT_DOWNLOAD_TIMEOUT),
-    "rpc_timeout": ConfigKey("number", "rpc_timeout", DEFAULT_RPC_TIMEOUT),
-    "poll_interval": ConfigKey("number", "poll_interval", DEFAULT_POLL_INTERVAL),
+    "engine": option("engine"),
+    "socket": option("socket"),  # default: the engine's (_engine.DEFAULT_SOCKETS)
+    "timeout": option("download_timeout"),
+    "rpc_timeout": option("rpc_timeout"),
+    "poll_interval": option("poll_interval"),
     # How the image bytes arrive (_methods): the timer honours the host's method.
-    "distribution_method": ConfigKey("str", "distribution_method", DEFAULT_METHOD, tuple(METHODS)),
-    "http_url": ConfigKey("str", "http_url"),
-    "sharedfs_dir": ConfigKey("path", "sharedfs_dir"),
-    "sharedfs_owner": ConfigKey("str", "sharedfs_owner"),
-    "push_dir": ConfigKey("path", "push_dir", DEFAULT_PUSH_DIR),
-    "push_user": ConfigKey("str", "push_user", DEFAULT_PUSH_USER),
+    "distribution_method": option("distribution_method"),
+    "http_url": option("http_url"),
+    "sharedfs_dir": option("sharedfs_dir"),
+    "sharedfs_owner": option("sharedfs_owner"),
+    "push_dir": option("push_dir"),
+    "push_user": option("push_user"),
+    # node_exporter's textfile collector directory: each sync writes vmcloud_imgdist.prom there (_metrics).
+    "metrics_textfile_dir": ConfigKey("path", None),
 }
 
 _KIND_TEXT = {
@@ -331,7 +343,7 @@ def set_state(flag: str, state: str) -> str:
     before = enabled_state(flag)
     if state == "disable" and before == "enable":
         os.makedirs(os.path.dirname(flag) or ".", mode=0o755, exist_ok=True)
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = datetime.datetime.now(datetime.UTC).strftime(TIMESTAMP_FORMAT)
         write_atomic(flag, f"disabled by imgdist at {stamp}\n".encode("ascii"))
     elif state == "enable" and before == "disable":
         os.unlink(flag)
@@ -699,6 +711,7 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
         "run_guard": run_guard,
         "problems": problems,
         "images": rows,
+        "last_sync": _metrics.read_last_sync(config["state_dir"]),  # the last sync's record, or None
     }
 
 
@@ -708,6 +721,11 @@ def print_status(report: Mapping[str, Any], out: TextIO) -> None:
     index = report["index"]
     if index:
         print(f"index: version {index['version']} from {index['url']}, expires {index['expires']}", file=out)
+    last = report.get("last_sync")
+    if last:
+        failure = f" ({last['rule']})" if last.get("rule") else ""
+        print(f"last sync: {last.get('finished')}: {last.get('result')}{failure}; last success: "
+              f"{last.get('last_success') or 'never'}", file=out)
     for problem in report["problems"]:
         print(f"problem: {problem}", file=out)
     if not report["images"]:
@@ -783,14 +801,38 @@ def print_sync(report: SyncReport, out: TextIO) -> None:
 
 
 def run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: TextIO, err: TextIO) -> int:
-    if check_mode:  # changes nothing: no lock
-        return _run_sync(config, check_mode, as_json, out, err)
+    if check_mode:  # changes nothing: no lock, no record
+        return _run_sync(config, check_mode, as_json, out, err)[0]
     # The flag is read under the host lock the sync holds (re-entered), so --disable is never missed.
     with host_lock(lock_path(config["state_dir"]), config["timeout"]):
-        return _run_sync(config, check_mode, as_json, out, err)
+        try:  # last-sync.json, then the textfile (_metrics), whatever the outcome
+            return _metrics.record_sync(config["state_dir"], lambda: _run_sync(config, check_mode, as_json, out, err))
+        finally:
+            write_metrics(config, err)
 
 
-def _run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: TextIO, err: TextIO) -> int:
+def metrics_text(config: Mapping[str, Any]) -> str:
+    """``imgdist metrics``: the Prometheus text of this host (status, last-sync.json, run-guard denials)."""
+    return _metrics.render(_metrics.families(collect_status(config), _metrics.read_last_sync(config["state_dir"]),
+                                             _metrics.denial_count(config["state_dir"])))
+
+
+def write_metrics(config: Mapping[str, Any], err: TextIO) -> None:
+    """Write the textfile when ``metrics_textfile_dir`` is set; a failure is a warning, never the sync's."""
+    if config["metrics_textfile_dir"]:
+        try:
+            _metrics.write_textfile(config["metrics_textfile_dir"], metrics_text(config))
+        except (VmcloudError, OSError) as exc:
+            print(f"{PROG}: warning: metrics-unwritable: {config['metrics_textfile_dir']}: "
+                  f"{getattr(exc, 'message', None) or exc}", file=err)
+
+
+def record_run_guard_denial(config: Mapping[str, Any], rule: str) -> None:
+    """The libvirt hook refused a guest: count it for the metrics (never raises)."""
+    _metrics.record_denial(config["state_dir"], rule)
+
+
+def _run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: TextIO, err: TextIO) -> tuple:
     if enabled_state(config["disabled_flag"]) == "disable":
         raise CliError(
             "host-disabled",
@@ -818,7 +860,7 @@ def _run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: T
         print(json.dumps(report.to_dict(), indent=1, sort_keys=True), file=out)
     else:
         print_sync(report, out)
-    return EXIT_IMAGES_FAILED if report.failures else EXIT_OK
+    return (EXIT_IMAGES_FAILED if report.failures else EXIT_OK), report
 
 
 # --------------------------------------------------------------------------- unknown files
@@ -917,6 +959,11 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--to-version", dest="to_version", type=positive_version, required=True, metavar="N",
                        help="the last genuine version")
     reset.add_argument("--confirm", action="store_true", help="really rewrite the mark")
+    commands.add_parser(
+        "metrics", parents=[common], usage=USAGE_METRICS, help="print the Prometheus metrics of this host",
+        description="Print what a sync writes to metrics_textfile_dir/vmcloud_imgdist.prom (Prometheus text "
+        "format): images present and missing, engine bytes, the last sync, the index expiry, run-guard denials.",
+    )
     return parser
 
 
@@ -955,6 +1002,9 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(json.dumps(report, indent=1, sort_keys=True), file=out)
         else:
             print_status(report, out)
+        return EXIT_OK
+    if args.command == "metrics":
+        out.write(metrics_text(config))
         return EXIT_OK
     if args.command == "config-check":
         validate_config(config, path)
@@ -995,7 +1045,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err
     if (args.action is None) == (args.command is None):
         parser.print_usage(err)
         print(f"{PROG}: error: give one of --enable, --disable, --list_unknown_files, or a command "
-              "(status, sync, check, config-check, crl-refresh, reset-mark)", file=err)
+              "(status, sync, check, config-check, crl-refresh, reset-mark, metrics)", file=err)
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     try:

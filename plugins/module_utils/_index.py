@@ -25,6 +25,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from ._errors import IndexRefused, VmcloudError
 from ._limits import MAX_FILE_NAME_BYTES, MAX_SIGNATURES
+from ._time import TIMESTAMP_FORMAT, utc_text
 from ._trust import (
     SITE_TRUST_RULES,
     TrustStore,
@@ -333,13 +334,13 @@ def _parse_v2(document: Any, policy: IndexPolicy, origin: str) -> VerifiedIndex:
         raise IndexRefused(
             "index-expired",
             f"index version {fields.version} expired at {signed['expires']} (reference time "
-            f"{now.strftime('%Y-%m-%dT%H:%M:%SZ')}); the endorser must publish a fresh index",
+            f"{now.strftime(TIMESTAMP_FORMAT)}); the endorser must publish a fresh index",
         )
     if fields.created > now + datetime.timedelta(seconds=policy.clock_skew):
         raise IndexRefused(
             "index-from-future",
             f"index version {fields.version} was created at {signed['created']}, more than "
-            f"{policy.clock_skew} s after the reference time {now.strftime('%Y-%m-%dT%H:%M:%SZ')}; "
+            f"{policy.clock_skew} s after the reference time {now.strftime(TIMESTAMP_FORMAT)}; "
             "check the clocks",
         )
     if policy.fetched_url is not None and fields.url != policy.fetched_url:
@@ -483,7 +484,7 @@ def _legacy_created(value: Any, where: str) -> Optional[str]:
         parsed = email.utils.parsedate_to_datetime(str(value))
     except (TypeError, ValueError) as exc:
         raise IndexRefused("entry-malformed", f"{where}: {_short(value)} is not an RFC 2822 date") from exc
-    return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_text(parsed)
 
 
 def _legacy_compressed(value: Any, where: str) -> bool:

@@ -20,6 +20,7 @@ from ._errors import IndexRefused, VmcloudError
 from ._index import IndexPolicy, VerifiedIndex, verify_index
 from ._io import write_atomic
 from ._lock import host_lock, lock_path
+from ._time import TIMESTAMP_FORMAT
 
 RESET_REFUSED = "mark-reset-refused"
 
@@ -83,7 +84,7 @@ def write_high_water_mark(state_dir: str, index: VerifiedIndex, now: datetime.da
         "version": index.version,
         "digest": index.digest,
         "expires": index.expires,
-        "accepted_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "accepted_at": now.strftime(TIMESTAMP_FORMAT),
     }
     write_atomic(state_path(state_dir, index.url), (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
 
@@ -114,7 +115,7 @@ def reset_high_water_mark(state_dir: str, url: str, to_version: Any, now: dateti
                                "or rewrites it in place: nothing changed")
         if not check_mode:
             record = {"url": url, "version": to_version, "digest": None, "expires": None,
-                      "reset_from": previous, "reset_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                      "reset_from": previous, "reset_at": now.strftime(TIMESTAMP_FORMAT)}
             write_atomic(path, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
     return {"url": url, "previous": previous, "new": to_version, "path": path}
 

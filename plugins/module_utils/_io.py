@@ -23,6 +23,15 @@ def fsync_directory(path: str) -> None:
         os.close(fd)
 
 
+def differs(path: str, data: bytes) -> bool:
+    """Whether ``path`` does not hold exactly ``data`` (a missing file differs): write only then."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read() != data
+    except FileNotFoundError:
+        return True
+
+
 def write_atomic(path: str, data: bytes, mode: int = 0o644, owner: Optional[tuple] = None) -> None:
     """Replace ``path`` with ``data`` atomically (temp file, fsync, rename)."""
     directory = os.path.dirname(os.path.abspath(path))

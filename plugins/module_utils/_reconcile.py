@@ -60,7 +60,6 @@ from ._store import META_DIR, TEMP_GRACE_SECONDS, TEMP_PREFIX, ImageStore, file_
 
 POLICIES = ("report", "quarantine", "remove")
 NOT_DESIRED = ("retire", "keep")
-DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
 DEFAULT_GRACE_SECONDS = TEMP_GRACE_SECONDS
 DEFAULT_RETIRE_MAX_PERCENT = 50
 QUARANTINE_DIR = "quarantine"

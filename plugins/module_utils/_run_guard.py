@@ -34,16 +34,13 @@ from typing import Any, Callable, Dict, Optional
 from ._errors import IndexRefused, VmcloudError
 from ._index import IndexPolicy, parse_utc_timestamp
 from ._index_state import AcceptedIndex, accept_index, read_high_water_mark
+from ._time import utc_text
 from ._yaml import load_untrusted_yaml
 
 DEFAULT_GRACE_SECONDS = 7 * 24 * 3600
 GRACE_RULE = "run-guard-grace"
 # The rules that depend on the reference time alone; a threshold failure names them in its detail.
 TIME_RULES = ("index-expired", "certificate-expired", "crl-stale")
-
-
-def utc_text(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_grace_seconds(value: Any, where: str) -> int:

@@ -43,6 +43,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import DEFAULT_SOCKETS
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError, VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._framing import (
     MAX_REQUEST_BYTES,
@@ -60,7 +61,7 @@ DELETE_TIMEOUT = 10.0
 
 # Every configuration key with its default; the role's template writes them all.
 DEFAULTS: Dict[str, Any] = {
-    "socket": "/run/vmcloud/seeder.socket",
+    "socket": DEFAULT_SOCKETS["libtorrent"],
     "socket_mode": "0660",
     "state_dir": "/var/lib/vmcloud-seeder",
     "listen_interfaces": "0.0.0.0:6881",  # libtorrent's form: ADDRESS:PORT[,ADDRESS:PORT...]

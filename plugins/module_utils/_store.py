@@ -36,9 +36,11 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from fastbencode import bdecode
 
+from ._engine import DEFAULT_USERS
 from ._errors import StoreError
 from ._inuse import Domains, libvirt_domains
 from ._io import fsync_directory, write_atomic
+from ._time import TIMESTAMP_FORMAT
 from ._torrent import TorrentError, check_info_hash, parse_torrent
 
 META_DIR = ".vmcloud"
@@ -46,7 +48,8 @@ MANIFEST = "manifest.json"
 CHUNK = 1 << 20
 TEMP_PREFIX = ".promote-"  # _copy_verified's temporary files in the store
 TEMP_GRACE_SECONDS = 3600  # a temporary file older than this is an interrupted promotion's leftover
-DEFAULT_ENGINE_USER = "rtorrent"  # who owns what the engine downloads (the rtorrent role's user)
+DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
+DEFAULT_ENGINE_USER = DEFAULT_USERS["rtorrent"]  # who owns what the engine downloads (the rtorrent role's user)
 GIB = 1 << 30
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
@@ -480,7 +483,7 @@ class ImageStore:
             "source_sha256": image.get("sha256") or None,
             "info_hash": (image.get("torrent") or {}).get("info_hash"),
             "stat": file_stat_key(final_path),
-            "promoted_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "promoted_at": datetime.datetime.now(datetime.UTC).strftime(TIMESTAMP_FORMAT),
         }
         if not image.get("sha256"):
             manifest[image["uuid"]]["verified_by"] = "torrent-pieces"

@@ -57,7 +57,7 @@ from ._engine import TorrentEngine, TorrentStatus, reconcile
 from ._errors import ApprovalConfigError, VmcloudError
 from ._fetch import read_source
 from ._index_service import commit_accepted, fetch_and_accept, selection_for
-from ._io import fsync_directory, write_atomic
+from ._io import differs, fsync_directory, write_atomic
 from ._lock import host_lock, lock_path
 from ._methods import BAD_CONTENT_RULES, Method, method_for
 from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, apply_plan, plan_reconcile
@@ -74,10 +74,8 @@ from ._torrent import (
     verify_torrent,
 )
 
-DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
 DEFAULT_STAGING_DIR = "/var/lib/vmcloud/staging"
 DEFAULT_TORRENT_DIR = "/var/lib/vmcloud/torrents"
-DEFAULT_SOCKET = "/run/rtorrent/rpc.socket"
 DEFAULT_DOWNLOAD_TIMEOUT = 3600
 DEFAULT_POLL_INTERVAL = 2.0
 DEFAULT_RPC_TIMEOUT = 30.0
@@ -339,22 +337,14 @@ def _staged_names(staging_dir: str) -> List[str]:
 # --------------------------------------------------------------------------- the pull path
 
 
-def _saved_index_differs(path: str, data: bytes) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read() != data
-    except FileNotFoundError:
-        return True
-
-
 def save_verified_index(state_dir: str, data: bytes, check_mode: bool) -> bool:
     """Keep the verified index for offline checks (``imgdist check``); return whether it changed."""
     path = verified_index_path(state_dir)
-    differs = _saved_index_differs(path, data)
-    if differs and not check_mode:
+    changed = differs(path, data)
+    if changed and not check_mode:
         os.makedirs(state_dir, mode=0o755, exist_ok=True)
         write_atomic(path, data, mode=0o644)
-    return differs
+    return changed
 
 
 def _outcome_for(store: ImageStore, image: Dict[str, Any]) -> ImageOutcome:

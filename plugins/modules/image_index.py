@@ -185,16 +185,8 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service impor
     result_of,
     selection_for,
 )
-from ansible_collections.vmcloud.fleet.plugins.module_utils._io import write_atomic
+from ansible_collections.vmcloud.fleet.plugins.module_utils._io import differs, write_atomic
 from ansible_collections.vmcloud.fleet.plugins.module_utils._options import INDEX_CHECKS, check_options
-
-
-def _dest_differs(path: str, data: bytes) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read() != data
-    except FileNotFoundError:
-        return True
 
 
 def main() -> None:
@@ -211,7 +203,7 @@ def main() -> None:
         check_options(params, INDEX_CHECKS)
         accepted, data = fetch_and_accept(params, persist=not module.check_mode)
         result = result_of(accepted)
-        dest_changed = bool(params["dest"]) and _dest_differs(params["dest"], data)
+        dest_changed = bool(params["dest"]) and differs(params["dest"], data)
         if dest_changed and not module.check_mode:
             write_atomic(params["dest"], data)
         if params["approved"] is not None:

@@ -417,13 +417,13 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import Vmclo
 from ansible_collections.vmcloud.fleet.plugins.module_utils._lock import host_lock, lock_path
 from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
     DEFAULT_GRACE_SECONDS,
-    DEFAULT_STORE_DIR,
     POLICIES,
     Options,
     apply_plan,
     plan_reconcile,
     report,
 )
+from ansible_collections.vmcloud.fleet.plugins.module_utils._store import DEFAULT_STORE_DIR
 
 ARGUMENT_SPEC = {
     "path": {"type": "path", "default": DEFAULT_STORE_DIR},

@@ -69,12 +69,12 @@ images:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
+from ansible_collections.vmcloud.fleet.plugins.module_utils._store import DEFAULT_STORE_DIR, ImageStore
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=dict(store=dict(type="path", default="/var/lib/vmcloud/images")),
+        argument_spec=dict(store=dict(type="path", default=DEFAULT_STORE_DIR)),
         supports_check_mode=True,
     )
     try:

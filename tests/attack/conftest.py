@@ -44,6 +44,7 @@ import pytest
 import yaml
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._approvals_record import RECORD_NAME
+from ansible_collections.vmcloud.fleet.plugins.module_utils._metrics import LAST_SYNC_NAME
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from tests.integration.conftest import Rtorrent, Tracker, free_port
 from tests.unit import index_factory as factory
@@ -391,9 +392,11 @@ class Host:
 
     def snapshot(self) -> Dict[str, tuple]:
         """The host's trusted state and store. The approvals record is left out: a real image_sync run
-        writes it from the operator's options (never from served bytes), whatever the index brings."""
+        writes it from the operator's options (never from served bytes), whatever the index brings. So is
+        imgdist's last-sync.json: every sync records its outcome there (the rule that refused), trusted by none."""
         tree = snapshot(self.dir)
         tree.pop(os.path.join("index", RECORD_NAME), None)
+        tree.pop(os.path.join("index", LAST_SYNC_NAME), None)
         return tree
 
     def store(self) -> ImageStore:

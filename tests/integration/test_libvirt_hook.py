@@ -118,6 +118,7 @@ class Host:
             "vmic_agent_disabled_flag": self.world.host_path("disabled"),
             "vmic_agent_download_timeout": 30,
             "vmic_agent_libvirt_hook_path": str(self.hook),
+            "vmcloud_metrics_textfile_dir": str(self.root / "textfile"),
             "_vmic_agent_python": sys.executable,
             "_vmic_agent_artifact_path": str(self.root / "lib" / "vmcloud-hypervisor.pyz"),
             "_vmic_agent_config": str(self.config),
@@ -255,6 +256,7 @@ def host(tmp_path_factory, crl_server) -> Host:
     host.crl_url = f"http://127.0.0.1:{crl_server.server_port}/ca.crl"
     host.hook.parent.mkdir()
     host.fact.parent.mkdir()
+    (root / "textfile").mkdir()
     for name, version in (("alma", 9), ("slc", 5), ("centos", 7)):
         world.publish(name, version)
     world.write_index(1)
@@ -585,3 +587,30 @@ def test_the_timer_refreshes_the_crls_before_each_sync(host, crl_server):
         assert code == 1 and "certificate-revoked" in err  # a revocation stops guests at once
     finally:
         installed.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_the_syncs_write_the_textfile_and_the_hook_counts_its_refusals(host):
+    from tests.unit.plugins.module_utils.test_metrics import parse, value
+
+    assert yaml.safe_load(host.config.read_text())["metrics_textfile_dir"] == str(host.root / "textfile")
+    unit = (host.fact.parent / "sync.service").read_text()
+    assert f"ReadWritePaths=-{host.root / 'textfile'}\n" in unit  # the sandboxed service may write there
+    families = parse((host.root / "textfile" / "vmcloud_imgdist.prom").read_text())
+    assert value(families, "last_sync_success") == 1 and value(families, "index_version") == 2
+    assert value(families, "image_present", name="alma", version="9") == 1
+
+    def denials() -> float:
+        out = io.StringIO()
+        assert _imgdist.main(["-c", str(host.config), "metrics"], out=out, err=io.StringIO()) == EXIT_OK
+        return value(parse(out.getvalue()), "run_guard_denials_total")
+
+    before = denials()
+    assert host.run_hook("web8", "prepare", "begin", domain("web8", disk(host.image_path("alma-9")))) == (0, "")
+    assert denials() == before
+    assert host.run_hook("web9", "prepare", "begin", domain("web9", disk(host.image_path("slc-5"))))[0] == 1
+    assert denials() == before + 1
+    record = json.loads(Path(host.world.host_path("index"), "run-guard-denials.json").read_text())
+    assert record["last_rule"] == "not-approved"

@@ -260,6 +260,9 @@ def test_a_config_without_approved_images_is_refused_not_read_as_approve_nothing
     assert run("-c", config, "config-check")[0] == EXIT_OK
     code, out, err = run("-c", config, "sync")
     assert (code, out) == (5, "") and err.startswith("imgdist: retire-guard: this run would retire 2 of the 2 images")
+    record = Path(world.host_path("index"), "last-sync.json")
+    assert json.loads(record.read_text())["rule"] == "retire-guard"  # the one file the refusal writes: its record
+    before[record] = record.read_bytes()
     assert {p: p.read_bytes() for p in sorted(Path(world.host_path("")).rglob("*")) if p.is_file()} == before
     code, out, _ = run("-c", write_config(world, approved_images=[], retire_confirm=True), "sync", "--json")
     assert code == EXIT_OK and json.loads(out)["retired"] == ["alma-9", "slc-5"]
@@ -887,7 +890,7 @@ def test_sync_exit_2_on_a_refused_index_printing_the_rule(world):
     assert code == EXIT_INDEX_REFUSED
     assert err.startswith("imgdist: index-expired: index version 1 expired at 2020-01-01T00:00:00Z")
     assert json.loads(out)["rule"] == "index-expired"
-    assert os.listdir(world.host_path("index")) == ["sync.lock"]  # no mark, no kept index
+    assert sorted(os.listdir(world.host_path("index"))) == ["last-sync.json", "sync.lock"]  # no mark, no kept index
 
 
 def test_sync_exit_5_when_the_index_is_unreachable(world):
@@ -1035,3 +1038,112 @@ def test_config_refuses_an_unknown_distribution_method(tmp_path):
     code, out, err = run("-c", str(config), "config-check")
     assert code != EXIT_OK
     assert "distribution_method" in out + err
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_a_sync_writes_the_textfile_and_last_sync(world):
+    from tests.unit.plugins.module_utils.test_metrics import parse, value
+
+    textfiles = world.root / "textfile"
+    textfiles.mkdir()
+    config = write_config(world, metrics_textfile_dir=str(textfiles))
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    assert os.listdir(textfiles) == ["vmcloud_imgdist.prom"]  # no temp file left for node_exporter to read
+    families = parse((textfiles / "vmcloud_imgdist.prom").read_text())
+    assert value(families, "images_present") == 2 and value(families, "images_missing") == 0
+    assert value(families, "image_present", name="alma", version="9") == 1
+    assert value(families, "image_present", name="slc", version="5") == 1
+    assert value(families, "last_sync_success") == 1
+    assert value(families, "last_success_timestamp_seconds") >= before.timestamp()
+    assert value(families, "index_version") == 3
+    assert value(families, "run_guard_denials_total") == 0
+    expires = yaml.safe_load(world.index_path.read_bytes())["signed"]["expires"]
+    assert value(families, "index_expiry_timestamp_seconds") == datetime.datetime.fromisoformat(
+        expires.replace("Z", "+00:00")).timestamp()
+    record = json.loads(Path(world.host_path("index"), "last-sync.json").read_text())
+    assert (record["result"], record["exit_status"], record["rule"]) == ("ok", EXIT_OK, None)
+    assert record["counts"] == {"desired": 2, "ok": 2, "failed": 0, "promoted": 2, "retired": 0}
+    assert record["last_success"] == record["finished"]
+    # imgdist metrics prints what the sync wrote (nothing changed since), and status shows the record.
+    code, out, _ = run("-c", config, "metrics")
+    assert code == EXIT_OK and parse(out) == families
+    code, out, _ = run("-c", config, "status")
+    assert f"last sync: {record['finished']}: ok; last success: {record['finished']}\n" in out
+    assert json.loads(run("-c", config, "status", "--json")[1])["last_sync"] == record
+
+
+def test_a_failed_sync_keeps_the_last_success_and_names_the_rule(world):
+    from tests.unit.plugins.module_utils.test_metrics import parse, value
+
+    textfiles = world.root / "textfile"
+    textfiles.mkdir()
+    config = write_config(world, metrics_textfile_dir=str(textfiles))
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    success = json.loads(Path(world.host_path("index"), "last-sync.json").read_text())["last_success"]
+    world.write_index(2)  # lower than the accepted version 3: refused (rollback)
+    code, _, err = run("-c", config, "sync")
+    assert code == EXIT_INDEX_REFUSED and err.startswith("imgdist: rollback: ")
+    record = json.loads(Path(world.host_path("index"), "last-sync.json").read_text())
+    assert (record["result"], record["exit_status"], record["rule"]) == ("failed", EXIT_INDEX_REFUSED, "rollback")
+    assert record["last_success"] == success and record["counts"] is None
+    families = parse((textfiles / "vmcloud_imgdist.prom").read_text())
+    assert value(families, "last_sync_success") == 0
+    assert value(families, "last_sync_failure", rule="rollback") == 1
+    assert value(families, "last_sync_exit_status") == EXIT_INDEX_REFUSED
+    assert value(families, "last_success_timestamp_seconds") == datetime.datetime.fromisoformat(
+        success.replace("Z", "+00:00")).timestamp()
+    assert value(families, "images_present") == 2  # the store is as the last good sync left it
+    code, out, _ = run("-c", config, "status")
+    assert f": failed (rollback); last success: {success}\n" in out
+
+
+def test_without_a_textfile_dir_nothing_is_written_there_and_check_records_nothing(world, tmp_path):
+    config = write_config(world)
+    assert run("-c", config, "sync", "--check")[0] == EXIT_OK
+    assert not os.path.exists(os.path.join(world.host_path("index"), "last-sync.json"))
+    before = {path for path in tmp_path.rglob("*")}
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    written = {path for path in tmp_path.rglob("*")} - before
+    assert not [path for path in written if path.name.endswith(".prom")]
+    assert os.path.exists(os.path.join(world.host_path("index"), "last-sync.json"))
+
+
+def test_an_unwritable_textfile_dir_warns_and_the_sync_still_succeeds(world):
+    config = write_config(world, metrics_textfile_dir=str(world.root / "missing"))
+    code, _, err = run("-c", config, "sync")
+    assert code == EXIT_OK
+    assert err.startswith(f"imgdist: warning: metrics-unwritable: {world.root / 'missing'}: ")
+
+
+def test_the_hooks_refusals_are_counted(world):
+    from tests.unit.plugins.module_utils.test_metrics import parse, value
+
+    config = write_config(world, approved_images=[{"name": "alma"}])
+    assert run("-c", config, "sync")[0] == EXIT_OK
+    loaded = _imgdist.load_config(config, required=True)
+    code, result = _imgdist.check_image(loaded, "centos-7")
+    _imgdist.record_run_guard_denial(loaded, result["rule"])  # what the hook does on a refusal
+    _imgdist.record_run_guard_denial(loaded, result["rule"])
+    assert value(parse(run("-c", config, "metrics")[1]), "run_guard_denials_total") == 2
+
+
+def test_the_config_keys_follow_the_module_options():
+    """A key that feeds a module option has that option's type, default and choices (_argspec)."""
+    from ansible_collections.vmcloud.fleet.plugins.module_utils import _argspec
+
+    options = {**_argspec.INDEX_TRUST_ARGSPEC, **_argspec.SELECTION_ARGSPEC, **_argspec.FETCH_ARGSPEC,
+               **_argspec.SYNC_ARGSPEC}
+    defaults = check_config({"host": "hv1"}, "imgdist.yml")
+    fed = {key: spec for key, spec in _imgdist.CONFIG_KEYS.items() if spec.option in options}
+    assert len(fed) == 40  # all but index_url (image_index's own src) and imgdist's own keys
+    for key, spec in fed.items():
+        option = options[spec.option]
+        assert defaults[key] == (option.get("default") if key != "host" else "hv1"), key
+        assert spec.choices == tuple(option.get("choices", ())), key
+    assert (_imgdist.CONFIG_KEYS["rpc_timeout"].kind, _imgdist.CONFIG_KEYS["crl"].kind,
+            _imgdist.CONFIG_KEYS["approval_rules"].kind, _imgdist.CONFIG_KEYS["endorser_pins"].kind) == \
+        ("number", "paths", "strs", "list")
+    assert sorted(set(options) - {spec.option for spec in fed.values()}) == ["reference_time"]
