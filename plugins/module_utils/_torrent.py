@@ -26,9 +26,21 @@ import stat
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
-from fastbencode import bdecode, bencode
-
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import load
+
+
+# fastbencode is imported where a torrent is encoded or decoded, not with this file, so that what
+# only verifies an index (image_index) does not need it.
+def bdecode(data: bytes) -> Any:
+    """fastbencode's strict decoder; rule library-missing without python3-fastbencode."""
+    return load("fastbencode").bdecode(data)
+
+
+def bencode(value: Any) -> bytes:
+    """fastbencode's encoder; rule library-missing without python3-fastbencode."""
+    return load("fastbencode").bencode(value)
+
 from ansible_collections.vmcloud.fleet.plugins.module_utils._io import write_atomic
 
 # A single-file torrent of a 1 TiB image with 1 MiB pieces is about 20 MiB of piece

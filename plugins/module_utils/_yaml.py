@@ -28,21 +28,34 @@ import json
 import re
 from typing import Any, List, Tuple
 
-import yaml
-from yaml.events import (
-    AliasEvent,
-    DocumentStartEvent,
-    MappingEndEvent,
-    MappingStartEvent,
-    ScalarEvent,
-    SequenceEndEvent,
-    SequenceStartEvent,
-    StreamEndEvent,
-)
-from yaml.nodes import ScalarNode
-
 from ._errors import VmcloudError
 from ._limits import MAX_DEPTH, MAX_NODES, MAX_NUMBER_CHARS
+from ._requirements import absent
+
+try:
+    import yaml
+    from yaml.events import (
+        AliasEvent,
+        DocumentStartEvent,
+        MappingEndEvent,
+        MappingStartEvent,
+        ScalarEvent,
+        SequenceEndEvent,
+        SequenceStartEvent,
+        StreamEndEvent,
+    )
+    from yaml.nodes import ScalarNode
+except ImportError:
+    yaml = absent("yaml")
+    AliasEvent = absent("yaml", "events.AliasEvent")
+    DocumentStartEvent = absent("yaml", "events.DocumentStartEvent")
+    MappingEndEvent = absent("yaml", "events.MappingEndEvent")
+    MappingStartEvent = absent("yaml", "events.MappingStartEvent")
+    ScalarEvent = absent("yaml", "events.ScalarEvent")
+    SequenceEndEvent = absent("yaml", "events.SequenceEndEvent")
+    SequenceStartEvent = absent("yaml", "events.SequenceStartEvent")
+    StreamEndEvent = absent("yaml", "events.StreamEndEvent")
+    ScalarNode = absent("yaml", "nodes.ScalarNode")
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
