@@ -73,8 +73,8 @@ def crl_info(path, anchors=None):
     now = datetime.datetime.now(datetime.UTC)
     data = _read(path, "the CRL")
     try:
-        certificates = [cert for anchor in anchors or [] for cert in load_pem_certificates(_read(anchor, "anchor"),
-                                                                                          anchor)]
+        certificates = [cert for anchor in anchors or []
+                        for cert in load_pem_certificates(_read(anchor, "anchor"), anchor)]
     except VmcloudError as exc:
         raise AnsibleFilterError(f"crl_info: {exc}") from exc
     try:

@@ -380,4 +380,3 @@ def libvirt_domains(libvirt: Optional[Libvirt] = None) -> Domains:
         return Domains(source=libvirt.config_dir,
                        unknown=f"libvirt's domains cannot be read ({why}; {libvirt.config_dir}: {exc}); "
                                "every file counts as in use: start libvirtd or fix its configuration")
-

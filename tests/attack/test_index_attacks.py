@@ -229,9 +229,7 @@ def test_fast_forward_then_recovery_by_revocation_and_removing_the_mark(trusted,
     assert_module_refused(host.image_index(), "rollback")
 
 
-
 # --------------------------------------------------------------------------- parser limits (defect 6)
-
 
 def test_deeply_nested_json_index_is_refused(trusted):
     trusted.serve(b'{"signed": ' + b"[" * 5000 + b"]" * 5000 + b', "signatures": []}')

@@ -93,8 +93,8 @@ def test_the_role_variable_is_in_the_argument_specs(role):
     option = specs["argument_specs"]["main"]["options"][f"{role}_endorser_pins"]
     assert (option["type"], option["elements"], option["default"]) == ("list", "dict", [])
     assert set(option["options"]) == {"subject", "issuer"}
-    assert "the CA that issued it" in " ".join(option["description"] if isinstance(option["description"], list)
-                                else [option["description"]])
+    description = option["description"]
+    assert "the CA that issued it" in " ".join(description if isinstance(description, list) else [description])
     defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())
     assert defaults[f"{role}_endorser_pins"] == "{{ vmcloud_endorser_pins | default([]) }}"
 

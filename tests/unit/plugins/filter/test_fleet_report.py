@@ -163,8 +163,9 @@ def test_last_sync_failures_problems_and_unknown_files():
     assert hv01["failures"][0] == "imgdist status: engine: engine-unreachable: no answer"
     assert hv01["failures"][1].startswith("last sync: some image failed (exit status 1)")
     assert hv01["unknown_files"] == ["rogue.img"]
-    never = fleet_report([host("hv01", sync={"rc": 0, "stdout": "LoadState=loaded\nExecMainStatus=0\n"
-                                                               "ExecMainStartTimestamp=\nExecMainExitTimestamp=\n"})])
+    never_ran = {"rc": 0,
+                 "stdout": "LoadState=loaded\nExecMainStatus=0\nExecMainStartTimestamp=\nExecMainExitTimestamp=\n"}
+    never = fleet_report([host("hv01", sync=never_ran)])
     assert never["rows"][0]["last_sync"]["meaning"] == "never ran" and never["rows"][0]["failures"] == []
 
 

@@ -649,8 +649,8 @@ def test_reset_mark_recovers_from_a_fast_forward(world):
 def test_reset_mark_json_and_the_index_url_by_default(world):
     config, mark = fast_forwarded(world)
     code, out, _ = run("-c", config, "reset-mark", "--to-version", "3", "--confirm", "--json")
-    assert code == EXIT_OK and json.loads(out) == {"url": world.index_url, "previous": 1000, "new": 3,
-                                                  "path": str(mark)}
+    assert code == EXIT_OK
+    assert json.loads(out) == {"url": world.index_url, "previous": 1000, "new": 3, "path": str(mark)}
 
 
 @pytest.mark.parametrize("version", ["1000", "1001"])
@@ -781,9 +781,8 @@ def test_crl_refresh_refuses_and_keeps_the_installed_crl(world, crl_server, serv
     if crl_server.files["/ca.crl"] is None:
         del crl_server.files["/ca.crl"]
     other = pki.make_ca("another CA")
-    crl_server.files["/other.crl"] = pki.make_crl(other, [], last_update=now(),
-                                                               next_update=now() + DAY).public_bytes(
-        serialization.Encoding.DER)
+    other_crl = pki.make_crl(other, [], last_update=now(), next_update=now() + DAY)
+    crl_server.files["/other.crl"] = other_crl.public_bytes(serialization.Encoding.DER)
     code, out, _ = run("-c", config, "crl-refresh", "--json")
     results = json.loads(out)
     assert code == _imgdist.EXIT_ERROR
