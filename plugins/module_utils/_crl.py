@@ -186,7 +186,7 @@ def refresh(sources: Sequence[Dict[str, str]], anchor_paths: Sequence[str], time
         record: Dict[str, Any] = {"url": source["url"], "path": source["path"], "changed": False,
                                   "rule": None, "message": None}
         try:
-            data, _ = read_source(source["url"], max_size=MAX_CRL_BYTES, timeout=timeout, **fetch_options)
+            data, _unused = read_source(source["url"], max_size=MAX_CRL_BYTES, timeout=timeout, **fetch_options)
             record["changed"] = install(data, source["url"], source["path"], anchors, now)
         except VmcloudError as exc:
             record.update(rule=exc.rule, message=exc.message)

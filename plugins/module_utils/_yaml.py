@@ -135,7 +135,7 @@ def _refuse_duplicate_keys(pairs: List[Tuple[str, Any]]) -> dict:
     result = dict(pairs)
     if len(result) != len(pairs):
         seen: set = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        duplicate = next(key for key, _unused in pairs if key in seen or seen.add(key))
         raise VmcloudError("json-invalid", f"key {_short(duplicate)} appears twice in one object")
     return result
 
@@ -266,7 +266,7 @@ def _build(loader: Any, origin: str) -> Any:
             stack.append([{} if mapping else [], mapping, _NO_KEY, event.start_mark])
             continue
         elif kind is MappingEndEvent or kind is SequenceEndEvent:
-            value, _, _, mark = stack.pop()
+            value, _unused, _unused, mark = stack.pop()
         elif kind is AliasEvent:
             raise VmcloudError(
                 "yaml-alias",

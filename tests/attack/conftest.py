@@ -266,7 +266,7 @@ class Site:
 
     def requested(self, name: str) -> int:
         with self.catalogue.lock:
-            return sum(1 for _, path in self.catalogue.requests if path == self.prefix + name)
+            return sum(1 for _unused, path in self.catalogue.requests if path == self.prefix + name)
 
     def close(self) -> None:
         with self.catalogue.lock:

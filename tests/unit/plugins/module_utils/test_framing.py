@@ -40,7 +40,7 @@ class Scripted:
         self.thread.start()
 
     def serve(self) -> None:
-        conn, _ = self.listener.accept()
+        conn, _unused = self.listener.accept()
         with conn:
             request = _framing.read_frame(conn, _framing.MAX_REQUEST_BYTES, time.monotonic() + 5)
             self.requests.append(request)
