@@ -435,7 +435,7 @@ def run_reset_mark(config: Mapping[str, Any], url: Optional[str], to_version: in
     line = f"high-water mark for {url}: previous version {result['previous']}, new version {result['new']}"
     if not confirm:
         write_line(f"{PROG}: mark-reset-refused: would set the {line}; nothing changed: run again with --confirm",
-              file=err)
+                   file=err)
         return EXIT_USAGE
     if as_json:
         write_line(json.dumps(result, sort_keys=True), file=out)
@@ -749,7 +749,7 @@ def print_sync(report: SyncReport, out: TextIO) -> None:
     index = report.index
     previous = f" (previous {index['previous_version']})" if index.get("previous_version") is not None else ""
     write_line(f"index {index['url']}: version {index['version']}{previous}; "
-          f"{len(report.desired)} image(s) desired for host {report.selection['host']}", file=out)
+               f"{len(report.desired)} image(s) desired for host {report.selection['host']}", file=out)
     for image in report.images:
         steps = []
         if image.torrent == "fetched":
@@ -768,13 +768,13 @@ def print_sync(report: SyncReport, out: TextIO) -> None:
         write_line(f"  {held['uuid']}: not retired, held open by pid(s) {', '.join(map(str, held['pids']))}", file=out)
     for pending in report.superseded_pending:
         write_line(f"  {pending['uuid']}: kept (superseded) until {', '.join(pending['waiting_for'])} is in the store",
-              file=out)
+                   file=out)
     for info_hash in report.removed:
         write_line(f"  torrent {info_hash}: {would}removed from the engine and staging", file=out)
     for failure in report.failures:
         if failure["uuid"] is None:
             write_line(f"  FAILED {failure['step']} {failure['info_hash'] or ''}: {failure['rule']}: "
-                  f"{failure['message']}", file=out)
+                       f"{failure['message']}", file=out)
     for entry in report.selection["not_endorsed"]:
         write_line(f"  not endorsed: {entry['approved_by']} ({entry['image']})", file=out)
     ok = sum(1 for image in report.images if image.ok)
@@ -995,7 +995,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err
     if (args.action is None) == (args.command is None):
         parser.print_usage(err)
         write_line(f"{PROG}: error: give one of --enable, --disable, --list_unknown_files, or a command "
-              "(status, sync, check, config-check, crl-refresh, reset-mark)", file=err)
+                   "(status, sync, check, config-check, crl-refresh, reset-mark)", file=err)
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     try:

@@ -207,6 +207,7 @@ def test_a_redirect_to_another_port_is_refused(serve):
                                       b"//evil.example/index.yaml"])
 def test_a_redirect_to_another_host_or_scheme_is_refused(serve, location):
     holder = {}
+
     def handler(conn, request):
         return redirect(location.replace(b"{port}", str(holder["port"]).encode()))(conn, request)
 

@@ -674,7 +674,7 @@ def test_reset_mark_needs_confirm_a_mark_and_a_version(world):
         code, _unused, err = run("-c", config, "reset-mark", "--to-version", bad, "--confirm")
         assert code == EXIT_USAGE and mark.read_bytes() == before
     code, _unused, err = run("-c", config, "reset-mark", "--url", "https://elsewhere/index.yaml", "--to-version", "3",
-                       "--confirm")
+                             "--confirm")
     assert code == _imgdist.EXIT_ERROR
     assert err.startswith("imgdist: mark-reset-refused: there is no high-water mark for https://elsewhere/index.yaml")
     assert mark.read_bytes() == before

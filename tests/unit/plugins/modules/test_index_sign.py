@@ -118,16 +118,16 @@ def test_check_apply_check_apply_two_endorsers(capsys, keys, index):
 def test_each_algorithm_signs_for_the_reader(capsys, keys, index):
     for key_type in ("rsa", "ec", "ed25519"):
         result, _unused = run(capsys, path=str(index),
-                        signers=[{"certificate": keys[key_type]["cert"], "private_key": keys[key_type]["key"]}])
+                              signers=[{"certificate": keys[key_type]["cert"], "private_key": keys[key_type]["key"]}])
         assert result["changed"] is True and result["added"] == [keys[key_type]["subject"]]
     assert len(verify_index(index.read_bytes(), policy(keys, threshold=3)).signers) == 3
 
 
 def test_co_signing_in_separate_runs_keeps_the_first_signature(capsys, keys, index):
     first, _unused = run(capsys, path=str(index), signers=[{"certificate": keys["rsa"]["cert"],
-                                                     "private_key": keys["rsa"]["key"]}])
+                                                            "private_key": keys["rsa"]["key"]}])
     second, _unused = run(capsys, path=str(index), signers=[{"certificate": keys["ed25519"]["cert"],
-                                                      "private_key": keys["ed25519"]["key"]}])
+                                                             "private_key": keys["ed25519"]["key"]}])
     assert first["changed"] and second["changed"]
     assert [s["subject"] for s in second["signers"]] == [keys["rsa"]["subject"], keys["ed25519"]["subject"]]
     assert verify_index(index.read_bytes(), policy(keys, threshold=2)).version == 1
@@ -152,7 +152,7 @@ def test_stale_signature_is_dropped_when_signing(capsys, keys, index):
     document["signed"]["endorser"] = "someone-else"  # content changed behind the signature's back
     endorse.write_document(str(index), document)
     result, _unused = run(capsys, _ansible_diff=True, path=str(index),
-                    signers=[{"certificate": keys["rsa"]["cert"], "private_key": keys["rsa"]["key"]}])
+                          signers=[{"certificate": keys["rsa"]["cert"], "private_key": keys["rsa"]["key"]}])
     assert result["changed"] is True
     assert result["dropped"] == [keys["ec"]["subject"]]
     assert result["diff"]["before"] == {"signers": [f"{keys['ec']['subject']} (does not verify)"]}
@@ -187,7 +187,7 @@ def test_expired_certificate_is_refused(capsys, keys, index):
 
 def test_missing_index_is_refused(capsys, keys, tmp_path):
     result, _unused = run(capsys, path=str(tmp_path / "absent.yaml"),
-                    signers=[{"certificate": keys["ec"]["cert"], "private_key": keys["ec"]["key"]}])
+                          signers=[{"certificate": keys["ec"]["cert"], "private_key": keys["ec"]["key"]}])
     assert result["failed"] is True and result["rule"] == "index-missing"
     assert "vmcloud.fleet.index_image" in result["msg"]
     assert os.listdir(tmp_path) == []
@@ -195,7 +195,7 @@ def test_missing_index_is_refused(capsys, keys, tmp_path):
 
 def test_signer_option_rules(capsys, keys, index):
     both, _unused = run(capsys, path=str(index), signers=[{"certificate": keys["ec"]["cert"], "private_key": "/x",
-                                                    "private_key_content": "not-a-pem-key-at-all"}])
+                                                           "private_key_content": "not-a-pem-key-at-all"}])
     assert both["failed"] is True and "mutually exclusive" in both["msg"]
     neither, _unused = run(capsys, path=str(index), signers=[{"certificate": keys["ec"]["cert"]}])
     assert neither["failed"] is True and "one of the following is required" in neither["msg"]
