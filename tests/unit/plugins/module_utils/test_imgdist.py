@@ -783,7 +783,7 @@ def test_crl_refresh_refuses_and_keeps_the_installed_crl(world, crl_server, serv
     other = pki.make_ca("another CA")
     other_crl = pki.make_crl(other, [], last_update=now(), next_update=now() + DAY)
     crl_server.files["/other.crl"] = other_crl.public_bytes(serialization.Encoding.DER)
-    code, out, _ = run("-c", config, "crl-refresh", "--json")
+    code, out, _unused = run("-c", config, "crl-refresh", "--json")
     results = json.loads(out)
     assert code == _imgdist.EXIT_ERROR
     assert results[0]["rule"] == rule and results[0]["changed"] is False
@@ -804,7 +804,7 @@ def test_crl_refresh_refuses_and_keeps_the_installed_crl(world, crl_server, serv
 )
 def test_crl_sources_are_checked(world, sources, message):
     config = write_config(world, crl=["/etc/vmcloud/trust/crl"], crl_sources=sources)
-    code, _, err = run("-c", config, "config-check")
+    code, _unused, err = run("-c", config, "config-check")
     assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and message in err
     assert run("-c", config, "crl-refresh")[0] == EXIT_CONFIG
 
@@ -875,7 +875,7 @@ def test_a_check_mode_ansible_run_records_no_approvals(world):
     written = os.stat(config).st_mtime - 600
     os.utime(config, (written, written))
     _sync.sync(world.options(approved=[{"name": "alma", "version": "latest"}]), world.engine, check_mode=True)
-    code, _, err = run("-c", config, "sync")
+    code, _unused, err = run("-c", config, "sync")
     assert (code, err) == (EXIT_OK, "")
 
 
@@ -916,7 +916,7 @@ def test_sync_exit_1_when_an_image_failed(world, monkeypatch):
     clock = FakeClock()
     real_sync = _sync.sync
     monkeypatch.setattr(_imgdist, "sync", lambda *a, **k: real_sync(*a, **k, clock=clock, sleep=clock.sleep))
-    code, out, _ = run("-c", config, "sync", "--json")
+    code, out, _unused = run("-c", config, "sync", "--json")
     report = json.loads(out)
     assert code == EXIT_IMAGES_FAILED
     assert [(f["uuid"], f["rule"]) for f in report["failures"]] == [("alma-9", "download-timeout")]
@@ -925,14 +925,14 @@ def test_sync_exit_1_when_an_image_failed(world, monkeypatch):
 
 def test_sync_check_changes_nothing(world):
     config = write_config(world)
-    code, out, _ = run("-c", config, "sync", "--check")
+    code, out, _unused = run("-c", config, "sync", "--check")
     assert code == EXIT_OK and "would be promoted" in out and out.endswith("would change\n")
     assert not os.path.exists(world.host_path("images")) and world.engine.torrents == {}
 
 
 def test_approval_errors_are_config_errors(world):
     config = write_config(world, approved_images=[{"name": "alma", "verison": 3}])
-    code, _, err = run("-c", config, "sync")
+    code, _unused, err = run("-c", config, "sync")
     assert code == EXIT_CONFIG and err.startswith("imgdist: approval-invalid: vmcloud_approved_images[0]: unknown key")
 
 
@@ -948,14 +948,14 @@ def test_status_per_image(world):
     kept.write_bytes(world.index_path.read_bytes())  # as if the next sync had verified it, not downloaded yet
     alma10 = world.published["alma-10"]
     world.engine.add(alma10.torrent, world.host_path(f"staging/{alma10.info_hash}"))  # nobody seeds it yet
-    code, out, _ = run("-c", config, "status", "--json")
+    code, out, _unused = run("-c", config, "status", "--json")
     report = json.loads(out)
     assert code == EXIT_OK and report["enabled"] is True and report["index"]["version"] == 4
     states = {row["uuid"]: (row["state"], row["desired"]) for row in report["images"]}
     assert states == {"alma-10": ("downloading", True), "slc-5": ("ready", True),
                       "alma-9": ("superseded-pending", False)}  # kept until alma 10 is in the store
 
-    code, out, _ = run("-c", config, "status")
+    code, out, _unused = run("-c", config, "status")
     lines = out.splitlines()
     assert lines[0] == "host hv1: enabled"
     assert lines[1].startswith("index: version 4 from ")
@@ -966,7 +966,7 @@ def test_status_per_image(world):
 def test_status_reports_problems_without_failing(world):
     config = write_config(world)
     run("-c", config, "--disable")
-    code, out, _ = run("-c", config, "status")
+    code, out, _unused = run("-c", config, "status")
     assert code == EXIT_OK
     assert out.splitlines()[:2] == ["host hv1: DISABLED (imgdist --enable)",
                                     "problem: index: index-missing: there is no verified index at "
@@ -1001,7 +1001,7 @@ def test_list_unknown_files_lists_what_nobody_declared(tmp_path):
     code, out, err = run("-c", str(config), "--list_unknown_files")
     assert (code, err) == (EXIT_OK, "")
     assert out.splitlines() == [".hidden", "isfvm64slc5_1276695175.img.gz"]
-    code, out, _ = run("-c", str(config), "--list_unknown_files", "--json")
+    code, out, _unused = run("-c", str(config), "--list_unknown_files", "--json")
     assert code == EXIT_OK and json.loads(out) == [".hidden", "isfvm64slc5_1276695175.img.gz"]
 
 
@@ -1010,7 +1010,7 @@ def test_list_unknown_files_lists_what_nobody_declared(tmp_path):
 
 def test_runs_as_a_module_without_ansible(tmp_path, flag_config):
     """``python3 -m`` from a directory holding ansible_collections/, with ansible not importable."""
-    config, _ = flag_config
+    config, _unused = flag_config
     env = {"PYTHONPATH": os.path.join(REPO, "collections"), "PATH": os.environ.get("PATH", "/usr/bin")}
     probe = "import sys; sys.modules['ansible'] = None; import runpy; sys.argv = ['imgdist'] + sys.argv[1:]; " \
             "runpy.run_module('ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist', run_name='__main__')"
