@@ -50,7 +50,13 @@ $(VENV_HYPERVISOR)/.installed: requirements-hypervisor.txt
 	$(VENV_HYPERVISOR)/bin/pip install -q --disable-pip-version-check -r requirements-hypervisor.txt
 	touch $@
 
-test: setup lint unit unit-hypervisor attack integration molecule
+test: setup lint sanity unit unit-hypervisor attack integration molecule
+
+# ansible-test sanity on a copy of the tree at .../ansible_collections/vmcloud/fleet, every test in its own
+# venv, ignore files empty (tools/sanity).
+.PHONY: sanity
+sanity: setup
+	tools/sanity
 
 lint: setup
 	ruff check plugins tests benchmarks

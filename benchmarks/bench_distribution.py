@@ -133,7 +133,7 @@ class Bench:
 
     # containers ---------------------------------------------------------------
     def up(self) -> None:
-        if subprocess.run(["podman", "network", "exists", NETWORK]).returncode != 0:
+        if subprocess.run(["podman", "network", "exists", NETWORK], check=False).returncode != 0:
             run(
                 [
                     "podman",
@@ -176,7 +176,7 @@ class Bench:
                     "/sbin/init",
                 ]
             )
-        names = [name for name, _ in wanted]
+        names = [name for name, _unused in wanted]
         parallel(self.wait_booted, names)
         for name in names:
             self.pids[name] = int(run(["podman", "inspect", "-f", "{{.State.Pid}}", name]).strip())
@@ -206,7 +206,7 @@ class Bench:
 
     def wait_booted(self, name: str) -> None:
         state = ""
-        for _ in range(120):
+        for _unused in range(120):
             state = pexec(name, "timeout 5 systemctl is-system-running --wait 2>/dev/null; true").strip()
             if state in ("running", "degraded"):
                 return
@@ -216,7 +216,7 @@ class Bench:
         ids = run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}"]).split()
         if ids:
             run(["podman", "rm", "-f", "-t", "0", *ids])
-        if subprocess.run(["podman", "network", "exists", NETWORK]).returncode == 0:
+        if subprocess.run(["podman", "network", "exists", NETWORK], check=False).returncode == 0:
             run(["podman", "network", "rm", NETWORK])
         log("testbed removed")
 
@@ -278,7 +278,7 @@ class Bench:
         os.makedirs(CACHE, exist_ok=True)
         if not os.path.exists(self.image_path) or os.path.getsize(self.image_path) != self.file_bytes:
             with open(self.image_path + ".part", "wb") as out:
-                for _ in range(self.args.file_mib):
+                for _unused in range(self.args.file_mib):
                     out.write(os.urandom(1 << 20))
             os.rename(self.image_path + ".part", self.image_path)
         piece = self.args.piece_kib * 1024 if self.args.piece_kib else None
@@ -444,8 +444,8 @@ METHODS: dict[str, tuple[str, str, Callable[[Bench, list[str], int], MethodRun]]
 
 
 def parse_override(text: str) -> tuple[str, object]:
-    key, _, value = text.partition("=")
-    if not key.startswith("rtorrent_") or not _:
+    key, separator, value = text.partition("=")
+    if not key.startswith("rtorrent_") or not separator:
         raise argparse.ArgumentTypeError(f"{text!r}: expected rtorrent_VAR=VALUE")
     return key, yaml.safe_load(value)
 

@@ -55,7 +55,7 @@ def run_once(ca, data: bytes, state_dir: str):
 def measure(count: int, syntax: str, repeat: int, state_dir: str) -> dict:
     ca, data = build(count, syntax)
     timings = []
-    for _ in range(repeat):
+    for _unused in range(repeat):
         start = time.perf_counter()
         selection = run_once(ca, data, state_dir)
         timings.append(time.perf_counter() - start)

@@ -25,7 +25,7 @@ description:
   - A host is V(disabled) when the C(vmcloud.fleet.hypervisor) role found the flag of C(imgdist --disable)
     (its fact C(hypervisor_summary.disabled)).
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 requirements:
   - Enabled in C(callbacks_enabled) (for example C(ANSIBLE_CALLBACKS_ENABLED=vmcloud.fleet.reconcile_summary)).
 options:

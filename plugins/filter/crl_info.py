@@ -13,8 +13,10 @@ description:
     refusal C(problem) (C(crl-stale), C(crl-malformed), C(crl-signature-invalid) against O(anchors))
     of the same library that the agent's C(imgdist crl-refresh) installs CRLs with.
   - The C(vmcloud.fleet.trust_store) role refuses to copy a CRL whose C(problem) is set.
+requirements:
+  - cryptography (Debian package python3-cryptography) on the controller
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 options:
   _input:
     description: Path of the CRL file on the controller.
@@ -49,6 +51,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils import _crl
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import require
 from ansible_collections.vmcloud.fleet.plugins.module_utils._trust import load_pem_certificates
 
 
@@ -63,11 +66,15 @@ def _read(path: str, what: str) -> bytes:
 def crl_info(path, anchors=None):
     if not isinstance(path, str) or not path:
         raise AnsibleFilterError("crl_info: the input must be the path of a CRL file on the controller")
+    try:
+        require("cryptography")
+    except VmcloudError as exc:
+        raise AnsibleFilterError(f"crl_info: {exc}") from exc
     now = datetime.datetime.now(datetime.UTC)
     data = _read(path, "the CRL")
     try:
-        certificates = [cert for anchor in anchors or [] for cert in load_pem_certificates(_read(anchor, "anchor"),
-                                                                                          anchor)]
+        certificates = [cert for anchor in anchors or []
+                        for cert in load_pem_certificates(_read(anchor, "anchor"), anchor)]
     except VmcloudError as exc:
         raise AnsibleFilterError(f"crl_info: {exc}") from exc
     try:

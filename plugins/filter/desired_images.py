@@ -13,7 +13,7 @@ description:
   - Uses the same selection library as the module and the C(imgdist) CLI.
   - With O(report=true), returns the whole selection (desired set and what was left out, and why).
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 options:
   _input:
     description: Verified images (the C(images) result of M(vmcloud.fleet.image_index)).

@@ -24,7 +24,7 @@ description:
   - V(none) - the host does not want the image (label C(not wanted)).
   - The filter only arranges what the hosts reported; it reads nothing and does not verify anything again.
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 options:
   _input:
     description:

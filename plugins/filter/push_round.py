@@ -16,7 +16,7 @@ description:
   - A wave receiver becomes a source only when C(verified) (its store holds the image, so the promotion checked
     it against the signed index); a failed push leaves the host a lacker, planned again next round.
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 options:
   _input:
     description: The push state (from C(push_state) or C(push_advance)).

@@ -17,7 +17,7 @@ description:
   - The C(vmcloud.fleet.vmic_agent) role installs it as C(/usr/lib/vmcloud/vmcloud-hypervisor.pyz).
     C(make artifact) (C(tools/build-artifact)) builds the same file from a checkout.
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 options:
   cache_dir:
     description: Directory on the controller that holds the built artifacts (C(<sha256>/<file name>)).

@@ -18,13 +18,17 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from cryptography import x509
-
 from ._errors import VmcloudError
 from ._fetch import read_source
 from ._io import write_atomic
+from ._requirements import absent
 from ._time import TIMESTAMP_FORMAT
 from ._trust import load_trust_anchors
+
+try:
+    from cryptography import x509
+except ImportError:
+    x509 = absent("cryptography", "x509")
 
 MAX_CRL_BYTES = 16 * 1024 * 1024
 UTC = datetime.UTC
@@ -183,7 +187,7 @@ def refresh(sources: Sequence[Dict[str, str]], anchor_paths: Sequence[str], time
         record: Dict[str, Any] = {"url": source["url"], "path": source["path"], "changed": False,
                                   "rule": None, "message": None}
         try:
-            data, _ = read_source(source["url"], max_size=MAX_CRL_BYTES, timeout=timeout, **fetch_options)
+            data, _unused = read_source(source["url"], max_size=MAX_CRL_BYTES, timeout=timeout, **fetch_options)
             record["changed"] = install(data, source["url"], source["path"], anchors, now)
         except VmcloudError as exc:
             record.update(rule=exc.rule, message=exc.message)

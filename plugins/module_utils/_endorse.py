@@ -23,12 +23,6 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-import yaml
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-
 from ._errors import VmcloudError
 from ._index import (
     INDEX_TYPE,
@@ -41,6 +35,7 @@ from ._index import (
     parse_utc_timestamp,
 )
 from ._io import write_atomic
+from ._requirements import absent, is_absent
 from ._time import utc_text
 from ._trust import (
     UTC,
@@ -53,6 +48,26 @@ from ._trust import (
     verify_data_signature,
 )
 from ._yaml import load_untrusted_yaml
+
+try:
+    import yaml
+except ImportError:
+    yaml = absent("yaml")
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+except ImportError:
+    x509 = absent("cryptography", "x509")
+    InvalidSignature = absent("cryptography", "exceptions.InvalidSignature")
+    UnsupportedAlgorithm = absent("cryptography", "exceptions.UnsupportedAlgorithm")
+    hashes = absent("cryptography", "hazmat.primitives.hashes")
+    serialization = absent("cryptography", "hazmat.primitives.serialization")
+    ec = absent("cryptography", "hazmat.primitives.asymmetric.ec")
+    ed25519 = absent("cryptography", "hazmat.primitives.asymmetric.ed25519")
+    padding = absent("cryptography", "hazmat.primitives.asymmetric.padding")
+    rsa = absent("cryptography", "hazmat.primitives.asymmetric.rsa")
 
 DEFAULT_VALIDITY_DAYS = 30
 # Fields that stamping rewrites; everything else in ``signed`` is the content.
@@ -90,7 +105,8 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
-_IndexDumper.add_representer(str, _represent_str)
+if not is_absent(yaml):
+    _IndexDumper.add_representer(str, _represent_str)
 
 
 def _dump(value: Any) -> bytes:

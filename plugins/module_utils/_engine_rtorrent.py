@@ -76,7 +76,7 @@ def engine_state(raw: dict[str, Any]) -> str:
 
 
 def status_from_row(row: list[Any]) -> TorrentStatus:
-    return status_from_raw(dict(zip((name for name, _ in _FIELDS), row, strict=True)))
+    return status_from_raw(dict(zip((name for name, _unused in _FIELDS), row, strict=True)))
 
 
 def status_from_raw(raw: dict[str, Any]) -> TorrentStatus:
@@ -154,7 +154,7 @@ class RtorrentEngine(TorrentEngine):
     def _raw(self, info_hash: str) -> Optional[dict[str, Any]]:
         """rtorrent's fields for one download (one system.multicall), or None if absent."""
         target = normalize_info_hash(info_hash).upper()
-        calls = [{"methodName": command, "params": [target]} for _, command in _FIELDS]
+        calls = [{"methodName": command, "params": [target]} for _unused, command in _FIELDS]
         results = self.call("system.multicall", calls)
         raw = {}
         for (name, command), result in zip(_FIELDS, results, strict=True):
@@ -170,7 +170,7 @@ class RtorrentEngine(TorrentEngine):
         return None if raw is None else status_from_raw(raw)
 
     def list(self) -> list[TorrentStatus]:
-        rows = self.call("d.multicall2", "", "main", *(f"{command}=" for _, command in _FIELDS))
+        rows = self.call("d.multicall2", "", "main", *(f"{command}=" for _unused, command in _FIELDS))
         return [status_from_row(row) for row in rows]
 
     def add(self, torrent_bytes: bytes, directory: str, start: bool = True, web_seeds: Sequence[str] = ()) -> str:

@@ -42,7 +42,7 @@ from ._engine import TorrentStatus, default_engine_user, engine_for
 from ._errors import ApprovalConfigError, IndexRefused, VmcloudError
 from ._index_service import build_policy, selection_for
 from ._index_state import reset_high_water_mark
-from ._io import fsync_directory, write_atomic
+from ._io import fsync_directory, write_atomic, write_line
 from ._lock import host_lock, lock_path
 from ._options import INDEX_CHECKS, SYNC_CHECKS, check_options
 from ._reconcile import Pending, find_pending
@@ -368,14 +368,14 @@ def run_crl_refresh(config: Mapping[str, Any], path: str, as_json: bool, out: Te
     results = _crl.refresh(sources, config["trust_anchors"], timeout=config["fetch_timeout"],
                            ca_path=config["ca_path"], validate_certs=config["validate_certs"])
     if as_json:
-        print(json.dumps(results, indent=1, sort_keys=True), file=out)
+        write_line(json.dumps(results, indent=1, sort_keys=True), file=out)
     else:
         for result in results:
             outcome = ("installed" if result["changed"] else "unchanged") if result["rule"] is None else \
                 f"NOT installed: {result['rule']}: {' '.join(str(result['message']).split())}"
-            print(f"crl {result['url']} -> {result['path']}: {outcome}", file=out)
+            write_line(f"crl {result['url']} -> {result['path']}: {outcome}", file=out)
         if not results:
-            print("no crl_sources configured", file=out)
+            write_line("no crl_sources configured", file=out)
     return EXIT_ERROR if any(result["rule"] for result in results) else EXIT_OK
 
 
@@ -446,13 +446,13 @@ def run_reset_mark(config: Mapping[str, Any], url: Optional[str], to_version: in
                                    check_mode=not confirm)
     line = f"high-water mark for {url}: previous version {result['previous']}, new version {result['new']}"
     if not confirm:
-        print(f"{PROG}: mark-reset-refused: would set the {line}; nothing changed: run again with --confirm",
-              file=err)
+        write_line(f"{PROG}: mark-reset-refused: would set the {line}; nothing changed: run again with --confirm",
+                   file=err)
         return EXIT_USAGE
     if as_json:
-        print(json.dumps(result, sort_keys=True), file=out)
+        write_line(json.dumps(result, sort_keys=True), file=out)
     else:
-        print(line, file=out)
+        write_line(line, file=out)
     return EXIT_OK
 
 
@@ -717,23 +717,23 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
 
 def print_status(report: Mapping[str, Any], out: TextIO) -> None:
     state = "enabled" if report["enabled"] else "DISABLED (imgdist --enable)"
-    print(f"host {report['host']}: {state}", file=out)
+    write_line(f"host {report['host']}: {state}", file=out)
     index = report["index"]
     if index:
-        print(f"index: version {index['version']} from {index['url']}, expires {index['expires']}", file=out)
+        write_line(f"index: version {index['version']} from {index['url']}, expires {index['expires']}", file=out)
     last = report.get("last_sync")
     if last:
         failure = f" ({last['rule']})" if last.get("rule") else ""
-        print(f"last sync: {last.get('finished')}: {last.get('result')}{failure}; last success: "
-              f"{last.get('last_success') or 'never'}", file=out)
+        write_line(f"last sync: {last.get('finished')}: {last.get('result')}{failure}; last success: "
+                   f"{last.get('last_success') or 'never'}", file=out)
     for problem in report["problems"]:
-        print(f"problem: {problem}", file=out)
+        write_line(f"problem: {problem}", file=out)
     if not report["images"]:
-        print("no images desired or held", file=out)
+        write_line("no images desired or held", file=out)
         return
     width = max(len(row["uuid"]) for row in report["images"])
     for row in report["images"]:
-        print(f"{row['uuid']:<{width}}  {row['state']:<11}  {_row_detail(row)}".rstrip(), file=out)
+        write_line(f"{row['uuid']:<{width}}  {row['state']:<11}  {_row_detail(row)}".rstrip(), file=out)
 
 
 # --------------------------------------------------------------------------- sync
@@ -766,8 +766,8 @@ def print_sync(report: SyncReport, out: TextIO) -> None:
     would = "would be " if report.check_mode else ""
     index = report.index
     previous = f" (previous {index['previous_version']})" if index.get("previous_version") is not None else ""
-    print(f"index {index['url']}: version {index['version']}{previous}; "
-          f"{len(report.desired)} image(s) desired for host {report.selection['host']}", file=out)
+    write_line(f"index {index['url']}: version {index['version']}{previous}; "
+               f"{len(report.desired)} image(s) desired for host {report.selection['host']}", file=out)
     for image in report.images:
         steps = []
         if image.torrent == "fetched":
@@ -779,25 +779,25 @@ def print_sync(report: SyncReport, out: TextIO) -> None:
         if image.failure:
             failure = image.failure
             steps.append(f"FAILED at {failure['step']}: {failure['rule']}: {failure['message']}")
-        print(f"  {image.uuid}: {', '.join(steps) or 'present'}", file=out)
+        write_line(f"  {image.uuid}: {', '.join(steps) or 'present'}", file=out)
     for uuid in report.retired:
-        print(f"  {uuid}: {would}retired", file=out)
+        write_line(f"  {uuid}: {would}retired", file=out)
     for held in report.held_open:
-        print(f"  {held['uuid']}: not retired, held open by pid(s) {', '.join(map(str, held['pids']))}", file=out)
+        write_line(f"  {held['uuid']}: not retired, held open by pid(s) {', '.join(map(str, held['pids']))}", file=out)
     for pending in report.superseded_pending:
-        print(f"  {pending['uuid']}: kept (superseded) until {', '.join(pending['waiting_for'])} is in the store",
-              file=out)
+        write_line(f"  {pending['uuid']}: kept (superseded) until {', '.join(pending['waiting_for'])} is in the store",
+                   file=out)
     for info_hash in report.removed:
-        print(f"  torrent {info_hash}: {would}removed from the engine and staging", file=out)
+        write_line(f"  torrent {info_hash}: {would}removed from the engine and staging", file=out)
     for failure in report.failures:
         if failure["uuid"] is None:
-            print(f"  FAILED {failure['step']} {failure['info_hash'] or ''}: {failure['rule']}: "
-                  f"{failure['message']}", file=out)
+            write_line(f"  FAILED {failure['step']} {failure['info_hash'] or ''}: {failure['rule']}: "
+                       f"{failure['message']}", file=out)
     for entry in report.selection["not_endorsed"]:
-        print(f"  not endorsed: {entry['approved_by']} ({entry['image']})", file=out)
+        write_line(f"  not endorsed: {entry['approved_by']} ({entry['image']})", file=out)
     ok = sum(1 for image in report.images if image.ok)
     verdict = ("would change" if report.check_mode else "changed") if report.changed else "no change"
-    print(f"{ok} ok, {len(report.failures)} failed; {verdict}", file=out)
+    write_line(f"{ok} ok, {len(report.failures)} failed; {verdict}", file=out)
 
 
 def run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: TextIO, err: TextIO) -> int:
@@ -823,8 +823,8 @@ def write_metrics(config: Mapping[str, Any], err: TextIO) -> None:
         try:
             _metrics.write_textfile(config["metrics_textfile_dir"], metrics_text(config))
         except (VmcloudError, OSError) as exc:
-            print(f"{PROG}: warning: metrics-unwritable: {config['metrics_textfile_dir']}: "
-                  f"{getattr(exc, 'message', None) or exc}", file=err)
+            write_line(f"{PROG}: warning: metrics-unwritable: {config['metrics_textfile_dir']}: "
+                       f"{getattr(exc, 'message', None) or exc}", file=err)
 
 
 def record_run_guard_denial(config: Mapping[str, Any], rule: str) -> None:
@@ -857,7 +857,7 @@ def _run_sync(config: Mapping[str, Any], check_mode: bool, as_json: bool, out: T
         if progress is not None:
             progress.close()
     if as_json:
-        print(json.dumps(report.to_dict(), indent=1, sort_keys=True), file=out)
+        write_line(json.dumps(report.to_dict(), indent=1, sort_keys=True), file=out)
     else:
         print_sync(report, out)
     return (EXIT_IMAGES_FAILED if report.failures else EXIT_OK), report
@@ -969,9 +969,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _emit_error(exc: VmcloudError, as_json: bool, out: TextIO, err: TextIO) -> None:
     message = " ".join(str(exc.message).split())
-    print(f"{PROG}: {exc.rule}: {message}", file=err)
+    write_line(f"{PROG}: {exc.rule}: {message}", file=err)
     if as_json:
-        print(json.dumps({"ok": False, "rule": exc.rule, "message": message}), file=out)
+        write_line(json.dumps({"ok": False, "rule": exc.rule, "message": message}), file=out)
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -983,23 +983,23 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         with host_lock(lock_path(config["state_dir"]), config["timeout"]):
             before = set_state(config["disabled_flag"], args.action)
         if args.json:
-            print(json.dumps({"previous": before, "state": args.action}), file=out)
+            write_line(json.dumps({"previous": before, "state": args.action}), file=out)
         else:
-            print(f"current state: {before}", file=out)
-            print(args.action, file=out)
+            write_line(f"current state: {before}", file=out)
+            write_line(args.action, file=out)
         return EXIT_OK
     if args.action == "list_unknown_files":
         names = unknown_files(config)
         if args.json:
-            print(json.dumps(names), file=out)
+            write_line(json.dumps(names), file=out)
         else:
             for name in names:
-                print(name, file=out)
+                write_line(name, file=out)
         return EXIT_OK
     if args.command == "status":
         report = collect_status(config)
         if args.json:
-            print(json.dumps(report, indent=1, sort_keys=True), file=out)
+            write_line(json.dumps(report, indent=1, sort_keys=True), file=out)
         else:
             print_status(report, out)
         return EXIT_OK
@@ -1009,9 +1009,9 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "config-check":
         validate_config(config, path)
         if args.json:
-            print(json.dumps({"ok": True, "config": path}), file=out)
+            write_line(json.dumps({"ok": True, "config": path}), file=out)
         else:
-            print(f"{path}: valid", file=out)
+            write_line(f"{path}: valid", file=out)
         return EXIT_OK
     if args.command == "crl-refresh":
         return run_crl_refresh(config, path, args.json, out)
@@ -1024,11 +1024,11 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     require_keys(config, path, ["trust_anchors"])
     code, result = check_image(config, args.image)
     for warning in result.get("warnings") or []:
-        print(f"{PROG}: warning: {warning}", file=err)
+        write_line(f"{PROG}: warning: {warning}", file=err)
     if args.json:
-        print(json.dumps(result, indent=1, sort_keys=True), file=out)
+        write_line(json.dumps(result, indent=1, sort_keys=True), file=out)
     else:
-        print(f"{result['rule']}: {result['reason']}", file=out)
+        write_line(f"{result['rule']}: {result['reason']}", file=out)
     return code
 
 
@@ -1044,8 +1044,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err
         return int(exc.code or 0)
     if (args.action is None) == (args.command is None):
         parser.print_usage(err)
-        print(f"{PROG}: error: give one of --enable, --disable, --list_unknown_files, or a command "
-              "(status, sync, check, config-check, crl-refresh, reset-mark, metrics)", file=err)
+        write_line(f"{PROG}: error: give one of --enable, --disable, --list_unknown_files, or a command "
+                   "(status, sync, check, config-check, crl-refresh, reset-mark, metrics)", file=err)
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     try:
@@ -1066,7 +1066,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err
         _emit_error(VmcloudError("io-error", str(exc)), as_json, out, err)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=err)
+        write_line(f"{PROG}: interrupted", file=err)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
         _emit_error(VmcloudError("internal-error", f"{type(exc).__name__}: {exc}"), as_json, out, err)
@@ -1074,4 +1074,4 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None, err
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

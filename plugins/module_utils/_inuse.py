@@ -32,9 +32,9 @@ import shutil
 import stat
 import struct
 import subprocess
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
+from xml.etree import ElementTree
 
 QCOW2_MAGIC = b"QFI\xfb"
 MAX_CHAIN = 32  # files in one disk's chain, the disk itself included
@@ -78,7 +78,7 @@ def _extensions(fd: int, start: int, end: int) -> Dict[int, bytes]:
     """Header extensions between ``start`` and ``end`` (type -> data), bounded in count and size."""
     found: Dict[int, bytes] = {}
     offset = start
-    for _ in range(MAX_EXTENSIONS):
+    for _unused in range(MAX_EXTENSIONS):
         if offset + 8 > end:
             return found  # no room for another extension: qemu stops there too
         kind, length = struct.unpack(">II", _read_exact(fd, offset, 8, "a header extension"))
@@ -380,4 +380,3 @@ def libvirt_domains(libvirt: Optional[Libvirt] = None) -> Domains:
         return Domains(source=libvirt.config_dir,
                        unknown=f"libvirt's domains cannot be read ({why}; {libvirt.config_dir}: {exc}); "
                                "every file counts as in use: start libvirtd or fix its configuration")
-

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
-from typing import Optional
+from typing import Any, Optional, TextIO
 
 
 def fsync_directory(path: str) -> None:
@@ -58,3 +59,9 @@ def promote_atomic(staged_path: str, final_path: str) -> None:
         os.fsync(handle.fileno())
     os.replace(staged_path, final_path)
     fsync_directory(os.path.dirname(os.path.abspath(final_path)))
+
+
+def write_line(value: Any, file: Optional[TextIO] = None) -> None:
+    """``print(value, file=file)`` for the commands that live in module_utils (imgdist, the seeder
+    service): their output is lines on a stream, while a module's is exit_json."""
+    (sys.stdout if file is None else file).write(f"{value}\n")

@@ -84,8 +84,10 @@ def _staged_path(options: Mapping[str, Any], root: str, image: Dict[str, Any]) -
 def image_url(options: Mapping[str, Any], image: Dict[str, Any]) -> str:
     """The image's URL on the catalogue: ``http_url`` (a directory: the file name is appended) or the
     entry's first http(s) web seed (BEP 19: a URL ending in / is a directory)."""
-    bases = [options["http_url"]] if options.get("http_url") else [url for url in image.get("web_seeds") or []
-                                                                    if is_url(url)]
+    if options.get("http_url"):
+        bases = [options["http_url"]]
+    else:
+        bases = [url for url in image.get("web_seeds") or [] if is_url(url)]
     if not bases:
         raise VmcloudError("option-invalid", f"distribution_method http: image {image['uuid']} has no web seed and "
                            "http_url is not set; set http_url (the catalogue's images/ URL)")

@@ -383,7 +383,7 @@ def inspect_entry(root: str, name: str, root_dev: int, holders: Holders) -> Opti
             target: Optional[str] = os.readlink(path)
         except OSError:
             target = None
-        _, domains = holders.of(identity)  # a domain may name the link itself as its disk
+        _unused, domains = holders.of(identity)  # a domain may name the link itself as its disk
         return Entry(name, path, kind, 0, st.st_mtime, identity, domains=domains, use_unknown=holders.unknown,
                      link_target=target)
     if st.st_dev != root_dev:

@@ -198,4 +198,3 @@ def guarded_accept(data: bytes, policy: IndexPolicy, state_dir: str, origin: str
         rule=_time_rule(refusal), reason=f"{refusal.rule}: {refusal.message}", accepted_at=accepted_at,
         failing_since=since, deadline=since + grace, grace_seconds=grace_seconds,
     ))
-

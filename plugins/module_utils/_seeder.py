@@ -51,7 +51,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._framing import (
     encode_frame,
     read_frame,
 )
-from ansible_collections.vmcloud.fleet.plugins.module_utils._io import write_atomic
+from ansible_collections.vmcloud.fleet.plugins.module_utils._io import write_atomic, write_line
 
 LOG = logging.getLogger("vmcloud-seeder")
 RESUME_SUFFIX = ".resume"
@@ -560,20 +560,20 @@ def serve(config: Dict[str, Any]) -> int:
 
 
 def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(prog="vmcloud-seeder", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="vmcloud-seeder", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--config", required=True, help="the JSON configuration file")
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
         if args.check:
-            print(f"{args.config}: valid")
+            write_line(f"{args.config}: valid")
             return 0
         return serve(config)
     except VmcloudError as exc:
-        print(f"vmcloud-seeder: {exc}", file=sys.stderr)
+        write_line(f"vmcloud-seeder: {exc}", file=sys.stderr)
         return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -34,14 +34,12 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
-from fastbencode import bdecode
-
 from ._engine import DEFAULT_USERS
 from ._errors import StoreError
 from ._inuse import Domains, libvirt_domains
 from ._io import fsync_directory, write_atomic
 from ._time import TIMESTAMP_FORMAT
-from ._torrent import TorrentError, check_info_hash, parse_torrent
+from ._torrent import TorrentError, bdecode, check_info_hash, parse_torrent
 
 META_DIR = ".vmcloud"
 MANIFEST = "manifest.json"

@@ -282,7 +282,7 @@ def obtain_torrent(options: Mapping[str, Any], image: Dict[str, Any], check_mode
     data = local_torrent(path, image, max_bytes)
     if data is not None:
         return data, False
-    data, _ = read_source(
+    data, _unused = read_source(
         image["torrent"]["url"],
         max_size=max_bytes,
         timeout=options.get("timeout", 30),

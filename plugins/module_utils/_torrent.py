@@ -26,20 +26,33 @@ import stat
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
-from fastbencode import bdecode, bencode
-
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._io import write_atomic
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import load
 
 # A single-file torrent of a 1 TiB image with 1 MiB pieces is about 20 MiB of piece
 # hashes; with the automatic piece size (16 MiB above 12.5 GiB) it is far less.
 MAX_TORRENT_BYTES = 32 * 1024 * 1024
 MIN_PIECE_LENGTH = 16 * 1024  # BEP 52's floor, and what every client accepts
 MAX_PIECE_LENGTH = 256 * 1024 * 1024  # mktorrent's ceiling (-l 28)
+
 SHA1_LEN = 20
 CREATED_BY = "vmcloud.fleet"
 URL_SCHEMES_ANNOUNCE = ("http://", "https://", "udp://")
 URL_SCHEMES_WEB_SEED = ("http://", "https://")
+
+
+# fastbencode is imported where a torrent is encoded or decoded, not with this file, so that what
+# only verifies an index (image_index) does not need it.
+def bdecode(data: bytes) -> Any:
+    """fastbencode's strict decoder; rule library-missing without python3-fastbencode."""
+    return load("fastbencode").bdecode(data)
+
+
+def bencode(value: Any) -> bytes:
+    """fastbencode's encoder; rule library-missing without python3-fastbencode."""
+    return load("fastbencode").bencode(value)
+
 
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")

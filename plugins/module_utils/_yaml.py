@@ -28,21 +28,34 @@ import json
 import re
 from typing import Any, List, Tuple
 
-import yaml
-from yaml.events import (
-    AliasEvent,
-    DocumentStartEvent,
-    MappingEndEvent,
-    MappingStartEvent,
-    ScalarEvent,
-    SequenceEndEvent,
-    SequenceStartEvent,
-    StreamEndEvent,
-)
-from yaml.nodes import ScalarNode
-
 from ._errors import VmcloudError
 from ._limits import MAX_DEPTH, MAX_NODES, MAX_NUMBER_CHARS
+from ._requirements import absent
+
+try:
+    import yaml
+    from yaml.events import (
+        AliasEvent,
+        DocumentStartEvent,
+        MappingEndEvent,
+        MappingStartEvent,
+        ScalarEvent,
+        SequenceEndEvent,
+        SequenceStartEvent,
+        StreamEndEvent,
+    )
+    from yaml.nodes import ScalarNode
+except ImportError:
+    yaml = absent("yaml")
+    AliasEvent = absent("yaml", "events.AliasEvent")
+    DocumentStartEvent = absent("yaml", "events.DocumentStartEvent")
+    MappingEndEvent = absent("yaml", "events.MappingEndEvent")
+    MappingStartEvent = absent("yaml", "events.MappingStartEvent")
+    ScalarEvent = absent("yaml", "events.ScalarEvent")
+    SequenceEndEvent = absent("yaml", "events.SequenceEndEvent")
+    SequenceStartEvent = absent("yaml", "events.SequenceStartEvent")
+    StreamEndEvent = absent("yaml", "events.StreamEndEvent")
+    ScalarNode = absent("yaml", "nodes.ScalarNode")
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -122,7 +135,7 @@ def _refuse_duplicate_keys(pairs: List[Tuple[str, Any]]) -> dict:
     result = dict(pairs)
     if len(result) != len(pairs):
         seen: set = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        duplicate = next(key for key, _unused in pairs if key in seen or seen.add(key))
         raise VmcloudError("json-invalid", f"key {_short(duplicate)} appears twice in one object")
     return result
 
@@ -253,7 +266,7 @@ def _build(loader: Any, origin: str) -> Any:
             stack.append([{} if mapping else [], mapping, _NO_KEY, event.start_mark])
             continue
         elif kind is MappingEndEvent or kind is SequenceEndEvent:
-            value, _, _, mark = stack.pop()
+            value, _unused, _unused, mark = stack.pop()
         elif kind is AliasEvent:
             raise VmcloudError(
                 "yaml-alias",

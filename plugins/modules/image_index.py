@@ -18,8 +18,11 @@ description:
     later, lower version or a different index with the same version is refused (rollback protection).
   - When O(approved) is given, also computes the host's desired images (endorsed, approved and
     targeted at the host, minus blocked) and reports every approval that could not be met and why.
+requirements:
+  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
+  - PyYAML (Debian package python3-yaml)
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
@@ -187,6 +190,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service impor
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._io import differs, write_atomic
 from ansible_collections.vmcloud.fleet.plugins.module_utils._options import INDEX_CHECKS, check_options
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 
 
 def main() -> None:
@@ -198,6 +202,7 @@ def main() -> None:
         **FETCH_ARGSPEC,
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module_require(module, "cryptography", "yaml")
     params = module.params
     try:
         check_options(params, INDEX_CHECKS)

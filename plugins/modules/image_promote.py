@@ -21,9 +21,13 @@ description:
     and inode it had when verified, so an unchanged image is not read again on later runs.
   - Retiring images is M(vmcloud.fleet.image_store)'s (and M(vmcloud.fleet.image_sync)'s, which follows the same
     plan), one implementation with its name, confinement, identity, in-use, supersession and mass-deletion
-    checks. This module no longer retires (O(state=absent), C(uuid) and C(keep) are gone).
+    checks. This module no longer retires (C(state=absent), C(uuid) and C(keep) are gone).
+requirements:
+  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
+  - PyYAML (Debian package python3-yaml)
+  - fastbencode (Debian package python3-fastbencode)
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
@@ -116,6 +120,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._index import (
     normalise_v2_image,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._lock import host_lock, lock_path
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import read_torrent_file
 
@@ -163,6 +168,7 @@ def main() -> None:
         argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
+    module_require(module, "cryptography", "yaml", "fastbencode")
     store = ImageStore(module.params["store"])
     try:
         try:

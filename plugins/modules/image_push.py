@@ -19,7 +19,7 @@ description:
     or V(scp_tsunami)), against the signed index.
   - C(playbooks/push.yml) plans the rounds (filter C(vmcloud.fleet.push_round)) and calls this module.
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING

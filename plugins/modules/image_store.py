@@ -24,8 +24,12 @@ description:
     plan a real run executes, with the same diff (the store's file list and managed images, before and
     after).
   - See C(docs/reconcile.md) for what counts as unknown and what the hash cache cannot detect.
+requirements:
+  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
+  - PyYAML (Debian package python3-yaml)
+  - fastbencode (Debian package python3-fastbencode)
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
@@ -423,6 +427,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
     plan_reconcile,
     report,
 )
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import DEFAULT_STORE_DIR
 
 ARGUMENT_SPEC = {
@@ -437,6 +442,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module_require(module, "cryptography", "yaml", "fastbencode")
     params = module.params
     options = Options(
         unknown=params["unknown"],

@@ -12,8 +12,10 @@ description:
   - Reads the store's manifest and reports each managed image with its state. An image whose file is
     unchanged since it was verified (same size, mtime and inode) is not read again; a changed one is
     hashed again and reported V(present) or V(corrupt).
+requirements:
+  - fastbencode (Debian package python3-fastbencode)
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.INFO_MODULE
@@ -69,6 +71,7 @@ images:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import DEFAULT_STORE_DIR, ImageStore
 
 
@@ -77,6 +80,7 @@ def main() -> None:
         argument_spec=dict(store=dict(type="path", default=DEFAULT_STORE_DIR)),
         supports_check_mode=True,
     )
+    module_require(module, "fastbencode")
     try:
         images = ImageStore(module.params["store"]).holdings()
     except VmcloudError as exc:

@@ -34,8 +34,12 @@ description:
   - A failure on one image (a .torrent that does not verify, a download timeout, a SHA-256 mismatch)
     is reported in RV(failures) and the other images go on; the task then fails with rule
     C(images-failed) after doing everything it could. A refused index changes nothing.
+requirements:
+  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
+  - PyYAML (Debian package python3-yaml)
+  - fastbencode (Debian package python3-fastbencode)
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._engine
   - vmcloud.fleet._attributes
@@ -394,6 +398,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._options import INDEX_CHECKS, SYNC_CHECKS, check_options
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import sync
 
 
@@ -406,6 +411,7 @@ def main() -> None:
         **SYNC_ARGSPEC,
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module_require(module, "cryptography", "yaml", "fastbencode")
     params = module.params
     try:
         check_options(params, {**INDEX_CHECKS, **SYNC_CHECKS})

@@ -21,8 +21,11 @@ description:
   - Signatures that no longer verify over the new content are dropped (see RV(dropped_signers));
     sign the result with M(vmcloud.fleet.index_sign).
   - Creates the index file (version 1) when it does not exist; O(url) and O(endorser) are needed then.
+requirements:
+  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
+  - PyYAML (Debian package python3-yaml)
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
@@ -250,6 +253,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse import (
     write_document,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 
 _NAME_LIST = {"type": "list", "elements": "str", "default": []}
 
@@ -307,6 +311,7 @@ def main() -> None:
         mutually_exclusive=[("image", "uuid")],
         supports_check_mode=True,
     )
+    module_require(module, "cryptography", "yaml")
     params = module.params
     present = params["state"] == "present"
     try:

@@ -19,8 +19,11 @@ description:
     several endorsers can co-sign one version to meet a site's threshold.
   - Refuses an expired index, a key that does not belong to its certificate, and certificates that
     readers would refuse (expired, not yet valid, without C(digitalSignature) key usage).
+requirements:
+  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
+  - PyYAML (Debian package python3-yaml)
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
@@ -132,6 +135,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse import (
     write_document,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 
 ARGUMENT_SPEC: Dict[str, Any] = {
     "path": {"type": "path", "required": True},
@@ -153,6 +157,7 @@ ARGUMENT_SPEC: Dict[str, Any] = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module_require(module, "cryptography", "yaml")
     params = module.params
     try:
         document = read_document(params["path"])

@@ -17,8 +17,10 @@ description:
   - By default the torrent is not private, so hypervisors may also find each other through DHT and PEX.
     With O(private=true) it is a private torrent (BEP 27) for sites whose images must not leave the fleet.
   - Used on the endorser side; the returned digests are what the image index records.
+requirements:
+  - fastbencode (Debian package python3-fastbencode)
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
@@ -155,6 +157,7 @@ torrent:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import (
     create_torrent,
     ensure_torrent_file,
@@ -177,6 +180,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
+    module_require(module, "fastbencode")
     params = module.params
     try:
         creation_date = params["creation_date"]

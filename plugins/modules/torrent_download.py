@@ -17,8 +17,10 @@ description:
     O(delete_data=true). The image store's lifecycle belongs to the caller.
   - Talks to the engine through the collection's engine interface; rtorrent is driven over
     XML-RPC on its SCGI unix socket.
+requirements:
+  - fastbencode (Debian package python3-fastbencode)
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._engine
   - vmcloud.fleet._attributes
@@ -167,6 +169,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._options import TORRENT_DOWNLOAD_CHECKS, check_options
+from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import (
     check_info_hash,
     normalize_info_hash,
@@ -191,6 +194,7 @@ def main() -> None:
         required_if=[("state", "present", ("torrent", "directory"))],
         supports_check_mode=True,
     )
+    module_require(module, "fastbencode")
     params = module.params
     info_hash = params["info_hash"]
     try:

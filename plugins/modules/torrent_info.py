@@ -16,7 +16,7 @@ description:
   - Talks to the engine through the collection's engine interface; rtorrent is driven over
     XML-RPC on its SCGI unix socket.
 author:
-  - vmcloud developers
+  - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._engine
   - vmcloud.fleet._attributes

@@ -267,7 +267,7 @@ class Site:
 
     def requested(self, name: str) -> int:
         with self.catalogue.lock:
-            return sum(1 for _, path in self.catalogue.requests if path == self.prefix + name)
+            return sum(1 for _unused, path in self.catalogue.requests if path == self.prefix + name)
 
     def close(self) -> None:
         with self.catalogue.lock:
@@ -745,4 +745,3 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
-

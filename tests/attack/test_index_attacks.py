@@ -37,14 +37,14 @@ def test_tampered_body_is_refused(trusted):
 def test_index_signed_by_an_untrusted_ca_is_refused(trusted, keys):
     # The rogue CA even carries the trusted CA's name, and is sent along as the chain.
     trusted.serve(trusted.publisher.document(6, trusted.images, signers=[keys.rogue], chains=[[keys.rogue_ca.cert]]))
-    result, _ = trusted.refused_everywhere("threshold-not-met")
+    result, _unused = trusted.refused_everywhere("threshold-not-met")
     assert "certificate-untrusted" in result["msg"]
 
 
 def test_unpinned_dn_is_refused(trusted, keys):
     trusted.host.trust["endorser_pins"] = keys.pin()
     trusted.serve(trusted.publisher.document(6, trusted.images, signers=[keys.intruder]))
-    result, _ = trusted.refused_everywhere("threshold-not-met")
+    result, _unused = trusted.refused_everywhere("threshold-not-met")
     assert "endorser-not-pinned" in result["msg"]
 
 
@@ -52,7 +52,7 @@ def test_pinned_dn_minted_by_another_ca_of_the_bundle_is_refused(trusted, keys):
     trusted.host.trust.update(trust_anchors=[str(keys.bundle_pem)], endorser_pins=keys.pin())
     assert keys.dn(keys.other_minted) == keys.dn(keys.endorser)
     trusted.serve(trusted.publisher.document(6, trusted.images, signers=[keys.other_minted]))
-    result, _ = trusted.refused_everywhere("threshold-not-met")
+    result, _unused = trusted.refused_everywhere("threshold-not-met")
     assert "endorser-not-pinned" in result["msg"]
 
 
@@ -61,7 +61,7 @@ def test_pinned_issuer_name_on_an_intermediate_of_another_ca_is_refused(trusted,
     assert keys.dn(keys.fake_issuer) == keys.dn(keys.ca)
     trusted.serve(trusted.publisher.document(6, trusted.images, signers=[keys.fake_issued],
                                              chains=[[keys.fake_issuer.cert]]))
-    result, _ = trusted.refused_everywhere("threshold-not-met")
+    result, _unused = trusted.refused_everywhere("threshold-not-met")
     assert "endorser-not-pinned" in result["msg"]
 
 
@@ -78,34 +78,34 @@ def test_index_created_in_the_future_is_refused(trusted):
 
 def test_expired_certificate_is_refused(trusted, keys):
     trusted.serve(trusted.publisher.document(6, trusted.images, signers=[keys.expired]))
-    result, _ = trusted.refused_everywhere("threshold-not-met")
+    result, _unused = trusted.refused_everywhere("threshold-not-met")
     assert "certificate-expired" in result["msg"]
 
 
 def test_revoked_certificate_is_refused(trusted, keys):
     trusted.host.trust["crl"] = [str(keys.crl_pem)]
     trusted.serve(trusted.publisher.document(6, trusted.images, signers=[keys.revoked]))
-    result, _ = trusted.refused_everywhere("threshold-not-met")
+    result, _unused = trusted.refused_everywhere("threshold-not-met")
     assert "certificate-revoked" in result["msg"]
 
 
 def test_rollback_to_an_older_version_is_refused(trusted):
     trusted.serve(trusted.publisher.document(4, trusted.images))
-    result, _ = trusted.refused_everywhere("rollback", cli=True)
+    result, _unused = trusted.refused_everywhere("rollback", cli=True)
     assert "index version 4 is lower than the last accepted version 5" in result["msg"]
 
 
 def test_same_version_with_other_content_is_refused(trusted):
     other = content_entry("slc5", 1, b"other content")
     trusted.serve(trusted.publisher.document(5, [*trusted.images, other]))
-    result, _ = trusted.refused_everywhere("rollback")
+    result, _unused = trusted.refused_everywhere("rollback")
     assert "differs from the accepted version 5 with the same number" in result["msg"]
 
 
 def test_threshold_not_met_is_refused(trusted):
     trusted.host.trust["threshold"] = 2
     trusted.serve(trusted.publisher.document(6, trusted.images))
-    result, _ = trusted.refused_everywhere("threshold-not-met")
+    result, _unused = trusted.refused_everywhere("threshold-not-met")
     assert "1 valid endorser key(s), 2 required" in result["msg"]
 
 
@@ -113,7 +113,7 @@ def test_threshold_faked_with_one_key_in_two_certificates_is_refused(trusted, ke
     trusted.host.trust["threshold"] = 2
     assert keys.reissued.cert.serial_number != keys.endorser.cert.serial_number
     trusted.serve(trusted.publisher.document(6, trusted.images, signers=[keys.endorser, keys.reissued]))
-    result, _ = trusted.refused_everywhere("threshold-not-met")
+    result, _unused = trusted.refused_everywhere("threshold-not-met")
     assert "same public key" in result["msg"]
 
 
@@ -128,7 +128,7 @@ def test_threshold_of_two_distinct_keys_is_accepted(trusted, keys):
 def test_duplicate_uuids_are_refused(trusted):
     twin = content_entry("cernvm", 6, b"a second image under the same uuid", uuid=trusted.images[0]["uuid"])
     trusted.serve(trusted.publisher.document(6, [*trusted.images, twin]))
-    result, _ = trusted.refused_everywhere("uuid-duplicate")
+    result, _unused = trusted.refused_everywhere("uuid-duplicate")
     assert trusted.images[0]["uuid"] in result["msg"]
 
 
@@ -140,7 +140,7 @@ def _named(trusted, file_name: str) -> None:
 
 def test_path_traversal_file_name_is_refused(trusted):
     _named(trusted, "../../etc/cron.d/evil")
-    result, _ = trusted.refused_everywhere("entry-malformed")
+    result, _unused = trusted.refused_everywhere("entry-malformed")
     assert "not a plain file name" in result["msg"]
 
 
@@ -164,7 +164,7 @@ def test_oversized_index_is_refused(trusted):
     good = trusted.publisher.document(6, trusted.images)
     trusted.serve(good + b"#" + b"x" * (default_cap - len(good)) + b"\n")
     # A fetch that stops at the cap is a fetch failure for imgdist (exit 5), as an unreachable index.
-    result, _ = trusted.refused_everywhere("size-cap", code=EXIT_ERROR)
+    result, _unused = trusted.refused_everywhere("size-cap", code=EXIT_ERROR)
     assert "larger than the cap" in result["msg"] or "above the cap" in result["msg"]
 
 
@@ -189,7 +189,7 @@ def test_url_mismatch_is_refused(trusted):
     # Validly signed, but for another channel of the catalogue.
     elsewhere = trusted.site.url("testing/index.yaml")
     trusted.serve(trusted.publisher.document(6, trusted.images, url=elsewhere))
-    result, _ = trusted.refused_everywhere("url-mismatch", cli=True)
+    result, _unused = trusted.refused_everywhere("url-mismatch", cli=True)
     assert elsewhere in result["msg"]
 
 
@@ -207,7 +207,7 @@ def test_fast_forward_then_recovery_by_revocation_and_removing_the_mark(trusted,
 
     honest = trusted.publisher.document(6, trusted.images)
     trusted.serve(honest)
-    result, _ = trusted.refused_everywhere("rollback")
+    result, _unused = trusted.refused_everywhere("rollback")
     assert f"last accepted version {huge}" in result["msg"]
 
     # Recovery, step 1: the stolen key is revoked. The mark still holds the host.
@@ -219,7 +219,7 @@ def test_fast_forward_then_recovery_by_revocation_and_removing_the_mark(trusted,
     os.unlink(os.path.join(host.state_dir, marks[0]))
     # The fast-forward index is now refused on the revocation, and changes nothing ...
     trusted.serve(forward)
-    result, _ = trusted.refused_everywhere("threshold-not-met")
+    result, _unused = trusted.refused_everywhere("threshold-not-met")
     assert "certificate-revoked" in result["msg"]
     # ... and the honest index is accepted again, rollback protection restarting from it.
     trusted.serve(honest)
@@ -229,9 +229,7 @@ def test_fast_forward_then_recovery_by_revocation_and_removing_the_mark(trusted,
     assert_module_refused(host.image_index(), "rollback")
 
 
-
 # --------------------------------------------------------------------------- parser limits (defect 6)
-
 
 def test_deeply_nested_json_index_is_refused(trusted):
     trusted.serve(b'{"signed": ' + b"[" * 5000 + b"]" * 5000 + b', "signatures": []}')

@@ -62,7 +62,7 @@ def playbook(tmp_path: Path, text: str, variables: dict) -> subprocess.Completed
 def rendered_pins(tmp_path: Path, variables: dict) -> dict:
     """{task file: endorser_pins as Ansible templates it} with each role's defaults loaded."""
     plays = []
-    for path, module, role, _ in TASKS:
+    for path, module, role, _unused in TASKS:
         calls = list(module_calls(yaml.safe_load((REPO / path).read_text()), module))
         assert len(calls) == 1 and "endorser_pins" in calls[0], f"{path}: {module} does not pass endorser_pins"
         vars_files = [str(REPO / "roles" / role / "defaults" / "main.yml")] if role else []
@@ -73,18 +73,18 @@ def rendered_pins(tmp_path: Path, variables: dict) -> dict:
                           "dest": str(tmp_path / (path.replace("/", "_") + ".json"))}}]})
     done = playbook(tmp_path, yaml.safe_dump(plays), variables)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return {path: json.loads((tmp_path / (path.replace("/", "_") + ".json")).read_text()) for path, *_ in TASKS}
+    return {path: json.loads((tmp_path / (path.replace("/", "_") + ".json")).read_text()) for path, *_unused in TASKS}
 
 
 def test_every_verifier_task_gets_the_fleet_pins(tmp_path):
-    assert rendered_pins(tmp_path, {"vmcloud_endorser_pins": PINS}) == {path: PINS for path, *_ in TASKS}
+    assert rendered_pins(tmp_path, {"vmcloud_endorser_pins": PINS}) == {path: PINS for path, *_unused in TASKS}
 
 
 def test_without_pins_the_tasks_pin_nobody_and_a_role_variable_wins(tmp_path):
-    assert rendered_pins(tmp_path, {}) == {path: [] for path, *_ in TASKS}
+    assert rendered_pins(tmp_path, {}) == {path: [] for path, *_unused in TASKS}
     own = [{"subject": "CN=bob,O=CERN", "issuer": "CN=Other CA,O=CERN"}]
-    found = rendered_pins(tmp_path, {"vmcloud_endorser_pins": PINS, **{var: own for *_, var in TASKS if var}})
-    assert found == {path: (own if var else PINS) for path, _, _, var in TASKS}
+    found = rendered_pins(tmp_path, {"vmcloud_endorser_pins": PINS, **{var: own for *_unused, var in TASKS if var}})
+    assert found == {path: (own if var else PINS) for path, _unused, _unused, var in TASKS}
 
 
 @pytest.mark.parametrize("role", ["hypervisor", "opentracker", "image_catalogue", "vmic_agent"])
@@ -93,8 +93,8 @@ def test_the_role_variable_is_in_the_argument_specs(role):
     option = specs["argument_specs"]["main"]["options"][f"{role}_endorser_pins"]
     assert (option["type"], option["elements"], option["default"]) == ("list", "dict", [])
     assert set(option["options"]) == {"subject", "issuer"}
-    assert "the CA that issued it" in " ".join(option["description"] if isinstance(option["description"], list)
-                                else [option["description"]])
+    description = option["description"]
+    assert "the CA that issued it" in " ".join(description if isinstance(description, list) else [description])
     defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())
     assert defaults[f"{role}_endorser_pins"] == "{{ vmcloud_endorser_pins | default([]) }}"
 

@@ -259,8 +259,8 @@ def test_cells_show_state_as_text_and_class(page, host, uuid, state, text):
 
 def test_every_host_and_image_has_a_cell(page):
     cells = page["parsed"].cells
-    assert {host for host, _ in cells} == {"hv01", "hv02", "hv03", "hv04", "hv05"}
-    assert {uuid for _, uuid in cells} == {"alma9-1", "cernvm-4", "slc6-2", HOSTILE}
+    assert {host for host, _unused in cells} == {"hv01", "hv02", "hv03", "hv04", "hv05"}
+    assert {uuid for _unused, uuid in cells} == {"alma9-1", "cernvm-4", "slc6-2", HOSTILE}
     assert len(cells) == 20
 
 

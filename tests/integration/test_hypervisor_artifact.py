@@ -48,8 +48,8 @@ def results(done: subprocess.CompletedProcess) -> list:
 
 def test_the_role_installs_the_artifact_once_and_a_second_run_changes_nothing(tmp_path):
     copy = next(task for task in TASKS if task.get("name") == "Install the hypervisor artifact")
-    copy = {**copy, "ansible.builtin.copy": {k: v for k, v in copy["ansible.builtin.copy"].items()
-                                              if k not in ("owner", "group")}}
+    copy_args = {k: v for k, v in copy["ansible.builtin.copy"].items() if k not in ("owner", "group")}
+    copy = {**copy, "ansible.builtin.copy": copy_args}
     copy.pop("notify")
     dest = tmp_path / "lib" / "vmcloud-hypervisor.pyz"
     dest.parent.mkdir()

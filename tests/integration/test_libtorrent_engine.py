@@ -8,6 +8,7 @@ own 127.0.0.x address; the tracker is opentracker and the rtorrent peers are the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import os
@@ -282,7 +283,7 @@ def web_server(short_tmp):
     root = os.path.join(short_tmp, "www")
     os.makedirs(os.path.join(root, "images"))
     RangeHandler.requests_seen = []
-    handler = lambda *args, **kwargs: RangeHandler(*args, directory=root, **kwargs)  # noqa: E731
+    handler = functools.partial(RangeHandler, directory=root)
     server = http.server.ThreadingHTTPServer((LOOPBACK, free_port()), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -433,7 +433,7 @@ def test_the_launcher_and_the_hook_run_the_library_from_the_artifact(host, tmp_p
     aside = tmp_path / "aside.pyz"
     artifact.rename(aside)
     try:
-        code, _ = host.check(host.image_path("alma-9"))
+        code, _unused = host.check(host.image_path("alma-9"))
         assert code != EXIT_OK
         code, err = host.run_hook("web9", "prepare", "begin", domain("web9", disk(host.image_path("alma-9"))))
         assert code == 1 and err.startswith("vmcloud: refusing to start web9: ") and err.count("\n") == 1

@@ -203,7 +203,7 @@ def run_module(module: str, args: dict, check: bool = False) -> dict:
     argv += ["-a", json.dumps(args), "-i", "localhost,", "-c", "local"]
     if check:
         argv.append("--check")
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
     try:
         output = json.loads(done.stdout)
     except json.JSONDecodeError:

@@ -10,6 +10,7 @@ comes from an origin seeder over BitTorrent, the other only from its web seed (t
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -35,7 +36,7 @@ def catalogue(tmp_path):
     origin = tmp_path / "world" / "origin"
     origin.mkdir(parents=True)
     RangeHandler.requests_seen = []
-    handler = lambda *args, **kwargs: RangeHandler(*args, directory=str(origin), **kwargs)  # noqa: E731
+    handler = functools.partial(RangeHandler, directory=str(origin))
     server = http.server.ThreadingHTTPServer((LOOPBACK, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

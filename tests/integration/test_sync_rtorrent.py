@@ -62,7 +62,7 @@ def catalogue(tmp_path) -> Iterator[tuple]:
 @pytest.fixture
 def world(catalogue, tracker, seeder, tmp_path) -> World:
     """A compressed and a raw image, published and seeded by the origin rtorrent."""
-    server, _ = catalogue
+    server, _unused = catalogue
     world = World(tmp_path / "world", base_url=f"http://127.0.0.1:{server.server_address[1]}",
                   announce=tracker.announce)
     world.publish("cernvm", 1276695059, size=IMAGE_BYTES, compressed=True)
@@ -134,7 +134,7 @@ def test_sync_download_verify_promote_retire(world, leecher):
     rows = {row["uuid"]: row for row in status["images"]}
     assert {row["state"] for row in rows.values()} == {"downloading"}
     assert all(row["engine"]["progress"] < 1 for row in rows.values())
-    code, text, _ = imgdist("-c", config, "status")
+    code, text, _unused = imgdist("-c", config, "status")
     assert re.search(rf"^{slc5.uuid} +downloading +\[[#-]+\] +\d+\.\d% +[\d.]+ (B|KiB|MiB)/s +\d+ peer", text, re.M)
 
     # Unthrottled: the downloads finish, each image is verified and promoted.
@@ -179,7 +179,7 @@ def test_sync_download_verify_promote_retire(world, leecher):
     assert imgdist("-c", config, "check", slc5.uuid)[0] != EXIT_OK  # its successor is in the store
     assert not os.path.exists(os.path.join(world.host_path("staging"), slc5.info_hash))
     assert not os.path.exists(os.path.join(world.host_path("torrents"), slc5.info_hash + ".torrent"))
-    code, text, _ = imgdist("-c", config, "check", slc5.uuid)
+    code, text, _unused = imgdist("-c", config, "check", slc5.uuid)
     assert code == EXIT_NOT_APPROVED and text.startswith(f"not-approved: {slc5.uuid} is endorsed but not approved")
     assert imgdist("-c", config, "check", cernvm.uuid)[0] == EXIT_OK
     code, last = imgdist_json("-c", config, "sync")

@@ -21,19 +21,20 @@ def engine(state, progress=1.0, ratio=0.0, message=""):
 
 
 def row(uuid, state, store=None, desired=True, eng=None):
-    name, _, version = uuid.rpartition("-")
+    name, _unused, version = uuid.rpartition("-")
     return {"uuid": uuid, "name": name, "version": int(version), "desired": desired, "state": state,
             "store": store, "engine": eng, "path": f"/store/{uuid}.img", "info_hash": "00" * 20}
 
 
 def held(uuid, state="present"):
-    name, _, version = uuid.rpartition("-")
+    name, _unused, version = uuid.rpartition("-")
     return {"uuid": uuid, "name": name, "version": int(version), "state": state, "path": f"/store/{uuid}.img",
             "size": 10, "sha256": "ab" * 32}
 
 
-def host(name, rows=(), store=(), enabled=True, problems=(), unknown=None, sync=None, facts=None, index=INDEX,
+def host(name, rows=(), store=(), enabled=True, problems=(), unknown=None, sync=None, facts=None, index="INDEX",
          status=True):
+    index = INDEX if index == "INDEX" else index  # a dict default would be shared between calls
     return {
         "host": name,
         "facts": facts if facts is not None else {"changed": False, "ansible_facts": {}},
@@ -163,8 +164,9 @@ def test_last_sync_failures_problems_and_unknown_files():
     assert hv01["failures"][0] == "imgdist status: engine: engine-unreachable: no answer"
     assert hv01["failures"][1].startswith("last sync: some image failed (exit status 1)")
     assert hv01["unknown_files"] == ["rogue.img"]
-    never = fleet_report([host("hv01", sync={"rc": 0, "stdout": "LoadState=loaded\nExecMainStatus=0\n"
-                                                               "ExecMainStartTimestamp=\nExecMainExitTimestamp=\n"})])
+    never_ran = {"rc": 0,
+                 "stdout": "LoadState=loaded\nExecMainStatus=0\nExecMainStartTimestamp=\nExecMainExitTimestamp=\n"}
+    never = fleet_report([host("hv01", sync=never_ran)])
     assert never["rows"][0]["last_sync"]["meaning"] == "never ran" and never["rows"][0]["failures"] == []
 
 

@@ -100,8 +100,8 @@ def test_stored_entry_is_the_readers_shape_and_stable():
     assert stored["targets"] == {"hosts": ["hv01"], "subclusters": [], "clusters": []}
     assert list(stored)[:7] == ["uuid", "name", "version", "file", "size", "sha256", "compressed"]
     assert endorse.stored_image(stored) == stored
-    bare = endorse.stored_image(factory.image(4, web_seeds=[], targets={"hosts": [], "subclusters": [],
-                                                                       "clusters": []}))
+    no_targets = {"hosts": [], "subclusters": [], "clusters": []}
+    bare = endorse.stored_image(factory.image(4, web_seeds=[], targets=no_targets))
     assert "web_seeds" not in bare and "targets" not in bare
 
 

@@ -40,7 +40,7 @@ class ScriptedServer:
         self.listener.settimeout(0.2)
         while not self.stopped.is_set():
             try:
-                conn, _ = self.listener.accept()
+                conn, _unused = self.listener.accept()
             except OSError:
                 continue
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
@@ -152,7 +152,7 @@ def test_headers_sent_one_byte_at_a_time_end_at_the_deadline(serve):
 
 
 def test_a_chunked_body_sent_slowly_ends_at_the_deadline(serve):
-    chunks = b"".join(b"1\r\nx\r\n" for _ in range(10_000))
+    chunks = b"".join(b"1\r\nx\r\n" for _unused in range(10_000))
     server = serve(drip(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", chunks, interval=0.02))
     refusal(server.url(), "fetch-deadline", timeout=1)
 
@@ -207,8 +207,11 @@ def test_a_redirect_to_another_port_is_refused(serve):
                                       b"//evil.example/index.yaml"])
 def test_a_redirect_to_another_host_or_scheme_is_refused(serve, location):
     holder = {}
-    server = serve(lambda conn, request: redirect(location.replace(b"{port}", str(holder["port"]).encode()))(
-        conn, request))
+
+    def handler(conn, request):
+        return redirect(location.replace(b"{port}", str(holder["port"]).encode()))(conn, request)
+
+    server = serve(handler)
     holder["port"] = server.port
     refusal(server.url(), "fetch-redirect")
 
@@ -338,5 +341,5 @@ def test_an_index_published_at_the_final_address_is_accepted_after_a_redirect(se
                                 [endorser])
 
     server = serve_moved_index(serve, data_for)
-    accepted, _ = fetch_and_accept(options_for(tmp_path, ca, server.url()), persist=True)
+    accepted, _unused = fetch_and_accept(options_for(tmp_path, ca, server.url()), persist=True)
     assert accepted.index.url == server.url("/v2/index.yaml") and accepted.advanced

@@ -40,7 +40,7 @@ class Scripted:
         self.thread.start()
 
     def serve(self) -> None:
-        conn, _ = self.listener.accept()
+        conn, _unused = self.listener.accept()
         with conn:
             request = _framing.read_frame(conn, _framing.MAX_REQUEST_BYTES, time.monotonic() + 5)
             self.requests.append(request)
@@ -132,7 +132,8 @@ def test_error_answer_keeps_the_seeders_rule(scripted):
 
 
 def test_request_names_method_and_normalized_hash(scripted):
-    server_answer = lambda r: frame(json.dumps({"id": r["id"], "result": None}).encode())  # noqa: E731
+    def server_answer(request):
+        return frame(json.dumps({"id": request["id"], "result": None}).encode())
     engine = scripted(server_answer)
     assert engine.status("AB" * 20) is None
 

@@ -97,7 +97,7 @@ def test_usage_errors_exit_64_not_2(argv):
 
 
 def test_help_lists_the_exit_codes():
-    code, text, _ = run("--help")
+    code, text, _unused = run("--help")
     assert code == EXIT_OK
     assert text.startswith("usage: imgdist [-c CONFIG] [--json] {--enable | --disable | --list_unknown_files}")
     assert "  3   sync: imgdist is disabled on this host" in text and "  12  check:" in text
@@ -140,8 +140,8 @@ def test_enable_and_disable_wait_for_the_host_lock(flag_config, tmp_path):
 
 
 def test_disable_json(flag_config):
-    config, _ = flag_config
-    code, out, _ = run("-c", config, "--disable", "--json")
+    config, _unused = flag_config
+    code, out, _unused = run("-c", config, "--disable", "--json")
     assert code == EXIT_OK and json.loads(out) == {"previous": "enable", "state": "disable"}
 
 
@@ -150,11 +150,11 @@ def test_a_missing_default_config_is_fine_for_status_but_not_for_sync(tmp_path, 
     monkeypatch.setattr(_imgdist, "collect_status", lambda config: {
         "host": config["host"], "enabled": True, "index": None, "problems": [], "images": []})
     assert run("status") == (EXIT_OK, f"host {socket.gethostname()}: enabled\nno images desired or held\n", "")
-    code, _, err = run("sync")
+    code, _unused, err = run("sync")
     assert code == EXIT_CONFIG
     assert err == f"imgdist: config-missing: {tmp_path}/absent.yml does not exist; the agent role writes it " \
                   "(or pass --config)\n"
-    code, _, err = run("-c", str(tmp_path / "other.yml"), "status")  # an explicit --config must exist
+    code, _unused, err = run("-c", str(tmp_path / "other.yml"), "status")  # an explicit --config must exist
     assert code == EXIT_CONFIG and "config-missing" in err
 
 
@@ -205,7 +205,7 @@ def test_config_refusals_name_the_key(tmp_path, document, message):
 def test_config_needs_the_index_keys_for_sync(tmp_path):
     path = tmp_path / "imgdist.yml"
     path.write_text("store_dir: /tmp/x\n")
-    code, _, err = run("-c", str(path), "sync")
+    code, _unused, err = run("-c", str(path), "sync")
     assert code == EXIT_CONFIG and "key 'index_url' is required for this command" in err
 
 
@@ -264,19 +264,19 @@ def test_a_config_without_approved_images_is_refused_not_read_as_approve_nothing
     assert json.loads(record.read_text())["rule"] == "retire-guard"  # the one file the refusal writes: its record
     before[record] = record.read_bytes()
     assert {p: p.read_bytes() for p in sorted(Path(world.host_path("")).rglob("*")) if p.is_file()} == before
-    code, out, _ = run("-c", write_config(world, approved_images=[], retire_confirm=True), "sync", "--json")
+    code, out, _unused = run("-c", write_config(world, approved_images=[], retire_confirm=True), "sync", "--json")
     assert code == EXIT_OK and json.loads(out)["retired"] == ["alma-9", "slc-5"]
 
 
 def test_config_check_needs_the_file(tmp_path):
-    code, _, err = run("-c", str(tmp_path / "absent.yml"), "config-check")
+    code, _unused, err = run("-c", str(tmp_path / "absent.yml"), "config-check")
     assert code == EXIT_CONFIG and "absent.yml does not exist" in err
 
 
 def test_malformed_yaml_is_one_line(tmp_path):
     path = tmp_path / "imgdist.yml"
     path.write_text("index_url: [unclosed\n")
-    code, _, err = run("-c", str(path), "status")
+    code, _unused, err = run("-c", str(path), "status")
     assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and err.count("\n") == 1
 
 
@@ -325,37 +325,37 @@ def test_sync_then_check_each_condition(world):
     alma = world.published["alma-9"]
 
     assert run("-c", config, "check", "alma-9")[0] == EXIT_OK
-    code, out, _ = run("-c", config, "check", store.path_of(alma.entry))
+    code, out, _unused = run("-c", config, "check", store.path_of(alma.entry))
     assert code == EXIT_OK and out.startswith("ok: alma-9 is endorsed (the verified index version 3), approved")
 
-    code, out, _ = run("-c", config, "check", "centos-7")
+    code, out, _unused = run("-c", config, "check", "centos-7")
     assert (code, out) == (EXIT_NOT_ENDORSED, "not-endorsed: centos-7 is not in the verified index version 3\n")
 
     blocked = write_config(world, blocked_images=[{"name": "slc"}])
-    code, out, _ = run("-c", blocked, "check", "slc-5")
+    code, out, _unused = run("-c", blocked, "check", "slc-5")
     assert code == EXIT_NOT_APPROVED
     assert out == "not-approved: slc-5 is approved by vmcloud_approved_images[1] but blocked by " \
                   "vmcloud_blocked_images[0]\n"
     unapproved = write_config(world, approved_images=[{"name": "alma"}])
-    code, out, _ = run("-c", unapproved, "check", "slc-5")
+    code, out, _unused = run("-c", unapproved, "check", "slc-5")
     assert code == EXIT_NOT_APPROVED and "slc-5 is endorsed but not approved for host hv1" in out
 
     config = write_config(world)
     path = store.path_of(alma.entry)
     with open(path, "r+b") as handle:
         handle.write(b"\xff")
-    code, out, _ = run("-c", config, "check", "alma-9", "--json")
+    code, out, _unused = run("-c", config, "check", "alma-9", "--json")
     result = json.loads(out)
     assert code == EXIT_NOT_VERIFIED
     assert (result["endorsed"], result["approved"], result["verified"], result["ok"]) == (True, True, False, False)
     assert result["rule"] == "not-verified" and "changed since it was verified" in result["reason"]
     os.unlink(path)
-    code, out, _ = run("-c", config, "check", "alma-9")
+    code, out, _unused = run("-c", config, "check", "alma-9")
     assert code == EXIT_NOT_VERIFIED and "is not in the store" in out
 
 
 def test_check_without_a_kept_index(world):
-    code, out, _ = run("-c", write_config(world), "check", "alma-9")
+    code, out, _unused = run("-c", write_config(world), "check", "alma-9")
     assert code == EXIT_NOT_ENDORSED and out.startswith("index-missing: there is no verified index at ")
 
 
@@ -372,7 +372,7 @@ def test_check_reverifies_the_kept_index_and_never_advances_the_mark(world):
     assert code == EXIT_INDEX_REFUSED and out.startswith("threshold-not-met: ")
 
     kept.write_bytes(world.index_document(7, [], expires="2020-01-01T00:00:00Z", created="2019-12-01T00:00:00Z"))
-    code, out, _ = run("-c", config, "check", "alma-9", "--json")
+    code, out, _unused = run("-c", config, "check", "alma-9", "--json")
     assert code == EXIT_INDEX_REFUSED and json.loads(out)["rule"] == "index-expired"
 
 
@@ -381,7 +381,7 @@ def test_check_refuses_a_kept_index_older_than_the_mark(world):
     assert run("-c", config, "sync")[0] == EXIT_OK  # mark at version 3
     kept = world.root / "host" / "index" / "verified-index.yaml"
     kept.write_bytes(world.index_document(2, [p.entry for p in world.published.values()]))
-    code, out, _ = run("-c", config, "check", "alma-9")
+    code, out, _unused = run("-c", config, "check", "alma-9")
     assert code == EXIT_INDEX_REFUSED and out.startswith("rollback: index version 2 is lower than")
 
 
@@ -394,7 +394,7 @@ def failed_upgrade(world: World) -> str:
     assert run("-c", config, "sync")[0] == EXIT_OK
     world.publish("alma", 10, compressed=True)
     world.write_index(4)
-    code, out, _ = run("-c", config, "sync", "--json")
+    code, out, _unused = run("-c", config, "sync", "--json")
     report = json.loads(out)
     assert code == EXIT_IMAGES_FAILED and [f["rule"] for f in report["failures"]] == ["download-timeout"]
     assert [p["uuid"] for p in report["superseded_pending"]] == ["alma-9"] and "alma-9" in report["held"]
@@ -414,7 +414,7 @@ def test_a_superseded_image_kept_by_a_failed_upgrade_starts_loudly(world):
         assert err.startswith("imgdist: warning: superseded-pending: alma-9 is superseded by alma-10, which is not "
                               "verified in the store yet") and err.count("\n") == 1
         assert result["warnings"] == [result["warning"]] and result["warning"].startswith("superseded-pending: ")
-    code, out, _ = run("-c", config, "check", "alma-9")
+    code, out, _unused = run("-c", config, "check", "alma-9")
     assert code == EXIT_OK and out.startswith("superseded-pending: alma-9 is superseded by alma-10")
     assert run("-c", config, "check", "slc-5")[1].startswith("ok: ")  # nothing to say about the others
 
@@ -429,7 +429,7 @@ def test_a_superseded_image_kept_by_a_failed_upgrade_starts_loudly(world):
     # Changed since it was verified: not verified, whatever its supersession.
     with open(path, "r+b") as handle:
         handle.write(b"\xff")
-    code, out, _ = run("-c", config, "check", "alma-9")
+    code, out, _unused = run("-c", config, "check", "alma-9")
     assert code == EXIT_NOT_VERIFIED and "changed since it was verified" in out
 
 
@@ -449,10 +449,10 @@ def test_a_withdrawn_superseded_image_never_starts(world):
     kept = world.root / "host" / "index" / "verified-index.yaml"
     world.write_index(5, [world.published[uuid].entry for uuid in ("alma-10", "slc-5")])
     with open(path, "rb"):  # a guest holds it: the sync cannot retire it
-        code, out, _ = run("-c", config, "sync", "--json")
+        code, out, _unused = run("-c", config, "sync", "--json")
     assert code == EXIT_IMAGES_FAILED and json.loads(out)["superseded_pending"] == []
     assert os.path.exists(path) and kept.read_bytes() == world.index_path.read_bytes()
-    code, out, _ = run("-c", config, "check", path)
+    code, out, _unused = run("-c", config, "check", path)
     assert code == EXIT_NOT_ENDORSED and "alma-9, which is not in the verified index version 5" in out
 
 
@@ -463,7 +463,7 @@ def test_once_the_successor_is_in_the_store_the_superseded_image_is_refused(worl
     alma10 = world.published["alma-10"]
     world.engine.swarm[alma10.info_hash] = alma10.path.read_bytes()
     with open(path, "rb"):  # a guest holds alma 9: the sync promotes alma 10 but cannot retire alma 9 yet
-        code, out, _ = run("-c", config, "sync", "--json")
+        code, out, _unused = run("-c", config, "sync", "--json")
     report = json.loads(out)
     assert code == EXIT_OK and report["promoted"] == ["alma-10"] and report["superseded_pending"] == []
     assert os.path.exists(path) and "alma-9" in report["held"]
@@ -515,17 +515,17 @@ def test_a_recently_expired_index_still_starts_guests_loudly(world):
     assert err.startswith("imgdist: warning: run-guard-grace: the kept index version 4 fails index-expired since ")
     assert f"until {deadline} (grace 604800 s)" in err
 
-    code, out, _ = run("-c", config, "status", "--json")
+    code, out, _unused = run("-c", config, "status", "--json")
     report = json.loads(out)
     assert code == EXIT_OK and report["run_guard"]["state"] == "grace"
     assert report["run_guard"]["deadline"] == deadline and report["index"]["version"] == 4
     assert any(p.startswith("run-guard-grace: ") and deadline in p for p in report["problems"])
-    code, out, _ = run("-c", config, "status")
+    code, out, _unused = run("-c", config, "status")
     assert f"problem: run-guard-grace: the kept index version 4 fails index-expired since {expires}" in out
 
     # The pull path is unchanged: a sync of an expired index fails closed.
     world.index_path.write_bytes(data)
-    code, _, err = run("-c", config, "sync")
+    code, _unused, err = run("-c", config, "sync")
     assert code == EXIT_INDEX_REFUSED and err.startswith("imgdist: index-expired: ")
 
 
@@ -533,7 +533,7 @@ def test_after_the_grace_the_expired_index_refuses(world):
     config = write_config(world)
     assert run("-c", config, "sync")[0] == EXIT_OK
     accepted_in_the_past(world, config, expired_index(world, 4, 8 * DAY), now() - 20 * DAY)
-    code, out, _ = run("-c", config, "check", "alma-9", "--json")
+    code, out, _unused = run("-c", config, "check", "alma-9", "--json")
     result = json.loads(out)
     assert code == EXIT_INDEX_REFUSED and result["rule"] == "index-expired"
     assert "the run guard's grace of 604800 s after that has passed" in result["reason"]
@@ -546,7 +546,7 @@ def test_a_grace_of_zero_refuses_at_once(world):
     config = write_config(world, run_guard_grace_seconds=0)
     assert run("-c", config, "sync")[0] == EXIT_OK
     accepted_in_the_past(world, config, expired_index(world, 4, datetime.timedelta(minutes=1)), now() - DAY)
-    code, out, _ = run("-c", config, "check", "alma-9")
+    code, out, _unused = run("-c", config, "check", "alma-9")
     assert code == EXIT_INDEX_REFUSED and out.startswith("index-expired: index version 4 expired at ")
 
 
@@ -555,7 +555,7 @@ def test_the_grace_needs_the_mark_of_these_bytes(world):
     assert run("-c", config, "sync")[0] == EXIT_OK  # mark: version 3, accepted now
     kept = world.root / "host" / "index" / "verified-index.yaml"
     kept.write_bytes(expired_index(world, 4, DAY))  # never accepted: a hand-placed file gets no grace
-    code, out, _ = run("-c", config, "check", "alma-9")
+    code, out, _unused = run("-c", config, "check", "alma-9")
     assert code == EXIT_INDEX_REFUSED and out.startswith("index-expired: ")
 
 
@@ -568,14 +568,14 @@ def test_revocation_and_blocking_are_never_graced(world):
     assert run("-c", config, "check", "alma-9")[0] == EXIT_OK  # in grace
 
     blocked = write_config(world, crl=[str(crl)], blocked_images=[{"name": "alma"}])
-    code, out, _ = run("-c", blocked, "check", "alma-9")
+    code, out, _unused = run("-c", blocked, "check", "alma-9")
     assert code == EXIT_NOT_APPROVED and "blocked by vmcloud_blocked_images[0]" in out
 
     config = write_config(world, crl=[str(crl)])
     revoked = pki.make_crl(world.ca, [world.endorser.cert.serial_number], last_update=now() - DAY,
                            next_update=now() + 30 * DAY)
     crl.write_bytes(pki.pem(revoked))
-    code, out, _ = run("-c", config, "check", "alma-9", "--json")
+    code, out, _unused = run("-c", config, "check", "alma-9", "--json")
     result = json.loads(out)
     assert code == EXIT_INDEX_REFUSED and result["rule"] == "threshold-not-met"
     assert "certificate-revoked" in result["reason"] and "grace" not in result["reason"]
@@ -589,7 +589,7 @@ def test_a_stale_crl_is_graced_from_its_next_update(world):
     accepted_in_the_past(world, config, world.index_document(4, [p.entry for p in world.published.values()],
                                                              created=utc(now() - 6 * DAY)),
                          now() - 5 * DAY)
-    code, out, _ = run("-c", config, "check", "alma-9", "--json")
+    code, out, _unused = run("-c", config, "check", "alma-9", "--json")
     guard = json.loads(out)["run_guard"]
     assert code == EXIT_NOT_VERIFIED  # endorsed and approved (in grace), just not downloaded here
     assert (guard["state"], guard["failing_rule"]) == ("grace", "crl-stale")
@@ -612,7 +612,7 @@ def test_an_expired_endorser_certificate_is_graced(world):
 
 @pytest.mark.parametrize("value", [-1, "7d", True])
 def test_the_grace_must_be_seconds(world, value):
-    code, _, err = run("-c", write_config(world, run_guard_grace_seconds=value), "config-check")
+    code, _unused, err = run("-c", write_config(world, run_guard_grace_seconds=value), "config-check")
     assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and "unknown key" not in err
     assert "run_guard_grace_seconds" in err and f"got {value!r}" in err
 
@@ -627,7 +627,7 @@ def fast_forwarded(world: World) -> tuple:
     world.write_index(1000)  # signed with the endorser's key, as a stolen key would
     assert run("-c", config, "sync")[0] == EXIT_OK
     world.write_index(4)
-    code, _, err = run("-c", config, "sync")
+    code, _unused, err = run("-c", config, "sync")
     assert code == EXIT_INDEX_REFUSED and err.startswith("imgdist: rollback: index version 4 is lower than the last "
                                                          "accepted version 1000")
     marks = [p for p in (world.root / "host" / "index").iterdir() if p.name.startswith("index-")]
@@ -644,16 +644,16 @@ def test_reset_mark_recovers_from_a_fast_forward(world):
     assert (record["url"], record["version"], record["digest"], record["reset_from"]) == (
         world.index_url, 3, None, 1000)
     assert [p.name for p in mark.parent.iterdir() if p.name.startswith(".")] == []  # written atomically
-    code, out, _ = run("-c", config, "sync", "--json")  # the genuine version 4 is accepted again
+    code, out, _unused = run("-c", config, "sync", "--json")  # the genuine version 4 is accepted again
     assert code == EXIT_OK and json.loads(out)["index"]["version"] == 4
     assert json.loads(mark.read_text())["version"] == 4
 
 
 def test_reset_mark_json_and_the_index_url_by_default(world):
     config, mark = fast_forwarded(world)
-    code, out, _ = run("-c", config, "reset-mark", "--to-version", "3", "--confirm", "--json")
-    assert code == EXIT_OK and json.loads(out) == {"url": world.index_url, "previous": 1000, "new": 3,
-                                                  "path": str(mark)}
+    code, out, _unused = run("-c", config, "reset-mark", "--to-version", "3", "--confirm", "--json")
+    assert code == EXIT_OK
+    assert json.loads(out) == {"url": world.index_url, "previous": 1000, "new": 3, "path": str(mark)}
 
 
 @pytest.mark.parametrize("version", ["1000", "1001"])
@@ -670,14 +670,14 @@ def test_reset_mark_never_raises_the_mark_or_resets_it_to_itself(world, version)
 def test_reset_mark_needs_confirm_a_mark_and_a_version(world):
     config, mark = fast_forwarded(world)
     before = mark.read_bytes()
-    code, _, err = run("-c", config, "reset-mark", "--to-version", "3")
+    code, _unused, err = run("-c", config, "reset-mark", "--to-version", "3")
     assert code == EXIT_USAGE and "mark-reset-refused: " in err and "--confirm" in err
     assert "previous version 1000, new version 3" in err
     for bad in ("0", "-2", "three"):
-        code, _, err = run("-c", config, "reset-mark", "--to-version", bad, "--confirm")
+        code, _unused, err = run("-c", config, "reset-mark", "--to-version", bad, "--confirm")
         assert code == EXIT_USAGE and mark.read_bytes() == before
-    code, _, err = run("-c", config, "reset-mark", "--url", "https://elsewhere/index.yaml", "--to-version", "3",
-                       "--confirm")
+    code, _unused, err = run("-c", config, "reset-mark", "--url", "https://elsewhere/index.yaml", "--to-version", "3",
+                             "--confirm")
     assert code == _imgdist.EXIT_ERROR
     assert err.startswith("imgdist: mark-reset-refused: there is no high-water mark for https://elsewhere/index.yaml")
     assert mark.read_bytes() == before
@@ -690,7 +690,7 @@ def test_reset_mark_waits_for_the_host_lock(world):
     before = mark.read_bytes()
     with open(mark.parent / "sync.lock", "a") as running_sync:
         fcntl.flock(running_sync.fileno(), fcntl.LOCK_EX)
-        code, _, err = run("-c", config, "reset-mark", "--to-version", "3", "--confirm")
+        code, _unused, err = run("-c", config, "reset-mark", "--to-version", "3", "--confirm")
         assert code == _imgdist.EXIT_ERROR and err.startswith("imgdist: lock-timeout: ")
         assert mark.read_bytes() == before
     assert run("-c", config, "reset-mark", "--to-version", "3", "--confirm")[0] == EXIT_OK
@@ -700,7 +700,7 @@ def test_reset_mark_refuses_a_damaged_mark(world):
     config, mark = fast_forwarded(world)
     mark.write_text(json.dumps({"url": world.index_url, "version": True}))
     before = mark.read_bytes()
-    code, _, err = run("-c", config, "reset-mark", "--to-version", "3", "--confirm")
+    code, _unused, err = run("-c", config, "reset-mark", "--to-version", "3", "--confirm")
     assert code != EXIT_OK and err.startswith("imgdist: state-unreadable: ") and mark.read_bytes() == before
 
 
@@ -754,7 +754,7 @@ def test_crl_refresh_installs_a_fresh_crl_atomically(world, crl_server):
                                    next_update=now() + 7 * DAY))
     crl_server.files["/ca.crl"] = revoked
     assert run("-c", config, "crl-refresh")[0] == EXIT_OK and installed.read_bytes() == revoked
-    code, _, err = run("-c", config, "sync")
+    code, _unused, err = run("-c", config, "sync")
     assert code == EXIT_INDEX_REFUSED and "certificate-revoked" in err
 
 
@@ -784,10 +784,9 @@ def test_crl_refresh_refuses_and_keeps_the_installed_crl(world, crl_server, serv
     if crl_server.files["/ca.crl"] is None:
         del crl_server.files["/ca.crl"]
     other = pki.make_ca("another CA")
-    crl_server.files["/other.crl"] = pki.make_crl(other, [], last_update=now(),
-                                                               next_update=now() + DAY).public_bytes(
-        serialization.Encoding.DER)
-    code, out, _ = run("-c", config, "crl-refresh", "--json")
+    other_crl = pki.make_crl(other, [], last_update=now(), next_update=now() + DAY)
+    crl_server.files["/other.crl"] = other_crl.public_bytes(serialization.Encoding.DER)
+    code, out, _unused = run("-c", config, "crl-refresh", "--json")
     results = json.loads(out)
     assert code == _imgdist.EXIT_ERROR
     assert results[0]["rule"] == rule and results[0]["changed"] is False
@@ -808,7 +807,7 @@ def test_crl_refresh_refuses_and_keeps_the_installed_crl(world, crl_server, serv
 )
 def test_crl_sources_are_checked(world, sources, message):
     config = write_config(world, crl=["/etc/vmcloud/trust/crl"], crl_sources=sources)
-    code, _, err = run("-c", config, "config-check")
+    code, _unused, err = run("-c", config, "config-check")
     assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and message in err
     assert run("-c", config, "crl-refresh")[0] == EXIT_CONFIG
 
@@ -879,7 +878,7 @@ def test_a_check_mode_ansible_run_records_no_approvals(world):
     written = os.stat(config).st_mtime - 600
     os.utime(config, (written, written))
     _sync.sync(world.options(approved=[{"name": "alma", "version": "latest"}]), world.engine, check_mode=True)
-    code, _, err = run("-c", config, "sync")
+    code, _unused, err = run("-c", config, "sync")
     assert (code, err) == (EXIT_OK, "")
 
 
@@ -920,7 +919,7 @@ def test_sync_exit_1_when_an_image_failed(world, monkeypatch):
     clock = FakeClock()
     real_sync = _sync.sync
     monkeypatch.setattr(_imgdist, "sync", lambda *a, **k: real_sync(*a, **k, clock=clock, sleep=clock.sleep))
-    code, out, _ = run("-c", config, "sync", "--json")
+    code, out, _unused = run("-c", config, "sync", "--json")
     report = json.loads(out)
     assert code == EXIT_IMAGES_FAILED
     assert [(f["uuid"], f["rule"]) for f in report["failures"]] == [("alma-9", "download-timeout")]
@@ -929,14 +928,14 @@ def test_sync_exit_1_when_an_image_failed(world, monkeypatch):
 
 def test_sync_check_changes_nothing(world):
     config = write_config(world)
-    code, out, _ = run("-c", config, "sync", "--check")
+    code, out, _unused = run("-c", config, "sync", "--check")
     assert code == EXIT_OK and "would be promoted" in out and out.endswith("would change\n")
     assert not os.path.exists(world.host_path("images")) and world.engine.torrents == {}
 
 
 def test_approval_errors_are_config_errors(world):
     config = write_config(world, approved_images=[{"name": "alma", "verison": 3}])
-    code, _, err = run("-c", config, "sync")
+    code, _unused, err = run("-c", config, "sync")
     assert code == EXIT_CONFIG and err.startswith("imgdist: approval-invalid: vmcloud_approved_images[0]: unknown key")
 
 
@@ -952,14 +951,14 @@ def test_status_per_image(world):
     kept.write_bytes(world.index_path.read_bytes())  # as if the next sync had verified it, not downloaded yet
     alma10 = world.published["alma-10"]
     world.engine.add(alma10.torrent, world.host_path(f"staging/{alma10.info_hash}"))  # nobody seeds it yet
-    code, out, _ = run("-c", config, "status", "--json")
+    code, out, _unused = run("-c", config, "status", "--json")
     report = json.loads(out)
     assert code == EXIT_OK and report["enabled"] is True and report["index"]["version"] == 4
     states = {row["uuid"]: (row["state"], row["desired"]) for row in report["images"]}
     assert states == {"alma-10": ("downloading", True), "slc-5": ("ready", True),
                       "alma-9": ("superseded-pending", False)}  # kept until alma 10 is in the store
 
-    code, out, _ = run("-c", config, "status")
+    code, out, _unused = run("-c", config, "status")
     lines = out.splitlines()
     assert lines[0] == "host hv1: enabled"
     assert lines[1].startswith("index: version 4 from ")
@@ -970,7 +969,7 @@ def test_status_per_image(world):
 def test_status_reports_problems_without_failing(world):
     config = write_config(world)
     run("-c", config, "--disable")
-    code, out, _ = run("-c", config, "status")
+    code, out, _unused = run("-c", config, "status")
     assert code == EXIT_OK
     assert out.splitlines()[:2] == ["host hv1: DISABLED (imgdist --enable)",
                                     "problem: index: index-missing: there is no verified index at "
@@ -1005,7 +1004,7 @@ def test_list_unknown_files_lists_what_nobody_declared(tmp_path):
     code, out, err = run("-c", str(config), "--list_unknown_files")
     assert (code, err) == (EXIT_OK, "")
     assert out.splitlines() == [".hidden", "isfvm64slc5_1276695175.img.gz"]
-    code, out, _ = run("-c", str(config), "--list_unknown_files", "--json")
+    code, out, _unused = run("-c", str(config), "--list_unknown_files", "--json")
     assert code == EXIT_OK and json.loads(out) == [".hidden", "isfvm64slc5_1276695175.img.gz"]
 
 
@@ -1014,7 +1013,7 @@ def test_list_unknown_files_lists_what_nobody_declared(tmp_path):
 
 def test_runs_as_a_module_without_ansible(tmp_path, flag_config):
     """``python3 -m`` from a directory holding ansible_collections/, with ansible not importable."""
-    config, _ = flag_config
+    config, _unused = flag_config
     env = {"PYTHONPATH": os.path.join(REPO, "collections"), "PATH": os.environ.get("PATH", "/usr/bin")}
     probe = "import sys; sys.modules['ansible'] = None; import runpy; sys.argv = ['imgdist'] + sys.argv[1:]; " \
             "runpy.run_module('ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist', run_name='__main__')"

@@ -397,7 +397,7 @@ def test_a_domain_defined_after_planning_defers_the_retirement(tmp_path):
     plan = plan_reconcile(str(site.root), [new], libvirt=nothing, now=site.now, options=_options(retire_confirm=True))
     assert sorted(a.uuid for a in plan.actions if a.kind == "retire") == ["old-1", "old-2"]
     outcome = apply_plan(plan, libvirt=libvirt)
-    assert outcome.done == [] and sorted(why for _, why in outcome.deferred) == [
+    assert outcome.done == [] and sorted(why for _unused, why in outcome.deferred) == [
         "in use by libvirt domain off1 since planned", "in use by libvirt domain ov1 since planned"]
     assert [held.domains for held in outcome.held_open] == [("off1",), ("ov1",)]
     assert os.path.exists(site.path(old1)) and "old-1" in site.store.manifest()

@@ -52,7 +52,7 @@ def refused(data: bytes, ca, state, rule: str, *fragments: str):
 
 def nested(depth: int) -> object:
     value: object = "leaf"
-    for _ in range(depth):
+    for _unused in range(depth):
         value = [value]
     return value
 
@@ -267,7 +267,7 @@ def test_too_many_signatures_are_refused_before_verification(ca, endorser, state
     data = factory.document(factory.signed_index([factory.image(1)], version=6), [endorser])
     document = yaml.safe_load(data)
     junk = dict(document["signatures"][0], signature="AAAA")
-    document["signatures"].extend(dict(junk) for _ in range(MAX_SIGNATURES))
+    document["signatures"].extend(dict(junk) for _unused in range(MAX_SIGNATURES))
     refused(yaml.safe_dump(document).encode(), ca, state_dir, "signature-count",
             f"{MAX_SIGNATURES + 1} signatures", f"at most {MAX_SIGNATURES}")
 
@@ -276,7 +276,7 @@ def test_signatures_up_to_the_cap_are_verified(ca, endorser):
     data = factory.document(factory.signed_index([factory.image(1)], version=6), [endorser])
     document = yaml.safe_load(data)
     junk = dict(document["signatures"][0], signature="AAAA")
-    document["signatures"].extend(dict(junk) for _ in range(MAX_SIGNATURES - 1))
+    document["signatures"].extend(dict(junk) for _unused in range(MAX_SIGNATURES - 1))
     index = verify_index(yaml.safe_dump(document).encode(), policy_for(ca))
     assert len(index.signers) == 1 and len(index.problems) == MAX_SIGNATURES - 1
 

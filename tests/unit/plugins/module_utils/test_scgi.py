@@ -23,7 +23,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._scgi import (
 
 
 def parse_scgi_request(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
-    length, _, rest = raw.partition(b":")
+    length, _unused, rest = raw.partition(b":")
     block, comma, body = rest[: int(length)], rest[int(length) : int(length) + 1], rest[int(length) + 1 :]
     assert comma == b","
     fields = block.split(b"\0")
@@ -68,7 +68,7 @@ def scgi_server() -> Iterator[Callable[[Handler], str]]:
     def serve() -> None:
         while not stop.is_set():
             try:
-                conn, _ = server.accept()
+                conn, _unused = server.accept()
             except TimeoutError:
                 continue
             except OSError:
@@ -105,7 +105,7 @@ def xml_answer(body: bytes, status: str = "200 OK", content_length: int | None =
 
 
 def echo_handler(raw: bytes) -> bytes:
-    _, body = parse_scgi_request(raw)
+    _unused, body = parse_scgi_request(raw)
     params, method = xmlrpc.client.loads(body, use_builtin_types=True)
     result = {"method": method, "params": list(params)}
     return xml_answer(xmlrpc.client.dumps((result,), methodresponse=True).encode())
@@ -151,8 +151,8 @@ def test_proxy_round_trip(scgi_server):
     payload = b"\x00\xffd8:announce"
     answer = getattr(proxy, "load.raw_start_verbose")("", payload, 'd.directory.set="/srv/x"')
     assert answer == {"method": "load.raw_start_verbose", "params": ["", payload, 'd.directory.set="/srv/x"']}
-    pairs, _ = parse_scgi_request(scgi_server.seen[-1])
-    assert [name for name, _ in pairs] == ["CONTENT_LENGTH", "SCGI", "REQUEST_METHOD", "REQUEST_URI"]
+    pairs, _unused = parse_scgi_request(scgi_server.seen[-1])
+    assert [name for name, _unused in pairs] == ["CONTENT_LENGTH", "SCGI", "REQUEST_METHOD", "REQUEST_URI"]
     assert dict(pairs)["REQUEST_URI"] == "/RPC2"
 
 

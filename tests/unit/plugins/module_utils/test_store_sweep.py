@@ -105,7 +105,7 @@ def test_a_very_deep_directory_is_reported_not_walked_to_the_bottom(held):
     os.mkdir(deep)
     fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for _ in range(1100):  # relative to a descriptor: the path would pass PATH_MAX
+        for _unused in range(1100):  # relative to a descriptor: the path would pass PATH_MAX
             os.mkdir(b"d", dir_fd=fd)
             below = os.open(b"d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)
@@ -202,7 +202,7 @@ def test_imgdist_status_with_a_fifo_for_an_image_reports_it(tmp_path, monkeypatc
     image.unlink()
     os.mkfifo(image)
     with no_hang():
-        code, out, _ = run("-c", config, "status", "--json")
+        code, out, _unused = run("-c", config, "status", "--json")
     rows = {row["uuid"]: row for row in json.loads(out)["images"]}
     assert code == 0 and rows["slc-5"]["state"] == "corrupt" and rows["alma-9"]["state"] == "ready"
     assert rows["slc-5"]["store_reason"] == "not a regular file (a FIFO)"
@@ -234,7 +234,7 @@ def test_imgdist_lists_a_name_that_is_not_utf8_printably(tmp_path, monkeypatch):
     assert run("-c", config, "sync")[0] == 0
     with open(os.path.join(os.fsencode(here.host_path("images")), b"caf\xe9.img"), "wb") as handle:
         handle.write(b"x")
-    code, out, _ = run("-c", config, "--list_unknown_files")
+    code, out, _unused = run("-c", config, "--list_unknown_files")
     assert code == 0 and out == "caf\\xe9.img\n"
     out.encode("utf-8")
 
@@ -247,7 +247,7 @@ def test_imgdist_status_reports_a_manifest_it_cannot_use(tmp_path, monkeypatch):
     assert run("-c", config, "sync")[0] == 0
     manifest = Path(here.host_path("images")) / META_DIR / MANIFEST
     manifest.write_text('{"format": 1, "images": []}')
-    code, out, _ = run("-c", config, "status", "--json")
+    code, out, _unused = run("-c", config, "status", "--json")
     report = json.loads(out)
     assert code == 0 and any(p.startswith("store: store-invalid: ") for p in report["problems"])
     assert manifest.read_text() == '{"format": 1, "images": []}'

@@ -338,8 +338,8 @@ def test_an_older_run_cannot_converge_the_host_back(world, tmp_path):
     lock_file = os.path.join(world.host_path("index"), "sync.lock")
     with open(lock_file, "a") as third_run:  # an Ansible run holds the host
         fcntl.flock(third_run.fileno(), fcntl.LOCK_EX)
-        timer = context.Process(target=_sync_in_child, args=(world.options(approved=latest, src=str(older)),
-                                                            engine, results, "timer", waiting, go))
+        timer_options = world.options(approved=latest, src=str(older))
+        timer = context.Process(target=_sync_in_child, args=(timer_options, engine, results, "timer", waiting, go))
         timer.start()
         assert waiting.wait(60), "the timer run never waited for the lock"
         fcntl.flock(third_run.fileno(), fcntl.LOCK_UN)
@@ -348,7 +348,7 @@ def test_an_older_run_cannot_converge_the_host_back(world, tmp_path):
     newer.join(60)
     go.set()
     timer.join(60)
-    outcomes = dict((name, (state, detail)) for name, state, detail in (results.get(timeout=5) for _ in range(2)))
+    outcomes = dict((name, (state, detail)) for name, state, detail in (results.get(timeout=5) for _unused in range(2)))
     assert outcomes["newer"] == ("ok", ["alma-10", "slc-5"])
     assert outcomes["timer"] == ("refused", "rollback")
     assert sorted(Store(world.host_path("images")).manifest()) == ["alma-10", "slc-5"]

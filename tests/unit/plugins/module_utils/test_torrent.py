@@ -422,7 +422,8 @@ def expected_of(created) -> dict:
 def test_verify_accepts_matching(created):
     info = verify_torrent(created.data, **expected_of(created))
     assert info.info_hash == created.info.info_hash
-    upper = dict(expected_of(created), sha256=created.torrent_sha256.upper(), info_hash=created.info.info_hash.upper())
+    upper = {**expected_of(created), "sha256": created.torrent_sha256.upper(),
+             "info_hash": created.info.info_hash.upper()}
     assert verify_torrent(created.data, **upper) == info
 
 
@@ -452,7 +453,7 @@ def test_verify_checks_sha256_before_parsing(created):
         verify_torrent(tampered, **expected_of(created))
     assert rule_of(excinfo) == "torrent-sha256-mismatch"
     with pytest.raises(TorrentError) as excinfo:
-        verify_torrent(b"garbage", **dict(expected_of(created), sha256=hashlib.sha256(b"garbage").hexdigest()))
+        verify_torrent(b"garbage", **{**expected_of(created), "sha256": hashlib.sha256(b"garbage").hexdigest()})
     assert rule_of(excinfo) == "torrent-malformed"
 
 
@@ -489,7 +490,7 @@ def test_ensure_torrent_file(tmp_path, created):
     changed, before = ensure_torrent_file(dest, created, check_mode=True)
     assert changed and before == {"info_hash": None, "torrent_sha256": None}
     assert not os.path.exists(dest)
-    changed, _ = ensure_torrent_file(dest, created)
+    changed, _unused = ensure_torrent_file(dest, created)
     assert changed
     with open(dest, "rb") as handle:
         assert handle.read() == created.data

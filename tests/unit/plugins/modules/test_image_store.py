@@ -173,7 +173,7 @@ def test_the_documentation_matches_the_argument_spec():
         assert documented.get("choices") == spec.get("choices"), name
         assert documented.get("elements") == spec.get("elements"), name
     returned: Dict[str, Any] = yaml.safe_load(image_store.RETURN)
-    keys: List[str] = [key for key in returned]
+    keys: List[str] = list(returned)
     for key in keys:
         assert {"description", "returned", "type", "sample"} <= set(returned[key]), key
 

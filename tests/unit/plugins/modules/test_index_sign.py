@@ -66,7 +66,8 @@ def keys(tmp_path_factory):
 @pytest.fixture
 def index(capsys, tmp_path):
     path = tmp_path / "index.yaml"
-    result, _ = run(capsys, module=index_image, path=str(path), url=URL, endorser="cern-it", image=factory.image(1))
+    result, _unused = run(
+        capsys, module=index_image, path=str(path), url=URL, endorser="cern-it", image=factory.image(1))
     assert result["version"] == 1
     return path
 
@@ -88,7 +89,7 @@ def test_check_apply_check_apply_two_endorsers(capsys, keys, index):
         outputs.append(run(capsys, path=str(index), signers=signers, **extra))
         if len(outputs) == 1:
             assert index.read_bytes() == unsigned  # check mode wrote nothing
-    results = [result for result, _ in outputs]
+    results = [result for result, _unused in outputs]
     assert [r["changed"] for r in results] == [True, True, False, False]
 
     subjects = [keys["rsa"]["subject"], keys["ec"]["subject"]]
@@ -106,7 +107,7 @@ def test_check_apply_check_apply_two_endorsers(capsys, keys, index):
     assert {s["subject"] for s in verified.signers} == set(subjects)
 
     # No key material, passphrase included, in any result or diff.
-    for _, out in outputs:
+    for _unused, out in outputs:
         assert PASSPHRASE not in out
         assert "PRIVATE KEY" not in out
         for material in (keys["ec"]["locked"], keys["ec"]["plain"], keys["rsa"]["plain"]):
@@ -116,17 +117,17 @@ def test_check_apply_check_apply_two_endorsers(capsys, keys, index):
 
 def test_each_algorithm_signs_for_the_reader(capsys, keys, index):
     for key_type in ("rsa", "ec", "ed25519"):
-        result, _ = run(capsys, path=str(index),
-                        signers=[{"certificate": keys[key_type]["cert"], "private_key": keys[key_type]["key"]}])
+        result, _unused = run(capsys, path=str(index),
+                              signers=[{"certificate": keys[key_type]["cert"], "private_key": keys[key_type]["key"]}])
         assert result["changed"] is True and result["added"] == [keys[key_type]["subject"]]
     assert len(verify_index(index.read_bytes(), policy(keys, threshold=3)).signers) == 3
 
 
 def test_co_signing_in_separate_runs_keeps_the_first_signature(capsys, keys, index):
-    first, _ = run(capsys, path=str(index), signers=[{"certificate": keys["rsa"]["cert"],
-                                                     "private_key": keys["rsa"]["key"]}])
-    second, _ = run(capsys, path=str(index), signers=[{"certificate": keys["ed25519"]["cert"],
-                                                      "private_key": keys["ed25519"]["key"]}])
+    first, _unused = run(capsys, path=str(index), signers=[{"certificate": keys["rsa"]["cert"],
+                                                            "private_key": keys["rsa"]["key"]}])
+    second, _unused = run(capsys, path=str(index), signers=[{"certificate": keys["ed25519"]["cert"],
+                                                             "private_key": keys["ed25519"]["key"]}])
     assert first["changed"] and second["changed"]
     assert [s["subject"] for s in second["signers"]] == [keys["rsa"]["subject"], keys["ed25519"]["subject"]]
     assert verify_index(index.read_bytes(), policy(keys, threshold=2)).version == 1
@@ -135,9 +136,9 @@ def test_co_signing_in_separate_runs_keeps_the_first_signature(capsys, keys, ind
 def test_after_an_edit_signatures_are_replaced(capsys, keys, index):
     signer = [{"certificate": keys["ec"]["cert"], "private_key": keys["ec"]["key"]}]
     run(capsys, path=str(index), signers=signer)
-    edited, _ = run(capsys, module=index_image, path=str(index), image=factory.image(2))
+    edited, _unused = run(capsys, module=index_image, path=str(index), image=factory.image(2))
     assert edited["dropped_signers"] == [keys["ec"]["subject"]]
-    resigned, _ = run(capsys, _ansible_diff=True, path=str(index), signers=signer)
+    resigned, _unused = run(capsys, _ansible_diff=True, path=str(index), signers=signer)
     assert resigned["changed"] is True and resigned["version"] == 2
     assert resigned["diff"]["before"] == {"signers": []}
     assert verify_index(index.read_bytes(), policy(keys)).version == 2
@@ -150,8 +151,8 @@ def test_stale_signature_is_dropped_when_signing(capsys, keys, index):
     stale = dict(document["signatures"][0])
     document["signed"]["endorser"] = "someone-else"  # content changed behind the signature's back
     endorse.write_document(str(index), document)
-    result, _ = run(capsys, _ansible_diff=True, path=str(index),
-                    signers=[{"certificate": keys["rsa"]["cert"], "private_key": keys["rsa"]["key"]}])
+    result, _unused = run(capsys, _ansible_diff=True, path=str(index),
+                          signers=[{"certificate": keys["rsa"]["cert"], "private_key": keys["rsa"]["key"]}])
     assert result["changed"] is True
     assert result["dropped"] == [keys["ec"]["subject"]]
     assert result["diff"]["before"] == {"signers": [f"{keys['ec']['subject']} (does not verify)"]}
@@ -179,24 +180,24 @@ def test_wrong_passphrase_is_refused_without_quoting_it(capsys, keys, index):
 
 
 def test_expired_certificate_is_refused(capsys, keys, index):
-    result, _ = run(capsys, path=str(index), signers=[{
+    result, _unused = run(capsys, path=str(index), signers=[{
         "certificate": str(keys["dir"] / "expired.pem"), "private_key": str(keys["dir"] / "expired.key")}])
     assert result["failed"] is True and result["rule"] == "certificate-expired"
 
 
 def test_missing_index_is_refused(capsys, keys, tmp_path):
-    result, _ = run(capsys, path=str(tmp_path / "absent.yaml"),
-                    signers=[{"certificate": keys["ec"]["cert"], "private_key": keys["ec"]["key"]}])
+    result, _unused = run(capsys, path=str(tmp_path / "absent.yaml"),
+                          signers=[{"certificate": keys["ec"]["cert"], "private_key": keys["ec"]["key"]}])
     assert result["failed"] is True and result["rule"] == "index-missing"
     assert "vmcloud.fleet.index_image" in result["msg"]
     assert os.listdir(tmp_path) == []
 
 
 def test_signer_option_rules(capsys, keys, index):
-    both, _ = run(capsys, path=str(index), signers=[{"certificate": keys["ec"]["cert"], "private_key": "/x",
-                                                    "private_key_content": "not-a-pem-key-at-all"}])
+    both, _unused = run(capsys, path=str(index), signers=[{"certificate": keys["ec"]["cert"], "private_key": "/x",
+                                                           "private_key_content": "not-a-pem-key-at-all"}])
     assert both["failed"] is True and "mutually exclusive" in both["msg"]
-    neither, _ = run(capsys, path=str(index), signers=[{"certificate": keys["ec"]["cert"]}])
+    neither, _unused = run(capsys, path=str(index), signers=[{"certificate": keys["ec"]["cert"]}])
     assert neither["failed"] is True and "one of the following is required" in neither["msg"]
-    empty, _ = run(capsys, path=str(index), signers=[])
+    empty, _unused = run(capsys, path=str(index), signers=[])
     assert empty["failed"] is True and empty["rule"] == "signers-missing"
