@@ -7,6 +7,12 @@ from __future__ import annotations
 
 class ModuleDocFragment:
     DOCUMENTATION = r"""
+attributes:
+  action_group:
+    description: Use C(group/vmcloud.fleet.trust) in C(module_defaults) to set the trust options of every module that verifies the index at once.
+    support: full
+    membership:
+      - vmcloud.fleet.trust
 options:
   trust_anchors:
     description:
