@@ -9,7 +9,9 @@ class ModuleDocFragment:
     DOCUMENTATION = r"""
 attributes:
   action_group:
-    description: Use C(group/vmcloud.fleet.trust) in C(module_defaults) to set the trust options of every module that verifies the index at once.
+    description:
+      - Use C(group/vmcloud.fleet.trust) in C(module_defaults) to set the trust options once for every
+        module that verifies the index.
     support: full
     membership:
       - vmcloud.fleet.trust
