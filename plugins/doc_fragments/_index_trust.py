@@ -7,6 +7,14 @@ from __future__ import annotations
 
 class ModuleDocFragment:
     DOCUMENTATION = r"""
+attributes:
+  action_group:
+    description:
+      - Use C(group/vmcloud.fleet.trust) in C(module_defaults) to set the trust options once for every
+        module that verifies the index.
+    support: full
+    membership:
+      - vmcloud.fleet.trust
 options:
   trust_anchors:
     description:

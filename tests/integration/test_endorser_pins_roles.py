@@ -34,16 +34,22 @@ TASKS = [
 ]
 
 
-def module_calls(node, module):
-    """Every argument mapping of ``module`` in a parsed task file or playbook (blocks and plays included)."""
+TRUST_GROUP = "group/vmcloud.fleet.trust"  # image_index and image_sync (meta/runtime.yml action_groups)
+
+
+def module_calls(node, module, defaults=None):
+    """Every argument mapping of ``module`` in a parsed task file or playbook (blocks and plays included),
+    with what a play's or block's module_defaults for the trust group set beneath its own arguments."""
+    defaults = defaults or {}
     if isinstance(node, list):
         for item in node:
-            yield from module_calls(item, module)
+            yield from module_calls(item, module, defaults)
     elif isinstance(node, dict):
+        defaults = {**defaults, **(node.get("module_defaults") or {}).get(TRUST_GROUP, {})}
         if module in node:
-            yield node[module]
+            yield {**defaults, **node[module]}
         for key in ("block", "rescue", "always", "tasks"):
-            yield from module_calls(node.get(key), module)
+            yield from module_calls(node.get(key), module, defaults)
 
 
 def playbook(tmp_path: Path, text: str, variables: dict) -> subprocess.CompletedProcess:
@@ -65,7 +71,10 @@ def rendered_pins(tmp_path: Path, variables: dict) -> dict:
     for path, module, role, _unused in TASKS:
         calls = list(module_calls(yaml.safe_load((REPO / path).read_text()), module))
         assert len(calls) == 1 and "endorser_pins" in calls[0], f"{path}: {module} does not pass endorser_pins"
-        vars_files = [str(REPO / "roles" / role / "defaults" / "main.yml")] if role else []
+        # the role's defaults read those of its dependency vmcloud.fleet.vmcloud (the site-wide settings),
+        # which playbooks/plan.yml lists in its roles
+        names = ("vmcloud", role) if role else ("vmcloud",)
+        vars_files = [str(REPO / "roles" / name / "defaults" / "main.yml") for name in names]
         plays.append({"name": path, "hosts": "localhost", "gather_facts": False, "vars_files": vars_files,
                       "tasks": [{"name": "Render", "ansible.builtin.copy": {
                           "content": "{{ " + calls[0]["endorser_pins"].strip().removeprefix("{{").removesuffix(
@@ -96,7 +105,9 @@ def test_the_role_variable_is_in_the_argument_specs(role):
     description = option["description"]
     assert "the CA that issued it" in " ".join(description if isinstance(description, list) else [description])
     defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())
-    assert defaults[f"{role}_endorser_pins"] == "{{ vmcloud_endorser_pins | default([]) }}"
+    assert defaults[f"{role}_endorser_pins"] == "{{ vmcloud_endorser_pins }}"
+    site = yaml.safe_load((REPO / "roles" / "vmcloud" / "defaults" / "main.yml").read_text())
+    assert site["vmcloud_endorser_pins"] == []
 
 
 RENDER_AGENT = """\
@@ -104,6 +115,7 @@ RENDER_AGENT = """\
   hosts: localhost
   gather_facts: false
   vars_files:
+    - {role}/../vmcloud/defaults/main.yml
     - {role}/defaults/main.yml
     - {role}/vars/main.yml
   tasks:

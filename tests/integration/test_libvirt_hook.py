@@ -56,6 +56,7 @@ RENDER = """\
   hosts: localhost
   gather_facts: false
   vars_files:
+    - {role}/../vmcloud/defaults/main.yml
     - {role}/defaults/main.yml
     - {role}/vars/main.yml
   tasks:
