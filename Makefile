@@ -18,13 +18,14 @@ DEBIAN_PACKAGES := python3-venv openssl mktorrent rtorrent python3-libtorrent op
                    openssh-server openssh-client
 
 .PHONY: help setup system-packages venv test lint unit unit-hypervisor attack integration \
-        molecule test-faults molecule-faults-ci bench bench-distribution demo lab lab-down clean artifact
+        molecule molecule-methods test-faults molecule-faults-ci bench bench-distribution demo lab lab-down clean artifact
 
 help:
 	@echo "make demo   - set up, start the lab, publish sample images, converge the fleet"
 	@echo "make test   - install what is needed and run every suite (what CI runs)"
 	@echo "make bench  - benchmarks (figures land in benchmarks/results/)"
 	@echo "make test-faults - the fault suite (molecule scenario faults, docs/faults.md)"
+	@echo "make molecule-methods - every distribution method on real hosts (molecule scenario methods)"
 	@echo "make bench-distribution - image distribution to N=2..16 containers, every method (about 15 min)"
 	@echo "make lab / make lab-down - start / remove the Podman lab"
 	@echo "make artifact - the hypervisor artifact dist/vmcloud-hypervisor-<version>.pyz"
@@ -86,6 +87,13 @@ molecule: setup
 	lab/setup
 	lab/build-image
 	for scenario in $(MOLECULE_SCENARIOS); do molecule test -s $$scenario || exit 1; done
+
+# Every distribution method on real hosts in one fleet (molecule scenario `methods`, docs/distribution.md):
+# bittorrent (rtorrent and libtorrent in one swarm), scp_wave, scp_tsunami, http, sharedfs.
+molecule-methods: setup
+	lab/setup
+	lab/build-image
+	molecule test -s methods
 
 # The fault suite (docs/faults.md): molecule scenario `faults`, every case.
 test-faults: setup

@@ -34,7 +34,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import BinaryIO, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ._errors import VmcloudError
 
@@ -253,6 +253,8 @@ def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List
                 raise PushRefused("push-refused", f"chunk {index} of {info_hash}/{name} has SHA-256 "
                                   f"{digest.hexdigest()}, the sender announced {expected}; not kept")
             chunk_fd = os.open(chunk_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            # The staging's peak for this chunk: the (sparse) part file and the verified chunk, not merged yet.
+            disk = (os.fstat(part_fd).st_blocks + os.fstat(chunk_fd).st_blocks) * 512
             try:
                 offset = index * chunk_size
                 while True:
@@ -283,10 +285,11 @@ def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List
                     os.unlink(entry, dir_fd=have_fd)
                 os.rmdir(have, dir_fd=dir_fd)
                 os.fsync(dir_fd)
-                return f"received chunk {index} of {info_hash}/{name}; complete ({size} bytes)"
+                return (f"received chunk {index} of {info_hash}/{name}; complete ({size} bytes); "
+                        f"staging held {disk} bytes")
         finally:
             os.close(have_fd)
-        return f"received chunk {index} of {info_hash}/{name} ({len(held)} of {total})"
+        return f"received chunk {index} of {info_hash}/{name} ({len(held)} of {total}); staging held {disk} bytes"
     finally:
         os.close(part_fd)
 
@@ -303,11 +306,23 @@ def held_chunks(root: str, info_hash: str, name: str, size: int, chunk_size: int
         return []
 
 
-def receiver_main(argv: Optional[Sequence[str]] = None, environ=None, stdin=None, stderr=None) -> int:
-    """``vmcloud-push-receive <root>``: the forced command; the request is $SSH_ORIGINAL_COMMAND."""
+def _syslog(message: str) -> None:
+    import syslog  # noqa: PLC0415 - POSIX only, and only the forced command on a host logs
+
+    syslog.openlog("vmcloud-push-receive", 0, syslog.LOG_DAEMON)
+    syslog.syslog(syslog.LOG_INFO, message)
+
+
+def receiver_main(argv: Optional[Sequence[str]] = None, environ=None, stdin=None, stderr=None,
+                  log: Optional[Callable[[str], None]] = None) -> int:
+    """``vmcloud-push-receive <root>``: the forced command; the request is $SSH_ORIGINAL_COMMAND.
+    Each request's answer goes back to the sender (stderr) and to ``log`` (syslog, tag
+    ``vmcloud-push-receive``) with the sender's address from $SSH_CONNECTION."""
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
     stderr = stderr or sys.stderr
+    log = log or _syslog
+    sender = (environ.get("SSH_CONNECTION") or "?").split()[0]
     if argv == ["--help"]:
         stderr.write("usage: vmcloud-push-receive /absolute/staging/area (the request is $SSH_ORIGINAL_COMMAND: "
                      "put <info_hash> <file> <size> | chunk <info_hash> <file> <size> <chunk_size> <index> "
@@ -316,16 +331,17 @@ def receiver_main(argv: Optional[Sequence[str]] = None, environ=None, stdin=None
     if len(argv) != 1 or not os.path.isabs(argv[0]):
         stderr.write("push-refused: usage: vmcloud-push-receive /absolute/staging/area\n")
         return 2
+    code = 0
     try:
         message = receive(argv[0], environ.get("SSH_ORIGINAL_COMMAND", ""), stdin or sys.stdin.buffer)
     except VmcloudError as exc:
-        stderr.write(f"{exc}\n")
-        return 1
+        message, code = str(exc), 1
     except OSError as exc:
-        stderr.write(f"push-refused: {exc.strerror or exc}; nothing more was written\n")
-        return 1
+        message, code = f"push-refused: {exc.strerror or exc}; nothing more was written", 1
     stderr.write(message + "\n")
-    return 0
+    with contextlib.suppress(OSError):
+        log(f"from {sender}: {message}")
+    return code
 
 
 # --------------------------------------------------------------------------- sender

@@ -8,6 +8,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -369,3 +370,28 @@ def test_push_state_refuses_another_method():
     with pytest.raises(VmcloudError) as caught:
         push_state("bittorrent", ["a"], ["b"], 1)
     assert caught.value.rule == "option-invalid"
+
+
+def test_receiver_main_logs_each_request_with_its_sender(root):
+    # The receiver's record (the journal, through syslog on a host) is how an operator sees who pushed
+    # what: the sender's address from $SSH_CONNECTION, and the answer, refusals included.
+    logged = []
+    environ = {"SSH_ORIGINAL_COMMAND": f"put {IH} a.img 2", "SSH_CONNECTION": "10.0.0.5 40000 10.0.0.6 22"}
+    assert receiver_main([str(root)], environ, io.BytesIO(b"hi"), io.StringIO(), log=logged.append) == 0
+    environ = {"SSH_ORIGINAL_COMMAND": "cat /etc/shadow", "SSH_CONNECTION": "10.0.0.7 40000 10.0.0.6 22"}
+    assert receiver_main([str(root)], environ, io.BytesIO(b""), io.StringIO(), log=logged.append) == 1
+    assert logged[0] == f"from 10.0.0.5: received {IH}/a.img (2 bytes)"
+    assert logged[1].startswith("from 10.0.0.7: push-refused: ")
+
+
+def test_a_chunk_needs_one_chunk_of_disk_beyond_what_arrived(root):
+    # The answer says what the image's staging held on disk at the chunk's peak (the part file, sparse,
+    # plus the verified chunk before it is merged): never more than the chunks held plus one.
+    data = os.urandom(3 * MIN_CHUNK_SIZE)
+    pieces = [data[i:i + MIN_CHUNK_SIZE] for i in range(0, len(data), MIN_CHUNK_SIZE)]
+    request = f"chunk {IH} big.img {len(data)} {MIN_CHUNK_SIZE}"
+    for held, index in enumerate((2, 0, 1)):
+        answer = receive(str(root), f"{request} {index} {hashlib.sha256(pieces[index]).hexdigest()}",
+                         io.BytesIO(pieces[index]))
+        disk = int(re.search(r"staging held (\d+) bytes", answer).group(1))
+        assert MIN_CHUNK_SIZE <= disk <= (held + 1) * MIN_CHUNK_SIZE + 65536, answer
