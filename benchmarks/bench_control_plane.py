@@ -6,19 +6,19 @@ SSH key in, writes an inventory shaped like inventories/lab (the lab's group_var
 network's addresses and a state directory of its own under .cache/), publishes a small image set with
 lab/publish-samples.yml (as `make demo` does, smaller images) and converges once with site.yml.
 
-Then, for each N (default 4 and 16; N hypervisors running, the catalogue besides), a warm-up of
-each command and `--repeat` rounds of, in turn:
+Then, for each N (default 4 and 16; N hypervisors running, the catalogue besides), one ping to open
+the SSH masters and `--repeat` rounds of, in turn:
   ansible <hypervisors> -m ping
   ansible-playbook site.yml -l <hypervisors>          (no-op: nothing changed since the converge)
   ansible-playbook playbooks/reconcile.yml -l <hypervisors>
 The medians go to benchmarks/results/control-plane-<date>.json as
 {"machine", "rows": [{"playbook", "n", "seconds", "ping_seconds", "ratio"}]}; ratio is
-seconds / ping_seconds of the same N in the same run. Every measured playbook run must report
-changed=0 on every host (a no-op), or the benchmark fails.
+seconds / ping_seconds of the same N in the same run. Every measured playbook run should report
+changed=0 on every host (a no-op); one that does not is listed under "not_noop" in the result.
 
 Ansible runs with the checkout's ansible.cfg, as a user's does (pipelining, forks, the SSH
-ControlPersist of Ansible's default ssh_args). `--profile` adds the timer and profile_tasks
-callbacks to one extra run of each playbook and keeps their output next to the results.
+ControlPersist). The playbook runs carry the profile_tasks callback; each run's output, with its tasks'
+times, is kept in benchmarks/results/control-plane-<date>/ (not committed).
 """
 
 from __future__ import annotations
@@ -153,6 +153,9 @@ def changed_hosts(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(3)) for m in RECAP.finditer(output) if int(m.group(3)) or int(m.group(5))}
 
 
+NOT_NOOP: dict[str, list] = {}
+
+
 def limit(n: int) -> str:
     return ",".join(host_name(i) for i in range(1, n + 1))
 
@@ -164,12 +167,13 @@ def ping(n: int) -> float:
 def playbook(name: str, n: int, env: dict | None = None) -> tuple[float, str]:
     seconds, output = ansible(["ansible-playbook", "-i", INVENTORY, PLAYBOOKS[name], "-l", limit(n)], env=env)
     changed = changed_hosts(output)
-    if changed:
-        raise RuntimeError(f"{name} at N={n} was not a no-op (changed or failed: {changed}):\n{output[-6000:]}")
+    if changed:  # recorded with the row: a figure that is not a no-op's must not pass for one
+        log(f"WARNING: {name} at N={n} was not a no-op (changed or failed: {changed})")
+        NOT_NOOP.setdefault(f"{name} N={n}", []).append(changed)
     return seconds, output
 
 
-def converge(testbed: Testbed, n: int) -> None:
+def converge(testbed: Testbed, n: int, again: bool = True) -> None:
     hosts = [(CATALOGUE, CATALOGUE_IP)] + [(host_name(i), host_ip(i)) for i in range(1, n + 1)]
     new = [host for host in hosts if host[0] not in testbed.running()]
     testbed.up(hosts)
@@ -181,28 +185,33 @@ def converge(testbed: Testbed, n: int) -> None:
                  "lab_samples_images": SAMPLES}  # fmt: skip
         log("publishing the sample images (lab/publish-samples.yml)")
         ansible(["ansible-playbook", "-i", INVENTORY, "lab/publish-samples.yml", "-e", json.dumps(extra)])
+    if not new and not again:
+        log(f"N={n}: all hosts ran before (--keep); not converged again (--no-converge)")
+        return
     log(f"converging: site.yml, N={n}")
     seconds, _ = ansible(["ansible-playbook", "-i", INVENTORY, "site.yml"])
     log(f"converged in {seconds:.1f} s")
 
 
-def measure(n: int, repeat: int, profile_dir: str | None) -> list[dict]:
-    ping(n)  # opens the SSH masters (ControlPersist), as any earlier command of a user would have
-    for name in PLAYBOOKS:  # warm-up: the first run after a converge may still settle handlers
-        ansible(["ansible-playbook", "-i", INVENTORY, PLAYBOOKS[name], "-l", limit(n)])
+# Each playbook run reports its tasks' times (profile_tasks; a timestamp per task, nothing more): what
+# costs what is read from the measured runs themselves. ping runs without it (ad-hoc commands load no
+# callbacks).
+PROFILE = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all",
+           "PROFILE_TASKS_SORT_ORDER": "descending"}  # fmt: skip
+
+
+def measure(n: int, repeat: int, out_dir: str) -> list[dict]:
+    """`repeat` rounds of ping, site.yml, reconcile.yml; the first ping opens the SSH masters."""
+    ping(n)  # as any earlier command of a user would have (ControlPersist)
     times: dict[str, list[float]] = {"ping": [], **{name: [] for name in PLAYBOOKS}}
     for rep in range(repeat):
         times["ping"].append(ping(n))
         for name in PLAYBOOKS:
-            times[name].append(playbook(name, n)[0])
-        log(f"N={n} round {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
-    if profile_dir:
-        env = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks,ansible.posix.timer",
-               "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"}  # fmt: skip
-        for name in PLAYBOOKS:
-            _, output = playbook(name, n, env=env)
-            with open(os.path.join(profile_dir, f"profile-{name.removesuffix('.yml')}-n{n}.txt"), "w") as handle:
+            seconds, output = playbook(name, n, env=PROFILE)
+            times[name].append(seconds)
+            with open(os.path.join(out_dir, f"{name.removesuffix('.yml')}-n{n}-run{rep + 1}.txt"), "w") as handle:
                 handle.write(output)
+        log(f"N={n} round {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
     ping_seconds = statistics.median(times["ping"])
     return [
         {"playbook": name, "n": n, "seconds": round(statistics.median(times[name]), 3),
@@ -232,7 +241,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tag", default="", help="suffix of the result file (e.g. before)")
-    parser.add_argument("--profile", action="store_true", help="one more run of each playbook with profile_tasks")
+    parser.add_argument("--no-converge", action="store_true",
+                        help="do not converge hosts kept from an earlier run with the same tree again")
     parser.add_argument("--keep", action="store_true", help="leave the containers running (next run reuses them)")
     parser.add_argument("--down", action="store_true", help="only remove the containers and the network")
     args = parser.parse_args()
@@ -247,17 +257,16 @@ def main() -> int:
     stamp = datetime.date.today().isoformat()
     base = os.path.join(RESULTS, f"control-plane-{stamp}{('-' + args.tag) if args.tag else ''}")
     rows: list[dict] = []
-    if args.profile:
-        os.makedirs(base, exist_ok=True)
+    os.makedirs(base, exist_ok=True)  # each measured run's output, with its task times
     try:
         for n in sorted(args.n):
-            converge(testbed, n)
-            rows += measure(n, args.repeat, base if args.profile else None)
+            converge(testbed, n, again=not args.no_converge)
+            rows += measure(n, args.repeat, base)
     finally:
         if not args.keep:
             testbed.down()
             log("testbed removed")
-    result = {"machine": machine(), "repeat": args.repeat, "rows": rows}
+    result = {"machine": machine(), "repeat": args.repeat, "rows": rows, "not_noop": NOT_NOOP}
     with open(base + ".json", "w") as handle:
         json.dump(result, handle, indent=2)
         handle.write("\n")
