@@ -108,8 +108,13 @@ molecule-faults-ci: setup
 	lab/build-image
 	MOLECULE_FAULTS_CASES="$(FAULTS_CI_CASES)" molecule test -s faults
 
+# bench_control_plane.py (docs/performance.md, "Control plane"): a no-op site.yml and reconcile.yml as
+# ratios to `ansible -m ping`, N = 4 and 16 containers of the lab image (its own names and network).
 bench: setup
 	python benchmarks/bench_index.py
+	lab/setup
+	lab/build-image
+	python benchmarks/bench_control_plane.py $(CP_BENCH_ARGS)
 
 # One image to N = 2, 4, 8, 16 containers of the lab image (its own names and network, not the
 # lab's), every upload shaped with tc tbf; each method; table, JSON and PNG (docs/performance.md).

@@ -20,13 +20,11 @@ hosts drive it through the collection's engine interface (plugins/module_utils/_
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import datetime
 import json
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -36,11 +34,11 @@ from typing import Callable
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "collections")]
+sys.path[:0] = [os.path.join(ROOT, "collections"), ROOT]
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent  # noqa: E402
+from benchmarks._containers import IMAGE, Testbed, log, parallel, pexec, run  # noqa: E402
 
-IMAGE = os.environ.get("VMCLOUD_LAB_IMAGE", "localhost/vmcloud-lab:bookworm")
 NETWORK = "vmcloud-bench"
 SUBNET = "10.89.210.0/24"
 GATEWAY = "10.89.210.1"
@@ -64,22 +62,6 @@ def host_name(i: int) -> str:
 
 def host_ip(i: int) -> str:
     return f"10.89.210.{10 + i}"
-
-
-def run(cmd: list[str], check: bool = True, input: bytes | None = None) -> str:
-    proc = subprocess.run(cmd, input=input, capture_output=True, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
-    return proc.stdout.decode(errors="replace")
-
-
-def pexec(name: str, script: str, check: bool = True) -> str:
-    return run(["podman", "exec", name, "sh", "-c", script], check=check)
-
-
-def parallel(fn: Callable, items: list) -> list:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
-        return list(pool.map(fn, items))
 
 
 @dataclasses.dataclass
@@ -130,54 +112,12 @@ class Bench:
         self.torrent_path = ""
         self.sha256 = ""
         self.pids: dict[str, int] = {}
+        self.testbed = Testbed(NETWORK, SUBNET, GATEWAY, LABEL, IMAGE)
 
     # containers ---------------------------------------------------------------
     def up(self) -> None:
-        if subprocess.run(["podman", "network", "exists", NETWORK], check=False).returncode != 0:
-            run(
-                [
-                    "podman",
-                    "network",
-                    "create",
-                    "--internal",
-                    "--subnet",
-                    SUBNET,
-                    "--gateway",
-                    GATEWAY,
-                    "--label",
-                    LABEL,
-                    NETWORK,
-                ]
-            )
         wanted = [(ORIGIN, ORIGIN_IP)] + [(host_name(i), host_ip(i)) for i in range(1, len(self.hosts_all) + 1)]
-        self.ensure_inotify(len(wanted))
-        existing = set(run(["podman", "ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}"]).split())
-        for name, ip in wanted:
-            if name in existing:
-                run(["podman", "start", name])
-                continue
-            run(
-                [
-                    "podman",
-                    "run",
-                    "-d",
-                    "--name",
-                    name,
-                    "--hostname",
-                    name,
-                    "--network",
-                    NETWORK,
-                    "--ip",
-                    ip,
-                    "--systemd=always",
-                    "--label",
-                    LABEL,
-                    IMAGE,
-                    "/sbin/init",
-                ]
-            )
-        names = [name for name, _unused in wanted]
-        parallel(self.wait_booted, names)
+        names = self.testbed.up(wanted)
         for name in names:
             self.pids[name] = int(run(["podman", "inspect", "-f", "{{.State.Pid}}", name]).strip())
         self.install_agent(names)
@@ -187,37 +127,8 @@ class Bench:
             f"testbed up: {ORIGIN} + {len(self.hosts_all)} hosts, every upload shaped to {self.args.upload_mbit} Mbit/s"
         )
 
-    @staticmethod
-    def ensure_inotify(containers: int) -> None:
-        """Each container's systemd holds about 8 inotify instances, all counted against root.
-
-        With the kernel's default of 128 a few dozen containers on the machine leave the next ones
-        hanging in boot ("initializing", .path units failed); the limit is raised when short.
-        """
-        path = "/proc/sys/fs/inotify/max_user_instances"
-        with open(path) as handle:
-            limit = int(handle.read())
-        used = int(run(["sh", "-c", "find /proc/[0-9]*/fd -lname 'anon_inode:inotify' 2>/dev/null | wc -l"]).strip())
-        needed = used + 10 * containers
-        if needed > limit:
-            with open(path, "w") as handle:
-                handle.write(str(needed))
-            log(f"raised {path} from {limit} to {needed} ({used} in use, {containers} containers to start)")
-
-    def wait_booted(self, name: str) -> None:
-        state = ""
-        for _unused in range(120):
-            state = pexec(name, "timeout 5 systemctl is-system-running --wait 2>/dev/null; true").strip()
-            if state in ("running", "degraded"):
-                return
-        raise RuntimeError(f"{name}: systemd says {state!r} after boot, not running")
-
     def down(self) -> None:
-        ids = run(["podman", "ps", "-a", "-q", "--filter", f"label={LABEL}"]).split()
-        if ids:
-            run(["podman", "rm", "-f", "-t", "0", *ids])
-        if subprocess.run(["podman", "network", "exists", NETWORK], check=False).returncode == 0:
-            run(["podman", "network", "rm", NETWORK])
+        self.testbed.down()
         log("testbed removed")
 
     def shape(self, name: str) -> None:
@@ -345,10 +256,6 @@ class Bench:
     def agent(self, name: str, *argv: str) -> dict:
         out = run(["podman", "exec", name, "python3", "/opt/bd/distribution_agent.py", *argv])
         return json.loads(out.strip().splitlines()[-1])
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # ---------------------------------------------------------------------------- methods
