@@ -78,9 +78,18 @@ DEFAULTS: Dict[str, Any] = {
     "recheck_on_start": True,
     "resume_save_interval": 60,  # seconds between saves of changed resume data
     "ssrf_mitigation": True,  # libtorrent's guard on web seeds / trackers pointing at local services
+    # Extra libtorrent settings_pack entries (name -> bool, int or string; enums as their numbers),
+    # applied over the ones above: the swarm's tuning (docs/performance.md, "Image distribution").
+    "session_settings": {},
+    "super_seeding": False,  # BEP 16 on every torrent this seeder seeds (the origin only)
     "log_level": "info",
 }
-_KINDS = {bool: "true or false", int: "an integer", str: "a string", list: "a list"}
+_KINDS = {bool: "true or false", int: "an integer", str: "a string", list: "a list", dict: "a mapping"}
+# Settings the seeder derives from its own keys: set them through those, not session_settings.
+_OWN_SETTINGS = (
+    "listen_interfaces", "outgoing_interfaces", "announce_ip", "enable_dht", "dht_bootstrap_nodes", "enable_lsd",
+    "upload_rate_limit", "download_rate_limit", "ssrf_mitigation", "alert_mask",
+)
 
 
 class ConfigError(VmcloudError):
@@ -118,6 +127,11 @@ def check_config(document: Any, where: str = "the seeder configuration") -> Dict
         raise ConfigError(f"{where}: listen_interfaces must name at least one ADDRESS:PORT")
     if not all(isinstance(node, str) and node.rpartition(":")[2].isdigit() for node in config["dht_bootstrap"]):
         raise ConfigError(f"{where}: every dht_bootstrap entry must be HOST:PORT")
+    for name, value in config["session_settings"].items():
+        if not isinstance(value, (bool, int, str)):
+            raise ConfigError(f"{where}: session_settings.{name} must be a boolean, integer or string, got {value!r}")
+        if name in _OWN_SETTINGS:
+            raise ConfigError(f"{where}: session_settings.{name} is set by the seeder's own keys; use those")
     if config["log_level"] not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{where}: log_level must be debug, info, warning or error")
     return config
@@ -204,6 +218,15 @@ class Seeder:
         }
         if not config["dht_bootstrap"]:
             settings["dht_bootstrap_nodes"] = ""
+        known = lt.default_settings()
+        for name, value in config["session_settings"].items():
+            if name not in known:
+                raise ConfigError(f"session_settings.{name} is not a libtorrent {lt.__version__} setting")
+            if type(value) is not type(known[name]):
+                raise ConfigError(
+                    f"session_settings.{name} must be {_KINDS[type(known[name])]} (libtorrent's type), got {value!r}"
+                )
+            settings[name] = value
         return settings
 
     # ------------------------------------------------------------------ resume data
@@ -380,6 +403,8 @@ class Seeder:
             add.max_connections = self.config["max_peers"]
             add.max_uploads = self.config["max_uploads"]
             flags = lt.torrent_flags.default_flags & ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
+            if self.config["super_seeding"]:
+                flags |= lt.torrent_flags.super_seeding
             add.flags = flags if start else flags | lt.torrent_flags.paused
             self.removed.discard(info_hash)
             handle = self.session.add_torrent(add)
