@@ -486,7 +486,13 @@ class Seeder:
         ]
 
     def version(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        return {"libtorrent": self.lt.__version__, "listen_port": self.session.listen_port()}
+        current = self.session.get_settings()
+        return {
+            "libtorrent": self.lt.__version__,
+            "listen_port": self.session.listen_port(),
+            # The configured session_settings as the session holds them (what tuning changed).
+            "session_settings": {name: current[name] for name in self.config["session_settings"]},
+        }
 
     METHODS = ("add", "status", "list", "remove", "ensure_seeding", "stop", "recheck", "announce", "peers", "version")
 
