@@ -483,12 +483,13 @@ def swarm(bench: Bench, hosts: list[str], engine: str) -> MethodRun:
         ]
         procs[host] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     probes = []
-    probe = bench.args.probe and engine == "rtorrent"
+    probe = bench.args.probe
+    peers = ["peers", "--engine", engine, "--torrent", "/opt/bd/bench.torrent"]
     if probe:
         # The first host's view of its peers, twice mid-transfer: who is interested, who is choked.
         for at in (0.3, 0.6):
             time.sleep(max(0.0, start_at + at * bench.bound * len(hosts) ** 0.5 - time.time()))
-            probes.append(bench.agent(hosts[0], "peers", "--torrent", "/opt/bd/bench.torrent"))
+            probes.append(bench.agent(hosts[0], *peers))
     seconds, late = {}, []
     for host, proc in procs.items():
         out, err = proc.communicate(timeout=1800)
@@ -503,7 +504,7 @@ def swarm(bench: Bench, hosts: list[str], engine: str) -> MethodRun:
     if probe:
         # Who sent what to whom: every host's per-peer totals once all are done.
         notes["probe_mid"] = probes
-        notes["probe_end"] = {h: bench.agent(h, "peers", "--torrent", "/opt/bd/bench.torrent") for h in hosts}
+        notes["probe_end"] = {h: bench.agent(h, *peers) for h in hosts}
     return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, notes)
 
 

@@ -125,11 +125,14 @@ def cmd_uploaded(args) -> dict:
 
 
 def cmd_peers(args) -> dict:
-    """Chunks held and every connected peer's state (rtorrent only: the swarm analysis)."""
+    """Chunks held and every connected peer's state (the swarm analysis; libtorrent: bytes per peer)."""
     from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import parse_torrent
 
     info = parse_torrent(read_bytes(args.torrent))
     eng = engine(args)
+    if args.engine == "libtorrent":
+        status = eng.status(info.info_hash)
+        return {"time": time.time(), "completed_bytes": status.completed_bytes, "peers": eng.peers(info.info_hash)}
     target = info.info_hash.upper()
     fields = ("address", "incoming", "snubbed", "percent", "up_rate", "down_rate", "up_total", "down_total")
     commands = (

@@ -137,6 +137,19 @@ def check_config(document: Any, where: str = "the seeder configuration") -> Dict
     return config
 
 
+def check_session_settings(wanted: Dict[str, Any], lt: Any) -> Dict[str, Any]:
+    """``session_settings`` against the libtorrent at hand: every name known, every value of its type."""
+    known = lt.default_settings()
+    for name, value in wanted.items():
+        if name not in known:
+            raise ConfigError(f"session_settings.{name} is not a libtorrent {lt.__version__} setting")
+        if type(value) is not type(known[name]):
+            raise ConfigError(
+                f"session_settings.{name} must be {_KINDS[type(known[name])]} (libtorrent's type), got {value!r}"
+            )
+    return dict(wanted)
+
+
 def load_config(path: str) -> Dict[str, Any]:
     """Read the JSON configuration; lines starting with ``#`` (the role's managed-file header) are skipped."""
     try:
@@ -218,15 +231,7 @@ class Seeder:
         }
         if not config["dht_bootstrap"]:
             settings["dht_bootstrap_nodes"] = ""
-        known = lt.default_settings()
-        for name, value in config["session_settings"].items():
-            if name not in known:
-                raise ConfigError(f"session_settings.{name} is not a libtorrent {lt.__version__} setting")
-            if type(value) is not type(known[name]):
-                raise ConfigError(
-                    f"session_settings.{name} must be {_KINDS[type(known[name])]} (libtorrent's type), got {value!r}"
-                )
-            settings[name] = value
+        settings.update(check_session_settings(config["session_settings"], lt))
         return settings
 
     # ------------------------------------------------------------------ resume data
@@ -597,6 +602,9 @@ def main(argv: Optional[list] = None) -> int:
     try:
         config = load_config(args.config)
         if args.check:
+            import libtorrent as lt  # the host's python3-libtorrent: the setting names it knows
+
+            check_session_settings(config["session_settings"], lt)
             print(f"{args.config}: valid")
             return 0
         return serve(config)
