@@ -14,7 +14,10 @@ per-host figures to distribution-<date>-runs.json, and a PNG plot of time agains
 
 rtorrent runs with the rtorrent role's own rtorrent.rc (roles/rtorrent/templates/rtorrent.rc.j2,
 rendered with the role's defaults; `--rtorrent VAR=VALUE` overrides a role variable), and the
-hosts drive it through the collection's engine interface (plugins/module_utils/_engine.py).
+hosts drive it through the collection's engine interface (plugins/module_utils/_engine.py). The
+libtorrent row runs the collection's seeder service (plugins/module_utils/_seeder.py) on every host
+with the libtorrent_seeder role's seeder.json rendered the same way (`--libtorrent VAR=VALUE`), and
+`--variant` runs libtorrent variants interleaved with it (A/B under the same load).
 """
 
 from __future__ import annotations
