@@ -14,7 +14,10 @@ per-host figures to distribution-<date>-runs.json, and a PNG plot of time agains
 
 rtorrent runs with the rtorrent role's own rtorrent.rc (roles/rtorrent/templates/rtorrent.rc.j2,
 rendered with the role's defaults; `--rtorrent VAR=VALUE` overrides a role variable), and the
-hosts drive it through the collection's engine interface (plugins/module_utils/_engine.py).
+hosts drive it through the collection's engine interface (plugins/module_utils/_engine.py). The
+libtorrent row runs the collection's seeder service (plugins/module_utils/_seeder.py) on every host
+with the libtorrent_seeder role's seeder.json rendered the same way (`--libtorrent VAR=VALUE`), and
+`--variant` runs libtorrent variants interleaved with it (A/B under the same load).
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ HTTP_PORT = 8000
 STAGING = "/var/lib/vmcloud/staging"
 ORIGIN_DIR = "/srv/bench"
 SOCKET = "/run/rtorrent/rpc.socket"
+SEEDER_CONFIG = "/etc/vmcloud/seeder.json"
+SEEDER_STATE = "/var/lib/vmcloud-seeder"
+SEEDER_MODULE = "ansible_collections.vmcloud.fleet.plugins.module_utils._seeder"
 CACHE = os.path.join(ROOT, ".cache", "bench")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 # Committed copies (benchmarks/results/ is ignored by git): --publish copies a run here.
@@ -79,23 +85,45 @@ class MethodRun:
 
 def render_rtorrent_rc(overrides: dict) -> str:
     """The rtorrent role's rtorrent.rc with its defaults, as the role would write it."""
-    import jinja2
-
-    role = os.path.join(ROOT, "roles", "rtorrent")
-    with open(os.path.join(role, "defaults", "main.yml")) as handle:
-        values = yaml.safe_load(handle)
-    with open(os.path.join(role, "vars", "main.yml")) as handle:
-        values.update({k: v for k, v in yaml.safe_load(handle).items() if "{{" not in str(v)})
+    values = role_values("rtorrent")
     values["_rtorrent_runtime_dir"] = os.path.dirname(SOCKET)
     # The role's default is an expression over the inventory: the catalogue host (the origin).
     values["rtorrent_dht_bootstrap"] = [f"{ORIGIN_IP}:{values['rtorrent_dht_port']}"]
     values.update(overrides)
-    values["ansible_managed"] = "Rendered by benchmarks/bench_distribution.py from roles/rtorrent"
-    env = jinja2.Environment(  # noqa: S701 (rtorrent.rc, not HTML)
-        loader=jinja2.FileSystemLoader(os.path.join(role, "templates")), keep_trailing_newline=True
+    return render_role_template("rtorrent", "rtorrent.rc.j2", values)
+
+
+def role_values(role: str) -> dict:
+    """A role's defaults and its plain (untemplated) vars."""
+    path = os.path.join(ROOT, "roles", role)
+    with open(os.path.join(path, "defaults", "main.yml")) as handle:
+        values = yaml.safe_load(handle)
+    with open(os.path.join(path, "vars", "main.yml")) as handle:
+        values.update({k: v for k, v in yaml.safe_load(handle).items() if "{{" not in str(v)})
+    return values
+
+
+def render_role_template(role: str, template: str, values: dict) -> str:
+    """Render one of a role's templates with Ansible's filters that it uses."""
+    import jinja2
+
+    values = dict(values, ansible_managed=f"Rendered by benchmarks/bench_distribution.py from roles/{role}")
+    env = jinja2.Environment(  # noqa: S701 (config files, not HTML)
+        loader=jinja2.FileSystemLoader(os.path.join(ROOT, "roles", role, "templates")), keep_trailing_newline=True
     )
     env.filters["comment"] = lambda text: "\n".join(f"# {line}" for line in str(text).splitlines()) + "\n#"
-    return env.get_template("rtorrent.rc.j2").render(**values)
+    env.filters["bool"] = lambda value: value if isinstance(value, bool) else str(value).lower() in ("yes", "true", "1")
+    env.filters["to_nice_json"] = lambda value, indent=4: json.dumps(value, indent=indent, sort_keys=True)
+    return env.get_template(template).render(**values)
+
+
+def render_seeder_config(overrides: dict) -> str:
+    """The libtorrent_seeder role's seeder.json with its defaults, as the role would write it."""
+    values = role_values("libtorrent_seeder")
+    # The role's default is an expression over the inventory: the catalogue host (the origin).
+    values["libtorrent_seeder_dht_bootstrap"] = [f"{ORIGIN_IP}:{values['libtorrent_seeder_dht_port']}"]
+    values.update(overrides)
+    return render_role_template("libtorrent_seeder", "seeder.json.j2", values)
 
 
 # ---------------------------------------------------------------------------- the testbed
@@ -113,6 +141,8 @@ class Bench:
         self.sha256 = ""
         self.pids: dict[str, int] = {}
         self.testbed = Testbed(NETWORK, SUBNET, GATEWAY, LABEL, IMAGE)
+        # The libtorrent variant being run: {"all": {...}, "origin": {...}} role-variable overrides.
+        self.variant: dict = {}
 
     # containers ---------------------------------------------------------------
     def up(self) -> None:
@@ -230,6 +260,34 @@ class Bench:
     def start_http(self) -> None:
         self.restart_unit(ORIGIN, "bd-http", f"/usr/bin/python3 -m http.server {HTTP_PORT} --directory {ORIGIN_DIR}")
 
+    def stop_seeder(self, name: str) -> None:
+        pexec(
+            name,
+            "systemctl stop bd-seeder >/dev/null 2>&1; systemctl reset-failed bd-seeder >/dev/null 2>&1;"
+            f" rm -rf {SEEDER_STATE} {STAGING}/*; true",
+        )
+
+    def start_seeder(self, name: str, data_dir: str) -> None:
+        """The collection's seeder service with the role's seeder.json (as root: the bench's containers)."""
+        overrides = dict(self.args.libtorrent)
+        overrides.update(self.variant.get("all", {}))
+        if name == ORIGIN:
+            overrides.update(dict(self.args.origin_libtorrent))
+            overrides.update(self.variant.get("origin", {}))
+        overrides["libtorrent_seeder_data_dirs"] = [data_dir]
+        config = render_seeder_config(overrides)
+        run(
+            ["podman", "exec", "-i", name, "sh", "-c", f"mkdir -p /etc/vmcloud && cat > {SEEDER_CONFIG}"],
+            input=config.encode(),
+        )
+        self.stop_seeder(name)
+        self.stop_rtorrent(name)
+        command = f"/usr/bin/python3 -m {SEEDER_MODULE} --config {SEEDER_CONFIG}"
+        pexec(name, f"mkdir -p {data_dir} && PYTHONPATH=/opt/bd {command} --check")  # the role's validate:
+        self.restart_unit(name, "bd-seeder", f"--setenv=PYTHONPATH=/opt/bd {command}")
+        socket = json.loads(config[config.index("{") :])["socket"]
+        pexec(name, f"for i in $(seq 150); do [ -S {socket} ] && exit 0; sleep 0.1; done; exit 1")
+
     def stop_rtorrent(self, name: str) -> None:
         pexec(
             name,
@@ -238,6 +296,7 @@ class Bench:
         )
 
     def start_rtorrent(self, name: str, data_dir: str) -> None:
+        self.stop_seeder(name)
         overrides = dict(self.args.rtorrent)
         if name == ORIGIN:
             overrides.update(dict(self.args.origin_rtorrent))
@@ -293,6 +352,22 @@ def method_bittorrent_rtorrent(bench: Bench, hosts: list[str], repetition: int) 
     parallel(lambda h: bench.start_rtorrent(*h), [(ORIGIN, ORIGIN_DIR)] + [(h, STAGING) for h in hosts])
     seed = ["--initial-seed"] if bench.args.origin_initial_seed else []
     bench.agent(ORIGIN, "seed", "--torrent", "/opt/bd/bench.torrent", "--directory", ORIGIN_DIR, *seed)
+    return swarm(bench, hosts, "rtorrent")
+
+
+def method_bittorrent_libtorrent(bench: Bench, hosts: list[str], repetition: int) -> MethodRun:
+    """The collection's libtorrent seeder service everywhere (the role's seeder.json), same tracker and shaping."""
+    idle = [h for h in bench.hosts_all if h not in hosts]
+    parallel(bench.stop_seeder, idle)
+    bench.start_tracker()
+    parallel(lambda h: bench.start_seeder(*h), [(ORIGIN, ORIGIN_DIR)] + [(h, STAGING) for h in hosts])
+    torrent = "/opt/bd/bench.torrent"
+    bench.agent(ORIGIN, "seed", "--engine", "libtorrent", "--torrent", torrent, "--directory", ORIGIN_DIR)
+    return swarm(bench, hosts, "libtorrent")
+
+
+def swarm(bench: Bench, hosts: list[str], engine: str) -> MethodRun:
+    """The origin seeds already: every host adds the torrent at one instant and waits for its verified copy."""
     tx0 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
     # Every host loads the torrent at the same wall-clock moment (plus --stagger s per host).
     start_at = time.time() + 2.0 + 0.4 * len(hosts)
@@ -305,6 +380,8 @@ def method_bittorrent_rtorrent(bench: Bench, hosts: list[str], repetition: int) 
             "python3",
             "/opt/bd/distribution_agent.py",
             "torrent",
+            "--engine",
+            engine,
             "--torrent",
             "/opt/bd/bench.torrent",
             "--directory",
@@ -316,11 +393,13 @@ def method_bittorrent_rtorrent(bench: Bench, hosts: list[str], repetition: int) 
         ]
         procs[host] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     probes = []
-    if bench.args.probe:
+    probe = bench.args.probe
+    peers = ["peers", "--engine", engine, "--torrent", "/opt/bd/bench.torrent"]
+    if probe:
         # The first host's view of its peers, twice mid-transfer: who is interested, who is choked.
         for at in (0.3, 0.6):
             time.sleep(max(0.0, start_at + at * bench.bound * len(hosts) ** 0.5 - time.time()))
-            probes.append(bench.agent(hosts[0], "peers", "--torrent", "/opt/bd/bench.torrent"))
+            probes.append(bench.agent(hosts[0], *peers))
     seconds, late = {}, []
     for host, proc in procs.items():
         out, err = proc.communicate(timeout=1800)
@@ -332,29 +411,47 @@ def method_bittorrent_rtorrent(bench: Bench, hosts: list[str], repetition: int) 
         seconds[host] = result["verified"] - start_at
     tx1 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
     notes = {"late_starters": late, "piece_bytes": bench.piece_length}
-    if bench.args.probe:
+    if probe:
         # Who sent what to whom: every host's per-peer totals once all are done.
         notes["probe_mid"] = probes
-        notes["probe_end"] = {h: bench.agent(h, "peers", "--torrent", "/opt/bd/bench.torrent") for h in hosts}
+        notes["probe_end"] = {h: bench.agent(h, *peers) for h in hosts}
     return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, notes)
 
 
-# name -> (method, engine, function). Other methods (http, scp_wave, scp_tsunami, libtorrent)
-# register here.
+# name -> (method, engine, function). Other methods (http, scp_wave, scp_tsunami) register here.
 METHODS: dict[str, tuple[str, str, Callable[[Bench, list[str], int], MethodRun]]] = {
     "sequential": ("sequential", "none", method_sequential),
     "bittorrent": ("bittorrent", "rtorrent", method_bittorrent_rtorrent),
+    "libtorrent": ("bittorrent", "libtorrent", method_bittorrent_libtorrent),
 }
 
 
 # ---------------------------------------------------------------------------- main
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    key, separator, value = text.partition("=")
-    if not key.startswith("rtorrent_") or not separator:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected rtorrent_VAR=VALUE")
-    return key, yaml.safe_load(value)
+def override_parser(prefix: str) -> Callable[[str], tuple[str, object]]:
+    """VAR=VALUE for a role variable starting with prefix (the value in YAML)."""
+
+    def parse(text: str) -> tuple[str, object]:
+        key, separator, value = text.partition("=")
+        if not key.startswith(prefix) or not separator:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {prefix}VAR=VALUE")
+        return key, yaml.safe_load(value)
+
+    return parse
+
+
+parse_override = override_parser("rtorrent_")
+
+
+def parse_variant(text: str) -> tuple[str, str, str, object]:
+    """LABEL[@origin]:libtorrent_seeder_VAR=VALUE -> (label, "all" or "origin", var, value)."""
+    label, sep, rest = text.partition(":")
+    label, at, where = label.partition("@")
+    if not sep or not label or (at and where != "origin"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL[@origin]:libtorrent_seeder_VAR=VALUE")
+    key, value = override_parser("libtorrent_seeder_")(rest)
+    return label, "origin" if at else "all", key, value
 
 
 def main() -> int:
@@ -392,6 +489,29 @@ def main() -> int:
         action="store_true",
         help="the origin seeds in rtorrent's initial_seed (super-seeding) mode",
     )
+    parser.add_argument(
+        "--libtorrent",
+        type=override_parser("libtorrent_seeder_"),
+        action="append",
+        default=[],
+        help="override a libtorrent_seeder role variable, e.g. 'libtorrent_seeder_max_uploads=8'",
+    )
+    parser.add_argument(
+        "--origin-libtorrent",
+        type=override_parser("libtorrent_seeder_"),
+        action="append",
+        default=[],
+        help="override a libtorrent_seeder role variable on the origin only, e.g. libtorrent_seeder_super_seeding=true",
+    )
+    parser.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        help="a libtorrent variant run beside the libtorrent row (A/B, interleaved), e.g. "
+        "'tcp:libtorrent_seeder_session_settings={enable_outgoing_utp: false}' or "
+        "'super@origin:libtorrent_seeder_super_seeding=true'; several with one LABEL make one variant",
+    )
     parser.add_argument("--stagger", type=float, default=0.0, help="seconds between the hosts' starts")
     parser.add_argument("--probe", action="store_true", help="record peer states (swarm analysis)")
     parser.add_argument("--tag", default="", help="suffix of the result files (tuning runs)")
@@ -400,6 +520,9 @@ def main() -> int:
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--down", action="store_true", help="only remove the benchmark's containers and network")
     args = parser.parse_args()
+    args.variants = {}
+    for label, where, key, value in args.variant:
+        args.variants.setdefault(label, {"all": {}, "origin": {}})[where][key] = value
 
     bench = Bench(args)
     if args.down:
@@ -413,46 +536,54 @@ def main() -> int:
         for key in args.methods:
             method, engine, fn = METHODS[key]
             repeat = args.sequential_repeat if key == "sequential" else args.repeat
+            # A/B within one run: the libtorrent row's variants run interleaved with it, repetition by
+            # repetition, so that the machine's load drifts over all of them alike.
+            arms = [(engine, {})] + (
+                [(f"{engine} {label}", v) for label, v in args.variants.items()] if key == "libtorrent" else []
+            )
             for n in sorted(args.n):
                 hosts = bench.hosts_all[:n]
-                reps = []
+                reps: dict[str, list[MethodRun]] = {label: [] for label, _ in arms}
                 for r in range(repeat):
-                    result = fn(bench, hosts, r)
-                    last = max(result.host_seconds.values())
-                    reps.append(result)
-                    runs.append(
+                    for label, variant in arms:
+                        bench.variant = variant
+                        result = fn(bench, hosts, r)
+                        last = max(result.host_seconds.values())
+                        reps[label].append(result)
+                        runs.append(
+                            {
+                                "method": method,
+                                "engine": label,
+                                "n": n,
+                                "repetition": r,
+                                "seconds": round(last, 3),
+                                "ratio_to_bound": round(last / bench.bound, 3),
+                                "origin_bytes": result.origin_bytes,
+                                "host_seconds": {h: round(s, 3) for h, s in result.host_seconds.items()},
+                                "peer_bytes": result.peer_bytes,
+                                "load_average": round(os.getloadavg()[0], 1),
+                                **result.notes,
+                            }
+                        )
+                        log(
+                            f"{method}/{label} N={n} rep {r + 1}/{repeat}: {last:.1f} s = "
+                            f"{last / bench.bound:.2f} x T*, origin sent "
+                            f"{result.origin_bytes / bench.file_bytes:.2f} copies (load {os.getloadavg()[0]:.1f})"
+                        )
+                for label, results in reps.items():
+                    median = statistics.median([max(x.host_seconds.values()) for x in results])
+                    rows.append(
                         {
                             "method": method,
-                            "engine": engine,
+                            "engine": label,
                             "n": n,
-                            "repetition": r,
-                            "seconds": round(last, 3),
-                            "ratio_to_bound": round(last / bench.bound, 3),
-                            "origin_bytes": result.origin_bytes,
-                            "host_seconds": {h: round(s, 3) for h, s in result.host_seconds.items()},
-                            "peer_bytes": result.peer_bytes,
-                            **result.notes,
+                            "seconds": round(median, 3),
+                            "end_to_end_seconds": None,
+                            "bound_seconds": round(bench.bound, 3),
+                            "ratio_to_bound": round(median / bench.bound, 3),
+                            "origin_bytes": int(statistics.median([x.origin_bytes for x in results])),
                         }
                     )
-                    log(
-                        f"{method}/{engine} N={n} rep {r + 1}/{repeat}: {last:.1f} s = "
-                        f"{last / bench.bound:.2f} x T*, origin sent "
-                        f"{result.origin_bytes / bench.file_bytes:.2f} copies"
-                    )
-                lasts = [max(x.host_seconds.values()) for x in reps]
-                median = statistics.median(lasts)
-                rows.append(
-                    {
-                        "method": method,
-                        "engine": engine,
-                        "n": n,
-                        "seconds": round(median, 3),
-                        "end_to_end_seconds": None,
-                        "bound_seconds": round(bench.bound, 3),
-                        "ratio_to_bound": round(median / bench.bound, 3),
-                        "origin_bytes": int(statistics.median([x.origin_bytes for x in reps])),
-                    }
-                )
     finally:
         if not args.keep:
             bench.down()
@@ -482,6 +613,9 @@ def write_results(bench: Bench, rows: list, runs: list, args, elapsed: float) ->
             "origin_rtorrent": dict(args.origin_rtorrent),
             "origin_initial_seed": args.origin_initial_seed,
             "rtorrent_extra": args.rtorrent_extra,
+            "libtorrent": dict(args.libtorrent),
+            "origin_libtorrent": dict(args.origin_libtorrent),
+            "variants": args.variants,
             "piece_bytes": bench.piece_length,
             "stagger": args.stagger,
             "burst": args.burst,

@@ -5,9 +5,9 @@ module_utils (so the BitTorrent methods drive the engine through the collection'
 interface, ``_engine.engine_for``). Runs on the host's Python (Debian bookworm, 3.11) with only
 what bookworm ships. Prints one JSON line: wall-clock times (the containers share the host's clock).
 
-  distribution_agent.py torrent --engine rtorrent --torrent T --directory D --sha256 X --start-at EPOCH
+  distribution_agent.py torrent --engine rtorrent|libtorrent --torrent T --directory D --sha256 X --start-at EPOCH
   distribution_agent.py http --url URL --dest PATH --sha256 X
-  distribution_agent.py seed --engine rtorrent --torrent T --directory D
+  distribution_agent.py seed --engine rtorrent|libtorrent --torrent T --directory D
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ def cmd_seed(args) -> dict:
     else:
         info_hash = eng.add(data, args.directory)
     status = eng.wait_complete(info_hash, timeout=args.timeout, poll_interval=0.1)
+    if args.engine != "rtorrent":
+        return {"ok": bool(status.complete)}
     mode = eng.call("d.connection_seed", info_hash.upper())
     return {"ok": bool(status.complete) and (mode == "initial_seed" or not args.initial_seed), "mode": mode}
 
@@ -123,11 +125,14 @@ def cmd_uploaded(args) -> dict:
 
 
 def cmd_peers(args) -> dict:
-    """Chunks held and every connected peer's state (rtorrent only: the swarm analysis)."""
+    """Chunks held and every connected peer's state (the swarm analysis; libtorrent: bytes per peer)."""
     from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import parse_torrent
 
     info = parse_torrent(read_bytes(args.torrent))
     eng = engine(args)
+    if args.engine == "libtorrent":
+        status = eng.status(info.info_hash)
+        return {"time": time.time(), "completed_bytes": status.completed_bytes, "peers": eng.peers(info.info_hash)}
     target = info.info_hash.upper()
     fields = ("address", "incoming", "snubbed", "percent", "up_rate", "down_rate", "up_total", "down_total")
     commands = (

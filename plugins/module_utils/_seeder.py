@@ -79,9 +79,18 @@ DEFAULTS: Dict[str, Any] = {
     "recheck_on_start": True,
     "resume_save_interval": 60,  # seconds between saves of changed resume data
     "ssrf_mitigation": True,  # libtorrent's guard on web seeds / trackers pointing at local services
+    # Extra libtorrent settings_pack entries (name -> bool, int or string; enums as their numbers),
+    # applied over the ones above: the swarm's tuning (docs/performance.md, "Image distribution").
+    "session_settings": {},
+    "super_seeding": False,  # BEP 16 on every torrent this seeder seeds (the origin only)
     "log_level": "info",
 }
-_KINDS = {bool: "true or false", int: "an integer", str: "a string", list: "a list"}
+_KINDS = {bool: "true or false", int: "an integer", str: "a string", list: "a list", dict: "a mapping"}
+# Settings the seeder derives from its own keys: set them through those, not session_settings.
+_OWN_SETTINGS = (
+    "listen_interfaces", "outgoing_interfaces", "announce_ip", "enable_dht", "dht_bootstrap_nodes", "enable_lsd",
+    "upload_rate_limit", "download_rate_limit", "ssrf_mitigation", "alert_mask",
+)
 
 
 class ConfigError(VmcloudError):
@@ -119,9 +128,27 @@ def check_config(document: Any, where: str = "the seeder configuration") -> Dict
         raise ConfigError(f"{where}: listen_interfaces must name at least one ADDRESS:PORT")
     if not all(isinstance(node, str) and node.rpartition(":")[2].isdigit() for node in config["dht_bootstrap"]):
         raise ConfigError(f"{where}: every dht_bootstrap entry must be HOST:PORT")
+    for name, value in config["session_settings"].items():
+        if not isinstance(value, (bool, int, str)):
+            raise ConfigError(f"{where}: session_settings.{name} must be a boolean, integer or string, got {value!r}")
+        if name in _OWN_SETTINGS:
+            raise ConfigError(f"{where}: session_settings.{name} is set by the seeder's own keys; use those")
     if config["log_level"] not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{where}: log_level must be debug, info, warning or error")
     return config
+
+
+def check_session_settings(wanted: Dict[str, Any], lt: Any) -> Dict[str, Any]:
+    """``session_settings`` against the libtorrent at hand: every name known, every value of its type."""
+    known = lt.default_settings()
+    for name, value in wanted.items():
+        if name not in known:
+            raise ConfigError(f"session_settings.{name} is not a libtorrent {lt.__version__} setting")
+        if type(value) is not type(known[name]):
+            raise ConfigError(
+                f"session_settings.{name} must be {_KINDS[type(known[name])]} (libtorrent's type), got {value!r}"
+            )
+    return dict(wanted)
 
 
 def load_config(path: str) -> Dict[str, Any]:
@@ -205,6 +232,7 @@ class Seeder:
         }
         if not config["dht_bootstrap"]:
             settings["dht_bootstrap_nodes"] = ""
+        settings.update(check_session_settings(config["session_settings"], lt))
         return settings
 
     # ------------------------------------------------------------------ resume data
@@ -381,6 +409,8 @@ class Seeder:
             add.max_connections = self.config["max_peers"]
             add.max_uploads = self.config["max_uploads"]
             flags = lt.torrent_flags.default_flags & ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
+            if self.config["super_seeding"]:
+                flags |= lt.torrent_flags.super_seeding
             add.flags = flags if start else flags | lt.torrent_flags.paused
             self.removed.discard(info_hash)
             handle = self.session.add_torrent(add)
@@ -462,7 +492,13 @@ class Seeder:
         ]
 
     def version(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        return {"libtorrent": self.lt.__version__, "listen_port": self.session.listen_port()}
+        current = self.session.get_settings()
+        return {
+            "libtorrent": self.lt.__version__,
+            "listen_port": self.session.listen_port(),
+            # The configured session_settings as the session holds them (what tuning changed).
+            "session_settings": {name: current[name] for name in self.config["session_settings"]},
+        }
 
     METHODS = ("add", "status", "list", "remove", "ensure_seeding", "stop", "recheck", "announce", "peers", "version")
 
@@ -567,6 +603,9 @@ def main(argv: Optional[list] = None) -> int:
     try:
         config = load_config(args.config)
         if args.check:
+            import libtorrent as lt  # the host's python3-libtorrent: the setting names it knows
+
+            check_session_settings(config["session_settings"], lt)
             write_line(f"{args.config}: valid")
             return 0
         return serve(config)

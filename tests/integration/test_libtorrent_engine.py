@@ -116,6 +116,37 @@ def test_seed_then_leech(origin, seeding, torrent, image, libtorrent_factory):
     assert [status.info_hash for status in engine.list()] == [info_hash]
 
 
+def test_session_settings_apply_and_a_super_seeding_origin_serves(libtorrent_factory, tracker, short_tmp):
+    tuned = {"choking_algorithm": 2, "enable_outgoing_utp": False, "unchoke_slots_limit": 16}
+    origin = libtorrent_factory("tuned", session_settings=tuned, super_seeding=True)
+    assert origin.engine().version()["session_settings"] == tuned
+    image = write_image(os.path.join(origin.data, "images"))
+    created = create_torrent(image, announce=[tracker.announce], piece_length=PIECE)
+    tracker.allow(created.info.info_hash)
+    info_hash = origin.engine().add(created.data, os.path.dirname(image))
+    wait_done(origin.engine(), info_hash, origin)
+    leechers = [libtorrent_factory(f"leecher{i}") for i in (1, 2)]
+    for leecher in leechers:
+        leecher.engine().add(created.data, os.path.join(leecher.data, "staging"))
+    for leecher in leechers:
+        done = wait_done(leecher.engine(), info_hash, origin, *leechers)
+        assert sha256_of(done.base_path) == created.content_sha256
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"no_such_setting": 1}, "session_settings.no_such_setting is not a libtorrent"),
+        ({"choking_algorithm": "rate_based_choker"}, "session_settings.choking_algorithm must be an integer"),
+    ],
+)
+def test_a_session_setting_libtorrent_does_not_know_stops_the_seeder(libtorrent_factory, settings, fragment):
+    with pytest.raises(RuntimeError) as excinfo:
+        libtorrent_factory("untuned", session_settings=settings)
+    assert "exited with 2" in str(excinfo.value)
+    assert f"config-invalid: {fragment}" in str(excinfo.value)
+
+
 def test_remove_keeps_data_readd_is_idempotent_and_stop_start(origin, seeding, torrent, image):
     info_hash = torrent.info.info_hash
     directory = os.path.dirname(image)

@@ -93,3 +93,17 @@ def test_role_checks_refuse_low_ports(short_tmp):
     done = render(Path(short_tmp), libtorrent_seeder_listen_interfaces="0.0.0.0:80")
     assert done.returncode != 0
     assert "listen_interfaces must be ADDRESS:PORT" in done.stdout
+
+
+def test_role_validate_refuses_a_setting_libtorrent_does_not_know(short_tmp):
+    base = Path(short_tmp)
+    done = render(base, libtorrent_seeder_session_settings={"choking_algorithm": 2, "no_such_setting": True})
+    assert done.returncode != 0
+    assert "config-invalid: session_settings.no_such_setting is not a libtorrent" in done.stdout + done.stderr
+    assert not (base / "seeder.json").exists()
+    tuned = {"choking_algorithm": 2}
+    done = render(base, libtorrent_seeder_session_settings=tuned, libtorrent_seeder_super_seeding=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = json.loads("".join(line for line in (base / "seeder.json").read_text().splitlines(True)
+                                if not line.startswith("#")))
+    assert config["session_settings"] == {"choking_algorithm": 2} and config["super_seeding"] is True

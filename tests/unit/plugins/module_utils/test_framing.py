@@ -178,6 +178,10 @@ def test_engine_choice_and_default_socket():
         ({"max_uploads": 0}, "max_uploads must be at least 1"),
         ({"dht_bootstrap": ["catalogue01"]}, "HOST:PORT"),
         ({"listen_interfaces": ""}, "listen_interfaces"),
+        ({"session_settings": ["choking_algorithm"]}, "session_settings must be a mapping"),
+        ({"session_settings": {"choking_algorithm": [2]}}, "session_settings.choking_algorithm must be a boolean"),
+        ({"session_settings": {"upload_rate_limit": 1}}, "session_settings.upload_rate_limit is set by the seeder"),
+        ({"super_seeding": 1}, "super_seeding must be true or false"),
     ],
 )
 def test_seeder_config_refusals(document, fragment):
