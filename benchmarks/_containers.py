@@ -71,7 +71,7 @@ def ensure_inotify(containers: int) -> None:
 
 def wait_booted(name: str) -> None:
     state = ""
-    for _ in range(120):
+    for _unused in range(120):
         state = pexec(name, "timeout 5 systemctl is-system-running --wait 2>/dev/null; true").strip()
         if state in ("running", "degraded"):
             return
@@ -97,7 +97,7 @@ class Testbed:
         return set(run(["podman", "ps", "--filter", f"label={self.label}", "--format", "{{.Names}}"]).split())
 
     def ensure_network(self) -> None:
-        if subprocess.run(["podman", "network", "exists", self.network]).returncode == 0:
+        if subprocess.run(["podman", "network", "exists", self.network], check=False).returncode == 0:
             have = run(["podman", "network", "inspect", "--format", "{{range .Subnets}}{{.Subnet}}{{end}}",
                         self.network]).strip()  # fmt: skip
             if have != self.subnet:
@@ -119,7 +119,7 @@ class Testbed:
             run(["podman", "run", "-d", "--name", name, "--hostname", name, "--network", self.network,
                  "--ip", ip, "--mac-address", mac_for(ip), "--systemd=always", "--label", self.label,
                  self.image, "/sbin/init"])  # fmt: skip
-        names = [name for name, _ in wanted]
+        names = [name for name, _unused in wanted]
         parallel(wait_booted, names)
         return names
 
@@ -134,9 +134,9 @@ class Testbed:
                  'umask 077; mkdir -p /root/.ssh; touch /root/.ssh/authorized_keys; '
                  'grep -qxF "$1" /root/.ssh/authorized_keys || echo "$1" >>/root/.ssh/authorized_keys',
                  "sh", public])  # fmt: skip
-            for _ in range(60):
+            for _unused in range(60):
                 probe = ["ssh", "-n", "-i", key, *SSH_OPTIONS, f"root@{ip}", "true"]
-                if subprocess.run(probe, capture_output=True).returncode == 0:
+                if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
                     return
                 time.sleep(0.5)
             raise RuntimeError(f"{name}: ssh root@{ip} does not answer")
@@ -147,5 +147,5 @@ class Testbed:
         ids = run(["podman", "ps", "-a", "-q", "--filter", f"label={self.label}"]).split()
         if ids:
             run(["podman", "rm", "-f", "-t", "0", *ids])
-        if subprocess.run(["podman", "network", "exists", self.network]).returncode == 0:
+        if subprocess.run(["podman", "network", "exists", self.network], check=False).returncode == 0:
             run(["podman", "network", "rm", self.network])

@@ -138,7 +138,7 @@ def ansible_env(extra: dict | None = None) -> dict:
 def ansible(argv: list[str], env: dict | None = None, check: bool = True) -> tuple[float, str]:
     """Run an ansible command from the checkout; return (seconds, output)."""
     started = time.monotonic()
-    proc = subprocess.run(argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
     if check and proc.returncode != 0:
         tail = f"{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
@@ -179,7 +179,8 @@ def converge(testbed: Testbed, n: int, again: bool = True) -> None:
     testbed.up(hosts)
     testbed.authorize_ssh(new)
     write_inventory(n)
-    if any(name == CATALOGUE for name, _ in new) or not os.path.exists(os.path.join(STATE, "catalogue", "index.yaml")):
+    published = os.path.exists(os.path.join(STATE, "catalogue", "index.yaml"))
+    if any(name == CATALOGUE for name, _unused in new) or not published:
         extra = {"lab_samples_dir": STATE, "lab_samples_base_url": f"http://{CATALOGUE_IP}",
                  "lab_samples_announce": f"http://{CATALOGUE_IP}:6969/announce",
                  "lab_samples_images": SAMPLES}  # fmt: skip
@@ -189,7 +190,7 @@ def converge(testbed: Testbed, n: int, again: bool = True) -> None:
         log(f"N={n}: all hosts ran before (--keep); not converged again (--no-converge)")
         return
     log(f"converging: site.yml, N={n}")
-    seconds, _ = ansible(["ansible-playbook", "-i", INVENTORY, "site.yml"])
+    seconds, _output = ansible(["ansible-playbook", "-i", INVENTORY, "site.yml"])
     log(f"converged in {seconds:.1f} s")
 
 
@@ -222,7 +223,9 @@ def measure(n: int, repeat: int, out_dir: str) -> list[dict]:
 
 
 def machine() -> dict:
-    version = subprocess.run([os.path.join(BIN, "ansible"), "--version"], capture_output=True, text=True).stdout
+    version = subprocess.run(
+        [os.path.join(BIN, "ansible"), "--version"], capture_output=True, text=True, check=False
+    ).stdout
     return {
         "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
         "kernel": platform.release(), "ansible": version.splitlines()[0] if version else None,

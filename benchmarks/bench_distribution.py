@@ -543,7 +543,7 @@ def main() -> int:
             )
             for n in sorted(args.n):
                 hosts = bench.hosts_all[:n]
-                reps: dict[str, list[MethodRun]] = {label: [] for label, _ in arms}
+                reps: dict[str, list[MethodRun]] = {label: [] for label, _unused in arms}
                 for r in range(repeat):
                     for label, variant in arms:
                         bench.variant = variant

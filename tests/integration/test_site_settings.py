@@ -83,7 +83,7 @@ def render(tmp_path: Path, hosts: dict) -> dict:
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     found = {}
     for host in hosts:
-        files = {dest: (tmp_path / host / dest).read_text() for _, _, dest in TEMPLATES}
+        files = {dest: (tmp_path / host / dest).read_text() for _role, _template, dest in TEMPLATES}
         found[host] = {"image_sync": json.loads((tmp_path / host / "image_sync.json").read_text()),
                        "imgdist": load_config(str(tmp_path / host / "imgdist.yml"), required=True), **files}
     return found

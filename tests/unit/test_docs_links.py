@@ -77,7 +77,7 @@ def anchors(path: Path) -> Set[str]:
 def broken_links(path: Path) -> List[str]:
     problems = []
     for number, target in relative_links(path):
-        file_part, _, fragment = target.partition("#")
+        file_part, _hash, fragment = target.partition("#")
         linked = (path.parent / file_part).resolve() if file_part else path
         where = f"{path.relative_to(ROOT)}:{number}: {target}"
         if not linked.exists():

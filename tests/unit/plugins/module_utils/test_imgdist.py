@@ -1067,9 +1067,9 @@ def test_a_sync_writes_the_textfile_and_last_sync(world):
     assert record["counts"] == {"desired": 2, "ok": 2, "failed": 0, "promoted": 2, "retired": 0}
     assert record["last_success"] == record["finished"]
     # imgdist metrics prints what the sync wrote (nothing changed since), and status shows the record.
-    code, out, _ = run("-c", config, "metrics")
+    code, out, _err = run("-c", config, "metrics")
     assert code == EXIT_OK and parse(out) == families
-    code, out, _ = run("-c", config, "status")
+    code, out, _err = run("-c", config, "status")
     assert f"last sync: {record['finished']}: ok; last success: {record['finished']}\n" in out
     assert json.loads(run("-c", config, "status", "--json")[1])["last_sync"] == record
 
@@ -1083,7 +1083,7 @@ def test_a_failed_sync_keeps_the_last_success_and_names_the_rule(world):
     assert run("-c", config, "sync")[0] == EXIT_OK
     success = json.loads(Path(world.host_path("index"), "last-sync.json").read_text())["last_success"]
     world.write_index(2)  # lower than the accepted version 3: refused (rollback)
-    code, _, err = run("-c", config, "sync")
+    code, _out, err = run("-c", config, "sync")
     assert code == EXIT_INDEX_REFUSED and err.startswith("imgdist: rollback: ")
     record = json.loads(Path(world.host_path("index"), "last-sync.json").read_text())
     assert (record["result"], record["exit_status"], record["rule"]) == ("failed", EXIT_INDEX_REFUSED, "rollback")
@@ -1095,7 +1095,7 @@ def test_a_failed_sync_keeps_the_last_success_and_names_the_rule(world):
     assert value(families, "last_success_timestamp_seconds") == datetime.datetime.fromisoformat(
         success.replace("Z", "+00:00")).timestamp()
     assert value(families, "images_present") == 2  # the store is as the last good sync left it
-    code, out, _ = run("-c", config, "status")
+    code, out, _err = run("-c", config, "status")
     assert f": failed (rollback); last success: {success}\n" in out
 
 
@@ -1103,16 +1103,16 @@ def test_without_a_textfile_dir_nothing_is_written_there_and_check_records_nothi
     config = write_config(world)
     assert run("-c", config, "sync", "--check")[0] == EXIT_OK
     assert not os.path.exists(os.path.join(world.host_path("index"), "last-sync.json"))
-    before = {path for path in tmp_path.rglob("*")}
+    before = set(tmp_path.rglob("*"))
     assert run("-c", config, "sync")[0] == EXIT_OK
-    written = {path for path in tmp_path.rglob("*")} - before
+    written = set(tmp_path.rglob("*")) - before
     assert not [path for path in written if path.name.endswith(".prom")]
     assert os.path.exists(os.path.join(world.host_path("index"), "last-sync.json"))
 
 
 def test_an_unwritable_textfile_dir_warns_and_the_sync_still_succeeds(world):
     config = write_config(world, metrics_textfile_dir=str(world.root / "missing"))
-    code, _, err = run("-c", config, "sync")
+    code, _out, err = run("-c", config, "sync")
     assert code == EXIT_OK
     assert err.startswith(f"imgdist: warning: metrics-unwritable: {world.root / 'missing'}: ")
 

@@ -235,7 +235,7 @@ def test_a_damaged_record_is_read_as_none(tmp_path):
 def test_denials_are_counted_by_concurrent_hooks(tmp_path):
     state = str(tmp_path / "state")
     assert _metrics.denial_count(state) == 0
-    threads = [threading.Thread(target=_metrics.record_denial, args=(state, "not-approved")) for _ in range(16)]
+    threads = [threading.Thread(target=_metrics.record_denial, args=(state, "not-approved")) for _unused in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
