@@ -107,3 +107,22 @@ def test_role_validate_refuses_a_setting_libtorrent_does_not_know(short_tmp):
     config = json.loads("".join(line for line in (base / "seeder.json").read_text().splitlines(True)
                                 if not line.startswith("#")))
     assert config["session_settings"] == {"choking_algorithm": 2} and config["super_seeding"] is True
+
+
+def test_the_roles_library_files_are_all_the_seeder_imports(tmp_path):
+    """The role copies a list of module_utils files to the host: the seeder must start from those alone
+    (a constant moved to another file once left the service unable to import, found only on hosts)."""
+    import yaml
+
+    role_vars = yaml.safe_load((REPO / "roles" / "libtorrent_seeder" / "vars" / "main.yml").read_text())
+    package = tmp_path / "ansible_collections" / "vmcloud" / "fleet" / "plugins" / "module_utils"
+    package.mkdir(parents=True)
+    for name in role_vars["_libtorrent_seeder_sources"]:
+        (package / name).write_bytes((REPO / "plugins" / "module_utils" / name).read_bytes())
+    result = subprocess.run(
+        ["/usr/bin/python3", "-s", "-m", MODULE, "--help"],
+        cwd=tmp_path, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--config" in result.stdout
