@@ -116,9 +116,9 @@ def test_seed_then_leech(origin, seeding, torrent, image, libtorrent_factory):
     assert [status.info_hash for status in engine.list()] == [info_hash]
 
 
-def test_session_settings_apply_and_a_super_seeding_origin_serves(libtorrent_factory, tracker, short_tmp):
+def test_session_settings_apply_and_a_tuned_origin_serves(libtorrent_factory, tracker, short_tmp):
     tuned = {"choking_algorithm": 2, "enable_outgoing_utp": False, "unchoke_slots_limit": 16}
-    origin = libtorrent_factory("tuned", session_settings=tuned, super_seeding=True)
+    origin = libtorrent_factory("tuned", session_settings=tuned)
     assert origin.engine().version()["session_settings"] == tuned
     image = write_image(os.path.join(origin.data, "images"))
     created = create_torrent(image, announce=[tracker.announce], piece_length=PIECE)
