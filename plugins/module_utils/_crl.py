@@ -18,17 +18,12 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
+from ._cryptography import x509
 from ._errors import VmcloudError
 from ._fetch import read_source
 from ._io import write_atomic
-from ._requirements import absent
 from ._time import TIMESTAMP_FORMAT
 from ._trust import load_trust_anchors
-
-try:
-    from cryptography import x509
-except ImportError:
-    x509 = absent("cryptography", "x509")
 
 MAX_CRL_BYTES = 16 * 1024 * 1024
 UTC = datetime.UTC

@@ -53,21 +53,17 @@ try:
     import yaml
 except ImportError:
     yaml = absent("yaml")
-try:
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-except ImportError:
-    x509 = absent("cryptography", "x509")
-    InvalidSignature = absent("cryptography", "exceptions.InvalidSignature")
-    UnsupportedAlgorithm = absent("cryptography", "exceptions.UnsupportedAlgorithm")
-    hashes = absent("cryptography", "hazmat.primitives.hashes")
-    serialization = absent("cryptography", "hazmat.primitives.serialization")
-    ec = absent("cryptography", "hazmat.primitives.asymmetric.ec")
-    ed25519 = absent("cryptography", "hazmat.primitives.asymmetric.ed25519")
-    padding = absent("cryptography", "hazmat.primitives.asymmetric.padding")
-    rsa = absent("cryptography", "hazmat.primitives.asymmetric.rsa")
+from ._cryptography import (
+    InvalidSignature,
+    UnsupportedAlgorithm,
+    ec,
+    ed25519,
+    hashes,
+    padding,
+    rsa,
+    serialization,
+    x509,
+)
 
 DEFAULT_VALIDITY_DAYS = 30
 # Fields that stamping rewrites; everything else in ``signed`` is the content.

@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
+from ._cryptography import InvalidSignature, UnsupportedAlgorithm, x509
 from ._errors import IndexRefused, VmcloudError
 from ._limits import MAX_FILE_NAME_BYTES, MAX_SIGNATURES
-from ._requirements import absent
 from ._time import TIMESTAMP_FORMAT, utc_text
 from ._trust import (
     SITE_TRUST_RULES,
@@ -34,14 +34,6 @@ from ._trust import (
     verify_data_signature,
 )
 from ._yaml import load_untrusted_yaml
-
-try:
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-except ImportError:
-    x509 = absent("cryptography", "x509")
-    InvalidSignature = absent("cryptography", "exceptions.InvalidSignature")
-    UnsupportedAlgorithm = absent("cryptography", "exceptions.UnsupportedAlgorithm")
 
 INDEX_TYPE = "vmcloud-image-index"
 SPEC_VERSION = 2

@@ -16,29 +16,23 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, List, Optional, Sequence
 
+from ._cryptography import (
+    ExtendedKeyUsageOID,
+    ExtensionOID,
+    InvalidSignature,
+    UnsupportedAlgorithm,
+    ec,
+    ed25519,
+    hashes,
+    padding,
+    rsa,
+    serialization,
+    x509,
+)
 from ._errors import IndexRefused, VmcloudError
-from ._requirements import absent
 
-try:
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-    from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
-except ImportError:
-    x509 = absent("cryptography", "x509")
-    InvalidSignature = absent("cryptography", "exceptions.InvalidSignature")
-    UnsupportedAlgorithm = absent("cryptography", "exceptions.UnsupportedAlgorithm")
-    hashes = absent("cryptography", "hazmat.primitives.hashes")
-    ec = absent("cryptography", "hazmat.primitives.asymmetric.ec")
-    ed25519 = absent("cryptography", "hazmat.primitives.asymmetric.ed25519")
-    padding = absent("cryptography", "hazmat.primitives.asymmetric.padding")
-    rsa = absent("cryptography", "hazmat.primitives.asymmetric.rsa")
-    Encoding = absent("cryptography", "hazmat.primitives.serialization.Encoding")
-    PublicFormat = absent("cryptography", "hazmat.primitives.serialization.PublicFormat")
-    ExtendedKeyUsageOID = absent("cryptography", "x509.oid.ExtendedKeyUsageOID")
-    ExtensionOID = absent("cryptography", "x509.oid.ExtensionOID")
+Encoding = serialization.Encoding
+PublicFormat = serialization.PublicFormat
 
 MAX_CHAIN_DEPTH = 6
 UTC = datetime.UTC
