@@ -194,15 +194,19 @@ class Tracker:
         except (urllib.error.URLError, OSError):
             return False
 
-    def seeders(self, info_hash: str) -> int:
-        """How many seeds the tracker knows for ``info_hash`` (its scrape answer's ``complete``)."""
+    def scrape(self, info_hash: str) -> dict:
+        """The tracker's scrape entry for ``info_hash`` (``complete``: seeds, ``incomplete``: leechers)."""
         import fastbencode
 
         query = urllib.parse.urlencode({"info_hash": bytes.fromhex(info_hash)})
         scrape = self.announce.rsplit("/", 1)[0] + "/scrape"
         with urllib.request.urlopen(f"{scrape}?{query}", timeout=2) as answer:  # noqa: S310 - loopback
             files = fastbencode.bdecode(answer.read()).get(b"files", {})
-        return int(files.get(bytes.fromhex(info_hash), {}).get(b"complete", 0))
+        return files.get(bytes.fromhex(info_hash), {})
+
+    def seeders(self, info_hash: str) -> int:
+        """How many seeds the tracker knows for ``info_hash`` (its scrape answer's ``complete``)."""
+        return int(self.scrape(info_hash).get(b"complete", 0))
 
     def log(self) -> str:
         with open(os.path.join(self.directory, "opentracker.log"), errors="replace") as handle:
