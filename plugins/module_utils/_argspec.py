@@ -7,7 +7,7 @@ Private to the collection; not a public API.
 
 from __future__ import annotations
 
-from ._engine import ENGINES
+from ._engine import DEFAULT_RPC_TIMEOUT, ENGINES
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._methods import METHODS_ARGSPEC
 from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED
@@ -15,7 +15,6 @@ from ._store import DEFAULT_STORE_DIR
 from ._sync import (
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_POLL_INTERVAL,
-    DEFAULT_RPC_TIMEOUT,
     DEFAULT_STAGING_DIR,
     DEFAULT_TORRENT_DIR,
     MAX_TORRENT_BYTES,

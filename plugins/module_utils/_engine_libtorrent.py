@@ -20,7 +20,12 @@ import socket as socket_module
 import time
 from typing import Any, Optional, Sequence
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import DEFAULT_SOCKETS, TorrentEngine, TorrentStatus
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
+    DEFAULT_RPC_TIMEOUT,
+    DEFAULT_SOCKETS,
+    TorrentEngine,
+    TorrentStatus,
+)
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._framing import (
     MAX_REQUEST_BYTES,
@@ -31,7 +36,6 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._framing import (
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import normalize_info_hash, parse_torrent
 
 DEFAULT_SOCKET = DEFAULT_SOCKETS["libtorrent"]
-DEFAULT_TIMEOUT = 30.0
 _STATUS_FIELDS = (
     "info_hash", "name", "size_bytes", "completed_bytes", "complete", "state", "down_rate", "up_rate",
     "uploaded_bytes", "ratio", "peers", "message", "directory", "base_path",
@@ -60,7 +64,7 @@ class LibtorrentEngine(TorrentEngine):
 
     name = "libtorrent"
 
-    def __init__(self, socket: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, socket: str = DEFAULT_SOCKET, timeout: float = DEFAULT_RPC_TIMEOUT) -> None:
         self.socket = socket
         self.timeout = timeout
 

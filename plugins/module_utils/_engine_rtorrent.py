@@ -23,9 +23,14 @@ import time
 import xmlrpc.client
 from typing import Any, Optional, Sequence
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import DEFAULT_SOCKETS, TorrentEngine, TorrentStatus
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
+    DEFAULT_RPC_TIMEOUT,
+    DEFAULT_SOCKETS,
+    TorrentEngine,
+    TorrentStatus,
+)
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._scgi import DEFAULT_TIMEOUT, rtorrent_proxy
+from ansible_collections.vmcloud.fleet.plugins.module_utils._scgi import rtorrent_proxy
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import (
     normalize_info_hash,
     parse_torrent,
@@ -120,7 +125,7 @@ class RtorrentEngine(TorrentEngine):
 
     name = "rtorrent"
 
-    def __init__(self, socket: str = DEFAULT_SOCKET, timeout: float = DEFAULT_TIMEOUT, proxy: Any = None) -> None:
+    def __init__(self, socket: str = DEFAULT_SOCKET, timeout: float = DEFAULT_RPC_TIMEOUT, proxy: Any = None) -> None:
         self.socket = socket
         self.timeout = timeout
         self._proxy = proxy if proxy is not None else rtorrent_proxy(socket, timeout)

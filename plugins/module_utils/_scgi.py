@@ -19,9 +19,9 @@ import time
 import xmlrpc.client
 from typing import Any
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import DEFAULT_RPC_TIMEOUT
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError
 
-DEFAULT_TIMEOUT = 30.0
 # rtorrent answers d.multicall2 over every download in one document; 64 MiB is far
 # above what a fleet's image set produces, and bounds memory on a runaway answer.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -82,7 +82,7 @@ def decode_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 def exchange(
     socket_path: str,
     body: bytes,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = DEFAULT_RPC_TIMEOUT,
     uri: str = "/RPC2",
     max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> bytes:
@@ -143,7 +143,7 @@ def exchange(
 class ScgiTransport(xmlrpc.client.Transport):
     """An ``xmlrpc.client`` transport that speaks SCGI over a unix socket."""
 
-    def __init__(self, socket_path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, socket_path: str, timeout: float = DEFAULT_RPC_TIMEOUT) -> None:
         super().__init__(use_datetime=False, use_builtin_types=True)
         self.socket_path = socket_path
         self.timeout = timeout
@@ -164,7 +164,7 @@ class ScgiTransport(xmlrpc.client.Transport):
         return unmarshaller.close()
 
 
-def rtorrent_proxy(socket_path: str, timeout: float = DEFAULT_TIMEOUT) -> xmlrpc.client.ServerProxy:
+def rtorrent_proxy(socket_path: str, timeout: float = DEFAULT_RPC_TIMEOUT) -> xmlrpc.client.ServerProxy:
     """A ``ServerProxy`` whose calls go to rtorrent over its SCGI unix socket.
 
     Dotted commands are reached with ``getattr``: ``getattr(proxy, "d.hash")(h)``.

@@ -78,7 +78,6 @@ DEFAULT_STAGING_DIR = "/var/lib/vmcloud/staging"
 DEFAULT_TORRENT_DIR = "/var/lib/vmcloud/torrents"
 DEFAULT_DOWNLOAD_TIMEOUT = 3600
 DEFAULT_POLL_INTERVAL = 2.0
-DEFAULT_RPC_TIMEOUT = 30.0
 VERIFIED_INDEX_NAME = "verified-index.yaml"
 
 # The options of the pull path beyond the index trust, selection and fetch options of _argspec
