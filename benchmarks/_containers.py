@@ -149,3 +149,54 @@ class Testbed:
             run(["podman", "rm", "-f", "-t", "0", *ids])
         if subprocess.run(["podman", "network", "exists", self.network], check=False).returncode == 0:
             run(["podman", "network", "rm", self.network])
+
+
+# ---------------------------------------------------------------------------- CPU accounting
+# What limits a transfer on this 2-core machine is often the CPU, not the shaped links: these
+# readings let a result say so from a measurement (the machine's busy share during the transfer,
+# and how much of it the testbed's containers used).
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return (total - idle) / ticks, total / ticks
+
+
+def container_cpu_seconds(name: str) -> float:
+    """CPU seconds the container's cgroup has used since it started (cgroup v2 cpu.stat usage_usec)."""
+    for line in pexec(name, "cat /sys/fs/cgroup/cpu.stat").splitlines():
+        key, _sep, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value) / 1e6
+    raise RuntimeError(f"{name}: no usage_usec in /sys/fs/cgroup/cpu.stat")
+
+
+@dataclasses.dataclass
+class CpuReading:
+    """The machine's and the containers' CPU counters at one instant; `since` gives the shares between two."""
+
+    machine_busy: float
+    machine_total: float
+    containers: dict[str, float]
+
+    @classmethod
+    def take(cls, names: Iterable[str]) -> CpuReading:
+        busy, total = machine_cpu_seconds()
+        names = list(names)
+        return cls(busy, total, dict(zip(names, parallel(container_cpu_seconds, names), strict=True)))
+
+    def since(self, earlier: CpuReading) -> dict:
+        """busy_share: the machine's cores busy (1.0 = all of them, all the time); testbed_share: the part
+        of the machine's capacity the testbed's containers used; per-container CPU seconds."""
+        total = max(self.machine_total - earlier.machine_total, 1e-9)
+        used = {name: round(self.containers[name] - earlier.containers.get(name, 0.0), 3) for name in self.containers}
+        return {
+            "busy_share": round((self.machine_busy - earlier.machine_busy) / total, 3),
+            "testbed_share": round(sum(used.values()) / total, 3),
+            "container_cpu_seconds": used,
+        }
