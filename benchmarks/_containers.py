@@ -168,12 +168,18 @@ def machine_cpu_seconds() -> tuple[float, float]:
 
 
 def container_cpu_seconds(name: str) -> float:
-    """CPU seconds the container's cgroup has used since it started (cgroup v2 cpu.stat usage_usec)."""
-    for line in pexec(name, "cat /sys/fs/cgroup/cpu.stat").splitlines():
+    """CPU seconds the container's cgroup has used since it started, read inside it.
+
+    cgroup v2 (cpu.stat usage_usec) where the machine has it, else v1's cpuacct.usage (ns), as here.
+    """
+    out = pexec(name, "cat /sys/fs/cgroup/cpu.stat 2>/dev/null || cat /sys/fs/cgroup/cpuacct/cpuacct.usage")
+    for line in out.splitlines():
         key, _sep, value = line.partition(" ")
         if key == "usage_usec":
             return int(value) / 1e6
-    raise RuntimeError(f"{name}: no usage_usec in /sys/fs/cgroup/cpu.stat")
+        if key.isdigit() and not value:
+            return int(key) / 1e9
+    raise RuntimeError(f"{name}: no CPU usage in its cgroup (cpu.stat or cpuacct.usage): {out!r}")
 
 
 @dataclasses.dataclass
