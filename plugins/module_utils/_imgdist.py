@@ -45,7 +45,7 @@ from ._index_state import reset_high_water_mark
 from ._io import fsync_directory, write_atomic, write_line
 from ._lock import host_lock, lock_path
 from ._options import INDEX_CHECKS, SYNC_CHECKS, check_options
-from ._reconcile import Pending, find_pending
+from ._reconcile_plan import Pending, find_pending
 from ._run_guard import DEFAULT_GRACE_SECONDS, KeptIndex, check_grace_seconds, claimed_url, guarded_accept
 from ._selection import parse_approvals
 from ._store import ImageStore
@@ -494,7 +494,7 @@ def superseded_pending(config: Mapping[str, Any], store: ImageStore, images: Seq
                        desired: Sequence[Dict[str, Any]]) -> Dict[str, Pending]:
     """The held images a sync keeps because a desired image of their name is not verified in the store
     yet (supersede, never strand): the sync's own decision (``_sync.retire_now`` for what is blocked or
-    withdrawn, ``_reconcile.find_pending`` for the planner's rule), never restated here."""
+    withdrawn, ``_reconcile_plan.find_pending`` for the planner's rule), never restated here."""
     return find_pending(store.root, desired, retire_now(store, images, options_from(config)))
 
 
@@ -872,7 +872,8 @@ def unknown_files(config: Mapping[str, Any]) -> List[str]:
     The desired set comes from the last verified index (verified again offline); before the
     first sync there is none, and every entry that vmcloud did not put there is unknown.
     """
-    from ._reconcile import find_unknown, printable
+    from ._reconcile_plan import find_unknown
+    from ._reconcile_scan import printable
 
     try:
         images = kept_index(config).index.images

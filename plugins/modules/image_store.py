@@ -419,13 +419,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import DEFAULT_STATE_DIR, RETIRE_ARGSPEC
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._lock import host_lock, lock_path
-from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute import apply_plan, report
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import (
     DEFAULT_GRACE_SECONDS,
     POLICIES,
     Options,
-    apply_plan,
     plan_reconcile,
-    report,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import DEFAULT_STORE_DIR

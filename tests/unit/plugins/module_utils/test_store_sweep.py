@@ -20,15 +20,9 @@ from typing import Any, Dict, Iterator
 import pytest
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import StoreError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
-    MAX_DEPTH,
-    Options,
-    apply_plan,
-    find_unknown,
-    plan_reconcile,
-    printable,
-    report,
-)
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute import apply_plan, report
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import Options, find_unknown, plan_reconcile
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_scan import MAX_DEPTH, printable
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import MANIFEST, META_DIR, ImageStore
 
 
