@@ -245,13 +245,13 @@ from typing import Any, Dict, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_document import (
     dump_signed,
-    edit_index,
     existing_syntax,
     read_document,
     write_document,
 )
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_edit import edit_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 

@@ -125,14 +125,16 @@ from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_document import (
     EndorseError,
+    read_document,
+    write_document,
+)
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_sign import (
     describe_signatures,
     load_signer_files,
-    read_document,
     sign_index,
     valid_signers,
-    write_document,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require

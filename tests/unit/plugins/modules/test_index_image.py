@@ -10,7 +10,12 @@ import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _endorse as endorse
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_document import (
+    format_timestamp,
+    load_document,
+    write_document,
+)
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_sign import load_signer, sign_document
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index import IndexPolicy, verify_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._trust import TrustStore
 from ansible_collections.vmcloud.fleet.plugins.modules import index_image
@@ -41,7 +46,7 @@ def pki_now():
     endorser = pki.make_endorser(ca, "image-endorser", key_type="ed25519",
                                  not_before=now - datetime.timedelta(days=1),
                                  not_after=now + datetime.timedelta(days=365))
-    return {"ca": ca, "signer": endorse.load_signer(pki.pem(endorser.cert), pki.key_pem(endorser.key))}
+    return {"ca": ca, "signer": load_signer(pki.pem(endorser.cert), pki.key_pem(endorser.key))}
 
 
 def test_create_check_apply_check_apply(capsys, tmp_path):
@@ -63,7 +68,7 @@ def test_create_check_apply_check_apply(capsys, tmp_path):
     assert after["version"] == 1 and after["images"][0]["targets"]["clusters"] == ["lxcloud"]
     assert results[2]["diff"]["before"] == results[2]["diff"]["after"]
 
-    document = endorse.load_document(path.read_bytes())
+    document = load_document(path.read_bytes())
     assert document["signed"]["url"] == URL
     assert document["signatures"] == []
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
@@ -107,17 +112,17 @@ def test_replace_remove_and_versions(capsys, tmp_path):
 
 def test_validity_sets_expiry(capsys, tmp_path):
     result = run(capsys, path=str(tmp_path / "i.yaml"), url=URL, endorser="e", image=image_option(1), validity=3)
-    document = endorse.load_document((tmp_path / "i.yaml").read_bytes())
+    document = load_document((tmp_path / "i.yaml").read_bytes())
     created = datetime.datetime.fromisoformat(document["signed"]["created"].replace("Z", "+00:00"))
-    assert result["expires"] == endorse.format_timestamp(created + datetime.timedelta(days=3))
+    assert result["expires"] == format_timestamp(created + datetime.timedelta(days=3))
 
 
 def test_editing_drops_signatures_and_unchanged_keeps_them(capsys, tmp_path, pki_now):
     path = tmp_path / "index.yaml"
     run(capsys, path=str(path), url=URL, endorser="cern-it", image=image_option(1))
-    document = endorse.load_document(path.read_bytes())
-    endorse.sign_document(document, pki_now["signer"])
-    endorse.write_document(str(path), document)
+    document = load_document(path.read_bytes())
+    sign_document(document, pki_now["signer"])
+    write_document(str(path), document)
     signed_bytes = path.read_bytes()
 
     unchanged = run(capsys, path=str(path), image=image_option(1))
@@ -129,7 +134,7 @@ def test_editing_drops_signatures_and_unchanged_keeps_them(capsys, tmp_path, pki
     edited = run(capsys, path=str(path), image=image_option(2))
     assert edited["changed"] is True and edited["version"] == 2
     assert edited["dropped_signers"] == [pki_now["signer"].subject]
-    assert endorse.load_document(path.read_bytes())["signatures"] == []
+    assert load_document(path.read_bytes())["signatures"] == []
 
 
 def test_mode_of_existing_file_is_kept(capsys, tmp_path):
