@@ -19,7 +19,8 @@ import threading
 import pytest
 import yaml
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import EXIT_OK, main
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import main
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import EXIT_OK
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from tests.integration.conftest import LOOPBACK, wait_until
 from tests.integration.test_libtorrent_engine import RangeHandler

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 import yaml
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import main
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import (
     EXIT_IMAGES_FAILED,
     EXIT_NOT_APPROVED,
     EXIT_OK,
-    main,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from tests.unit.sync_world import World, sha256_of

@@ -11,8 +11,9 @@ import json
 
 import pytest
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import EXIT_INDEX_REFUSED, EXIT_OK, main
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _imgdist_status, _sync
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import main
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import EXIT_INDEX_REFUSED, EXIT_OK
 from tests.unit.plugins.module_utils.test_imgdist import write_config
 from tests.unit.plugins.module_utils.test_index import snapshot
 from tests.unit.sync_world import FakeEngine, World
@@ -40,7 +41,8 @@ def world(tmp_path, monkeypatch) -> World:
     world.write_index(3)
     monkeypatch.setattr(_sync, "read_source", world.fetcher())
     world.engine = FakeEngine.serving(world)
-    monkeypatch.setattr(_imgdist, "engine_for", lambda *a, **k: world.engine)
+    for module in (_imgdist, _imgdist_status):  # the sync, and status/metrics
+        monkeypatch.setattr(module, "engine_for", lambda *a, **k: world.engine)
     return world
 
 

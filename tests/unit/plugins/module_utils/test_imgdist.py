@@ -21,8 +21,15 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync, _trust
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils import (
+    _imgdist,
+    _imgdist_config,
+    _imgdist_status,
+    _sync,
+    _trust,
+)
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import build_parser, main
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import (
     EXIT_CONFIG,
     EXIT_DISABLED,
     EXIT_IMAGES_FAILED,
@@ -32,13 +39,10 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
     EXIT_NOT_VERIFIED,
     EXIT_OK,
     EXIT_USAGE,
-    build_parser,
     check_config,
-    image_state,
-    main,
     options_from,
-    progress_bar,
 )
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_status import image_state, progress_bar
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service import build_policy
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index_state import accept_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
@@ -291,7 +295,8 @@ def world(tmp_path, monkeypatch) -> World:
     world.write_index(3)
     monkeypatch.setattr(_sync, "read_source", world.fetcher())
     world.engine = FakeEngine.serving(world)
-    monkeypatch.setattr(_imgdist, "engine_for", lambda *a, **k: world.engine)
+    for module in (_imgdist, _imgdist_status):  # the sync, and status/metrics
+        monkeypatch.setattr(module, "engine_for", lambda *a, **k: world.engine)
     return world
 
 
@@ -661,7 +666,7 @@ def test_reset_mark_never_raises_the_mark_or_resets_it_to_itself(world, version)
     config, mark = fast_forwarded(world)
     before = mark.read_bytes()
     code, out, err = run("-c", config, "reset-mark", "--url", world.index_url, "--to-version", version, "--confirm")
-    assert code == _imgdist.EXIT_ERROR and out == ""
+    assert code == _imgdist_config.EXIT_ERROR and out == ""
     assert err.startswith(f"imgdist: mark-reset-refused: the accepted version for {world.index_url} is 1000, not "
                           f"greater than {version}") and err.count("\n") == 1
     assert mark.read_bytes() == before
@@ -678,7 +683,7 @@ def test_reset_mark_needs_confirm_a_mark_and_a_version(world):
         assert code == EXIT_USAGE and mark.read_bytes() == before
     code, _unused, err = run("-c", config, "reset-mark", "--url", "https://elsewhere/index.yaml", "--to-version", "3",
                              "--confirm")
-    assert code == _imgdist.EXIT_ERROR
+    assert code == _imgdist_config.EXIT_ERROR
     assert err.startswith("imgdist: mark-reset-refused: there is no high-water mark for https://elsewhere/index.yaml")
     assert mark.read_bytes() == before
 
@@ -691,7 +696,7 @@ def test_reset_mark_waits_for_the_host_lock(world):
     with open(mark.parent / "sync.lock", "a") as running_sync:
         fcntl.flock(running_sync.fileno(), fcntl.LOCK_EX)
         code, _unused, err = run("-c", config, "reset-mark", "--to-version", "3", "--confirm")
-        assert code == _imgdist.EXIT_ERROR and err.startswith("imgdist: lock-timeout: ")
+        assert code == _imgdist_config.EXIT_ERROR and err.startswith("imgdist: lock-timeout: ")
         assert mark.read_bytes() == before
     assert run("-c", config, "reset-mark", "--to-version", "3", "--confirm")[0] == EXIT_OK
 
@@ -788,7 +793,7 @@ def test_crl_refresh_refuses_and_keeps_the_installed_crl(world, crl_server, serv
     crl_server.files["/other.crl"] = other_crl.public_bytes(serialization.Encoding.DER)
     code, out, _unused = run("-c", config, "crl-refresh", "--json")
     results = json.loads(out)
-    assert code == _imgdist.EXIT_ERROR
+    assert code == _imgdist_config.EXIT_ERROR
     assert results[0]["rule"] == rule and results[0]["changed"] is False
     assert installed.read_bytes() == current  # nothing lost
     assert (results[1]["rule"], results[1]["changed"]) == (None, True)  # the other source went on
@@ -837,7 +842,7 @@ def test_a_timer_sync_with_older_approvals_never_undoes_the_ansible_run(world):
     store_before = snapshot(Path(world.host_path("images")))
 
     code, out, err = run("-c", config, "sync")
-    assert (code, out) == (_imgdist.EXIT_CONFIG_BEHIND, "")
+    assert (code, out) == (_imgdist_config.EXIT_CONFIG_BEHIND, "")
     assert re.fullmatch(
         rf"imgdist: config-behind: {re.escape(config)} \(written [0-9T:-]+Z\) is older than the approvals an "
         r"Ansible run converged this host to at [0-9T:-]+Z, and its approvals differ; the host stays as that run "
@@ -867,7 +872,7 @@ def test_an_unreadable_approvals_record_stops_the_timer_naming_it(world, record)
     os.makedirs(world.host_path("index"))
     Path(world.host_path("index"), "ansible-approvals.json").write_bytes(record)
     code, out, err = run("-c", config, "sync")
-    assert (code, out) == (_imgdist.EXIT_ERROR, "")
+    assert (code, out) == (_imgdist_config.EXIT_ERROR, "")
     assert err.startswith("imgdist: state-unreadable: ") and err.count("\n") == 1
     assert f"{world.host_path('index')}/ansible-approvals.json" in err
     assert not os.path.exists(world.host_path("images"))
@@ -1122,10 +1127,10 @@ def test_the_hooks_refusals_are_counted(world):
 
     config = write_config(world, approved_images=[{"name": "alma"}])
     assert run("-c", config, "sync")[0] == EXIT_OK
-    loaded = _imgdist.load_config(config, required=True)
-    code, result = _imgdist.check_image(loaded, "centos-7")
-    _imgdist.record_run_guard_denial(loaded, result["rule"])  # what the hook does on a refusal
-    _imgdist.record_run_guard_denial(loaded, result["rule"])
+    loaded = _imgdist_config.load_config(config, required=True)
+    code, result = _imgdist_status.check_image(loaded, "centos-7")
+    _imgdist_status.record_run_guard_denial(loaded, result["rule"])  # what the hook does on a refusal
+    _imgdist_status.record_run_guard_denial(loaded, result["rule"])
     assert value(parse(run("-c", config, "metrics")[1]), "run_guard_denials_total") == 2
 
 
@@ -1136,13 +1141,13 @@ def test_the_config_keys_follow_the_module_options():
     options = {**_argspec.INDEX_TRUST_ARGSPEC, **_argspec.SELECTION_ARGSPEC, **_argspec.FETCH_ARGSPEC,
                **_argspec.SYNC_ARGSPEC}
     defaults = check_config({"host": "hv1"}, "imgdist.yml")
-    fed = {key: spec for key, spec in _imgdist.CONFIG_KEYS.items() if spec.option in options}
+    fed = {key: spec for key, spec in _imgdist_config.CONFIG_KEYS.items() if spec.option in options}
     assert len(fed) == 40  # all but index_url (image_index's own src) and imgdist's own keys
     for key, spec in fed.items():
         option = options[spec.option]
         assert defaults[key] == (option.get("default") if key != "host" else "hv1"), key
         assert spec.choices == tuple(option.get("choices", ())), key
-    assert (_imgdist.CONFIG_KEYS["rpc_timeout"].kind, _imgdist.CONFIG_KEYS["crl"].kind,
-            _imgdist.CONFIG_KEYS["approval_rules"].kind, _imgdist.CONFIG_KEYS["endorser_pins"].kind) == \
+    assert (_imgdist_config.CONFIG_KEYS["rpc_timeout"].kind, _imgdist_config.CONFIG_KEYS["crl"].kind,
+            _imgdist_config.CONFIG_KEYS["approval_rules"].kind, _imgdist_config.CONFIG_KEYS["endorser_pins"].kind) == \
         ("number", "paths", "strs", "list")
     assert sorted(set(options) - {spec.option for spec in fed.values()}) == ["reference_time"]
