@@ -161,10 +161,10 @@ def test_a_failed_action_fails_the_task_after_the_others(capsys, store, monkeypa
     assert [f["path"] for f in result["failures"]] == result["unknown"]
 
 
-def test_the_documentation_matches_the_argument_spec():
+def test_the_documentation_matches_the_argument_spec(module_docs):
     import yaml
 
-    options: Dict[str, Any] = yaml.safe_load(image_store.DOCUMENTATION)["options"]
+    options: Dict[str, Any] = module_docs(image_store)["options"]
     assert set(options) == set(image_store.ARGUMENT_SPEC)
     for name, spec in image_store.ARGUMENT_SPEC.items():
         documented = options[name]
