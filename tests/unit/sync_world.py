@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _sync
 from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import (
     FETCH_ARGSPEC,
     INDEX_TRUST_ARGSPEC,
@@ -280,3 +281,28 @@ def snapshot(directory: os.PathLike) -> Dict[str, bytes]:
     if not root.exists():
         return {}
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------- a served catalogue
+
+ALMA_AND_SLC = (("alma", 9, True), ("slc", 5, False))  # (name, version, compressed)
+
+
+def served_world(tmp_path: Path, monkeypatch: Any, published: Iterable[tuple] = ALMA_AND_SLC, index_version: int = 3,
+                 engine_for: Iterable[Any] = (), fetches: Optional[List[str]] = None) -> World:
+    """A catalogue publishing ``published`` in index ``index_version``, whose .torrent files stand in
+    for ``_sync.read_source`` (the fetched URLs appended to ``fetches``) and, when ``engine_for`` names
+    modules, a FakeEngine seeding every image (``world.engine``) as each of those modules' ``engine_for``."""
+    world = World(tmp_path)
+    for name, version, compressed in published:
+        world.publish(name, version, compressed=compressed)
+    world.write_index(index_version)
+    if fetches is not None:
+        world.fetches = fetches
+    monkeypatch.setattr(_sync, "read_source", world.fetcher(fetches))
+    modules = list(engine_for)
+    if modules:
+        world.engine = FakeEngine.serving(world)
+        for module in modules:
+            monkeypatch.setattr(module, "engine_for", lambda *a, **k: world.engine)
+    return world

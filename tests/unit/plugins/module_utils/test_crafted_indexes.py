@@ -6,17 +6,16 @@ Each ends in one line naming the rule; state_dir (and the store) stay byte for b
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _imgdist_status, _sync
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import main
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _imgdist_status
 from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import EXIT_INDEX_REFUSED, EXIT_OK
-from tests.unit.plugins.module_utils.test_imgdist import write_config
 from tests.unit.plugins.module_utils.test_index import snapshot
-from tests.unit.sync_world import FakeEngine, World
+from tests.unit.sync_world import World, served_world
+
+from .conftest import imgdist, write_config
 
 CRAFTED = {
     "json-5000-deep": (b'{"signed": ' + b"[" * 5000 + b"]" * 5000 + b', "signatures": []}', "index-too-deep"),
@@ -36,20 +35,7 @@ CRAFTED = {
 
 @pytest.fixture
 def world(tmp_path, monkeypatch) -> World:
-    world = World(tmp_path)
-    world.publish("alma", 9, compressed=True)
-    world.write_index(3)
-    monkeypatch.setattr(_sync, "read_source", world.fetcher())
-    world.engine = FakeEngine.serving(world)
-    for module in (_imgdist, _imgdist_status):  # the sync, and status/metrics
-        monkeypatch.setattr(module, "engine_for", lambda *a, **k: world.engine)
-    return world
-
-
-def imgdist(*argv: str) -> tuple:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
+    return served_world(tmp_path, monkeypatch, published=[("alma", 9, True)], engine_for=(_imgdist, _imgdist_status))
 
 
 @pytest.mark.parametrize("case", sorted(CRAFTED))

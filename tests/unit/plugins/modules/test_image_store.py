@@ -5,17 +5,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils import _reconcile_execute, _reconcile_plan
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from ansible_collections.vmcloud.fleet.plugins.modules import image_store
+
+from .conftest import module_result
 
 NOW = 1_718_000_000.0
 
@@ -51,9 +51,7 @@ def store(tmp_path: Path, monkeypatch) -> Dict[str, Any]:
 
 def run(capsys, **args: Any) -> Dict[str, Any]:
     args.setdefault("state_dir", str(Path(args["path"]).parent / "index"))  # where the host lock lives
-    with patch_module_args(args), pytest.raises(SystemExit):
-        image_store.main()
-    return json.loads(capsys.readouterr().out)
+    return module_result(capsys, image_store, **args)
 
 
 COMPARED = ("present", "missing", "corrupt", "unknown", "quarantined", "removed", "retired", "forgotten",
