@@ -14,12 +14,16 @@ from __future__ import annotations
 import datetime
 import gzip
 import hashlib
+import io
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _sync
+import yaml
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync
 from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import (
     FETCH_ARGSPEC,
     INDEX_TRUST_ARGSPEC,
@@ -306,3 +310,42 @@ def served_world(tmp_path: Path, monkeypatch: Any, published: Iterable[tuple] = 
         for module in modules:
             monkeypatch.setattr(module, "engine_for", lambda *a, **k: world.engine)
     return world
+
+
+# ---------------------------------------------------------------- imgdist on the host
+
+
+def write_imgdist_config(world: World, **overrides: Any) -> str:
+    """The host's imgdist.yml (as the vmic_agent role writes it) for ``world``, with ``overrides``
+    (an engine, its socket, an HTTP ``index_url``...)."""
+    document = {
+        "index_url": str(world.index_path),
+        "trust_anchors": [str(world.root / "trust" / "ca.pem")],
+        "approved_images": [{"name": "alma", "version": "latest"}, {"name": "slc", "version": 5}],
+        "host": "hv1",
+        "store_dir": world.host_path("images"),
+        "staging_dir": world.host_path("staging"),
+        "torrent_dir": world.host_path("torrents"),
+        "state_dir": world.host_path("index"),
+        "disabled_flag": world.host_path("disabled"),
+        "timeout": 5,
+        "poll_interval": 0.01,
+    }
+    document.update(overrides)
+    path = world.root / "imgdist.yml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def imgdist(*argv: str) -> tuple:
+    """``imgdist ARGV`` in process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = _imgdist.main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def imgdist_json(*argv: str) -> tuple:
+    """``imgdist ARGV --json`` in process: (exit status, the parsed output); never a traceback."""
+    code, out, err = imgdist(*argv, "--json")
+    assert "Traceback" not in err
+    return code, json.loads(out)

@@ -13,9 +13,7 @@ import pytest
 from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _imgdist_status
 from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import EXIT_INDEX_REFUSED, EXIT_OK
 from tests.unit.plugins.module_utils.test_index import snapshot
-from tests.unit.sync_world import World, served_world
-
-from .conftest import imgdist, write_config
+from tests.unit.sync_world import World, imgdist, served_world, write_imgdist_config
 
 CRAFTED = {
     "json-5000-deep": (b'{"signed": ' + b"[" * 5000 + b"]" * 5000 + b', "signatures": []}', "index-too-deep"),
@@ -41,7 +39,7 @@ def world(tmp_path, monkeypatch) -> World:
 @pytest.mark.parametrize("case", sorted(CRAFTED))
 def test_imgdist_sync_refuses_crafted_indexes_with_one_line(world, case):
     data, rule = CRAFTED[case]
-    config = write_config(world, approved_images=[{"name": "alma", "version": "latest"}])
+    config = write_imgdist_config(world, approved_images=[{"name": "alma", "version": "latest"}])
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
     state, store = world.root / "host" / "index", world.root / "host" / "images"
     before = (snapshot(state), snapshot(store))

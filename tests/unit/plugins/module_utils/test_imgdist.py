@@ -47,9 +47,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service impor
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index_state import accept_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from tests.unit import pki
-from tests.unit.sync_world import FakeClock, World, now, snapshot, utc
-
-from .conftest import imgdist, write_config
+from tests.unit.sync_world import FakeClock, World, imgdist, now, snapshot, utc, write_imgdist_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
@@ -243,7 +241,7 @@ def test_config_check_refusals_exit_4_naming_the_problem(tmp_path, document, mes
 
 
 def test_a_config_without_approved_images_is_refused_not_read_as_approve_nothing(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
     before = {p: p.read_bytes() for p in sorted(Path(world.host_path("")).rglob("*")) if p.is_file()}
     document = yaml.safe_load(Path(config).read_text())
@@ -256,7 +254,7 @@ def test_a_config_without_approved_images_is_refused_not_read_as_approve_nothing
             "an explicit [] approves nothing" in err and err.count("\n") == 1
     assert {p: p.read_bytes() for p in sorted(Path(world.host_path("")).rglob("*")) if p.is_file()} == before
     # An explicit empty list is valid, and meets the mass-deletion guard.
-    config = write_config(world, approved_images=[])
+    config = write_imgdist_config(world, approved_images=[])
     assert imgdist("-c", config, "config-check")[0] == EXIT_OK
     code, out, err = imgdist("-c", config, "sync")
     assert (code, out) == (5, "") and err.startswith("imgdist: retire-guard: this run would retire 2 of the 2 images")
@@ -264,7 +262,8 @@ def test_a_config_without_approved_images_is_refused_not_read_as_approve_nothing
     assert json.loads(record.read_text())["rule"] == "retire-guard"  # the one file the refusal writes: its record
     before[record] = record.read_bytes()
     assert {p: p.read_bytes() for p in sorted(Path(world.host_path("")).rglob("*")) if p.is_file()} == before
-    code, out, _unused = imgdist("-c", write_config(world, approved_images=[], retire_confirm=True), "sync", "--json")
+    config = write_imgdist_config(world, approved_images=[], retire_confirm=True)
+    code, out, _unused = imgdist("-c", config, "sync", "--json")
     assert code == EXIT_OK and json.loads(out)["retired"] == ["alma-9", "slc-5"]
 
 
@@ -284,7 +283,7 @@ def test_malformed_yaml_is_one_line(tmp_path):
 
 
 def test_sync_then_check_each_condition(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     code, out, err = imgdist("-c", config, "sync")
     assert (code, err) == (EXIT_OK, "")
     assert "alma-9: .torrent fetched, added to the engine, promoted to " in out
@@ -299,16 +298,16 @@ def test_sync_then_check_each_condition(world):
     code, out, _unused = imgdist("-c", config, "check", "centos-7")
     assert (code, out) == (EXIT_NOT_ENDORSED, "not-endorsed: centos-7 is not in the verified index version 3\n")
 
-    blocked = write_config(world, blocked_images=[{"name": "slc"}])
+    blocked = write_imgdist_config(world, blocked_images=[{"name": "slc"}])
     code, out, _unused = imgdist("-c", blocked, "check", "slc-5")
     assert code == EXIT_NOT_APPROVED
     assert out == "not-approved: slc-5 is approved by vmcloud_approved_images[1] but blocked by " \
                   "vmcloud_blocked_images[0]\n"
-    unapproved = write_config(world, approved_images=[{"name": "alma"}])
+    unapproved = write_imgdist_config(world, approved_images=[{"name": "alma"}])
     code, out, _unused = imgdist("-c", unapproved, "check", "slc-5")
     assert code == EXIT_NOT_APPROVED and "slc-5 is endorsed but not approved for host hv1" in out
 
-    config = write_config(world)
+    config = write_imgdist_config(world)
     path = store.path_of(alma.entry)
     with open(path, "r+b") as handle:
         handle.write(b"\xff")
@@ -323,12 +322,12 @@ def test_sync_then_check_each_condition(world):
 
 
 def test_check_without_a_kept_index(world):
-    code, out, _unused = imgdist("-c", write_config(world), "check", "alma-9")
+    code, out, _unused = imgdist("-c", write_imgdist_config(world), "check", "alma-9")
     assert code == EXIT_NOT_ENDORSED and out.startswith("index-missing: there is no verified index at ")
 
 
 def test_check_reverifies_the_kept_index_and_never_advances_the_mark(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     kept = world.root / "host" / "index" / "verified-index.yaml"
     kept.parent.mkdir(parents=True)
     kept.write_bytes(world.index_document(7, [p.entry for p in world.published.values()]))
@@ -345,7 +344,7 @@ def test_check_reverifies_the_kept_index_and_never_advances_the_mark(world):
 
 
 def test_check_refuses_a_kept_index_older_than_the_mark(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     assert imgdist("-c", config, "sync")[0] == EXIT_OK  # mark at version 3
     kept = world.root / "host" / "index" / "verified-index.yaml"
     kept.write_bytes(world.index_document(2, [p.entry for p in world.published.values()]))
@@ -358,7 +357,7 @@ def test_check_refuses_a_kept_index_older_than_the_mark(world):
 
 def failed_upgrade(world: World) -> str:
     """alma 9 and slc 5 held; alma 10 published in index 4 but nobody seeds it: the sync keeps alma 9."""
-    config = write_config(world, timeout=1)
+    config = write_imgdist_config(world, timeout=1)
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
     world.publish("alma", 10, compressed=True)
     world.write_index(4)
@@ -403,11 +402,11 @@ def test_a_superseded_image_kept_by_a_failed_upgrade_starts_loudly(world):
 
 def test_a_blocked_superseded_image_never_starts(world):
     failed_upgrade(world)
-    blocked = write_config(world, blocked_images=[{"name": "alma", "version": 9}])
+    blocked = write_imgdist_config(world, blocked_images=[{"name": "alma", "version": 9}])
     code, out, err = imgdist("-c", blocked, "check", "alma-9")
     assert code == EXIT_NOT_APPROVED and out.startswith("not-approved: alma-9 is endorsed but not approved")
     assert err == ""
-    assert imgdist("-c", write_config(world, timeout=1), "check", "alma-9")[0] == EXIT_OK  # unblocked again
+    assert imgdist("-c", write_imgdist_config(world, timeout=1), "check", "alma-9")[0] == EXIT_OK  # unblocked again
 
 
 def test_a_withdrawn_superseded_image_never_starts(world):
@@ -465,7 +464,7 @@ def expired_index(world: World, version: int, expired: datetime.timedelta) -> by
 
 
 def test_a_recently_expired_index_still_starts_guests_loudly(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
     data = expired_index(world, 4, DAY)
     accepted_at = now() - 10 * DAY
@@ -498,7 +497,7 @@ def test_a_recently_expired_index_still_starts_guests_loudly(world):
 
 
 def test_after_the_grace_the_expired_index_refuses(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
     accepted_in_the_past(world, config, expired_index(world, 4, 8 * DAY), now() - 20 * DAY)
     code, out, _unused = imgdist("-c", config, "check", "alma-9", "--json")
@@ -511,7 +510,7 @@ def test_after_the_grace_the_expired_index_refuses(world):
 
 
 def test_a_grace_of_zero_refuses_at_once(world):
-    config = write_config(world, run_guard_grace_seconds=0)
+    config = write_imgdist_config(world, run_guard_grace_seconds=0)
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
     accepted_in_the_past(world, config, expired_index(world, 4, datetime.timedelta(minutes=1)), now() - DAY)
     code, out, _unused = imgdist("-c", config, "check", "alma-9")
@@ -519,7 +518,7 @@ def test_a_grace_of_zero_refuses_at_once(world):
 
 
 def test_the_grace_needs_the_mark_of_these_bytes(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     assert imgdist("-c", config, "sync")[0] == EXIT_OK  # mark: version 3, accepted now
     kept = world.root / "host" / "index" / "verified-index.yaml"
     kept.write_bytes(expired_index(world, 4, DAY))  # never accepted: a hand-placed file gets no grace
@@ -528,18 +527,18 @@ def test_the_grace_needs_the_mark_of_these_bytes(world):
 
 
 def test_revocation_and_blocking_are_never_graced(world):
-    config = write_config(world, crl=[str(world.root / "trust" / "ca.crl")])
+    config = write_imgdist_config(world, crl=[str(world.root / "trust" / "ca.crl")])
     crl = world.root / "trust" / "ca.crl"
     crl.write_bytes(pki.pem(pki.make_crl(world.ca, [], last_update=now() - 30 * DAY, next_update=now() + 30 * DAY)))
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
     accepted_in_the_past(world, config, expired_index(world, 4, DAY), now() - 10 * DAY)
     assert imgdist("-c", config, "check", "alma-9")[0] == EXIT_OK  # in grace
 
-    blocked = write_config(world, crl=[str(crl)], blocked_images=[{"name": "alma"}])
+    blocked = write_imgdist_config(world, crl=[str(crl)], blocked_images=[{"name": "alma"}])
     code, out, _unused = imgdist("-c", blocked, "check", "alma-9")
     assert code == EXIT_NOT_APPROVED and "blocked by vmcloud_blocked_images[0]" in out
 
-    config = write_config(world, crl=[str(crl)])
+    config = write_imgdist_config(world, crl=[str(crl)])
     revoked = pki.make_crl(world.ca, [world.endorser.cert.serial_number], last_update=now() - DAY,
                            next_update=now() + 30 * DAY)
     crl.write_bytes(pki.pem(revoked))
@@ -553,7 +552,7 @@ def test_a_stale_crl_is_graced_from_its_next_update(world):
     crl = world.root / "trust" / "ca.crl"
     next_update = now() - 2 * DAY
     crl.write_bytes(pki.pem(pki.make_crl(world.ca, [], last_update=now() - 20 * DAY, next_update=next_update)))
-    config = write_config(world, crl=[str(crl)])
+    config = write_imgdist_config(world, crl=[str(crl)])
     accepted_in_the_past(world, config, world.index_document(4, [p.entry for p in world.published.values()],
                                                              created=utc(now() - 6 * DAY)),
                          now() - 5 * DAY)
@@ -568,7 +567,7 @@ def test_a_stale_crl_is_graced_from_its_next_update(world):
 def test_an_expired_endorser_certificate_is_graced(world):
     world.endorser = pki.make_endorser(world.ca, "short-lived", key_type="ec", not_before=now() - 20 * DAY,
                                        not_after=now() - 3 * DAY)
-    config = write_config(world)
+    config = write_imgdist_config(world)
     accepted_in_the_past(world, config, world.index_document(4, [p.entry for p in world.published.values()],
                                                              created=utc(now() - 11 * DAY)),
                          now() - 10 * DAY)
@@ -580,7 +579,7 @@ def test_an_expired_endorser_certificate_is_graced(world):
 
 @pytest.mark.parametrize("value", [-1, "7d", True])
 def test_the_grace_must_be_seconds(world, value):
-    code, _unused, err = imgdist("-c", write_config(world, run_guard_grace_seconds=value), "config-check")
+    code, _unused, err = imgdist("-c", write_imgdist_config(world, run_guard_grace_seconds=value), "config-check")
     assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and "unknown key" not in err
     assert "run_guard_grace_seconds" in err and f"got {value!r}" in err
 
@@ -590,7 +589,7 @@ def test_the_grace_must_be_seconds(world, value):
 
 def fast_forwarded(world: World) -> tuple:
     """A host that accepted a forged index version 1000 after the genuine version 3: (config, mark path)."""
-    config = write_config(world, timeout=1)
+    config = write_imgdist_config(world, timeout=1)
     assert imgdist("-c", config, "sync")[0] == EXIT_OK  # genuine: version 3
     world.write_index(1000)  # signed with the endorser's key, as a stolen key would
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
@@ -704,7 +703,7 @@ def crl_server():
 def crl_config(world: World, server, names=("ca.crl",)) -> str:
     crl_dir = world.root / "trust" / "crl"
     crl_dir.mkdir(exist_ok=True)
-    return write_config(world, crl=[str(crl_dir)],
+    return write_imgdist_config(world, crl=[str(crl_dir)],
                         crl_sources=[{"url": f"{server.url}/{name}", "path": str(crl_dir / name)} for name in names])
 
 
@@ -774,14 +773,14 @@ def test_crl_refresh_refuses_and_keeps_the_installed_crl(world, crl_server, serv
     ],
 )
 def test_crl_sources_are_checked(world, sources, message):
-    config = write_config(world, crl=["/etc/vmcloud/trust/crl"], crl_sources=sources)
+    config = write_imgdist_config(world, crl=["/etc/vmcloud/trust/crl"], crl_sources=sources)
     code, _unused, err = imgdist("-c", config, "config-check")
     assert code == EXIT_CONFIG and err.startswith("imgdist: config-invalid: ") and message in err
     assert imgdist("-c", config, "crl-refresh")[0] == EXIT_CONFIG
 
 
 def test_sync_refuses_when_disabled(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     imgdist("-c", config, "--disable")
     code, out, err = imgdist("-c", config, "sync")
     assert (code, out) == (EXIT_DISABLED, "")
@@ -797,7 +796,7 @@ def test_a_timer_sync_with_older_approvals_never_undoes_the_ansible_run(world):
     old_approvals = [{"name": "slc", "version": 5}]
     new_approvals = [{"name": "alma", "version": "latest", "comment": "from the inventory"},
                      {"name": "slc", "version": 5}]
-    config = write_config(world, approved_images=old_approvals)
+    config = write_imgdist_config(world, approved_images=old_approvals)
     written = os.stat(config).st_mtime - 600  # the agent play of the run before
     os.utime(config, (written, written))
     ansible = _sync.sync(world.options(approved=new_approvals), world.engine, check_mode=False)
@@ -816,14 +815,14 @@ def test_a_timer_sync_with_older_approvals_never_undoes_the_ansible_run(world):
     assert [p for p in problems if p.startswith("config: config-behind: ")] != []
 
     # The agent play then writes the same approvals (comments and order do not count): the timer runs.
-    config = write_config(world, approved_images=list(reversed(new_approvals)))
+    config = write_imgdist_config(world, approved_images=list(reversed(new_approvals)))
     os.utime(config, (written, written))
     code, out, err = imgdist("-c", config, "sync")
     assert (code, err) == (EXIT_OK, "") and out.endswith("; no change\n")
     assert not any("config-behind" in p for p in json.loads(imgdist("-c", config, "status", "--json")[1])["problems"])
 
     # An operator who edits imgdist.yml after the Ansible run is followed: the file is the newer word.
-    config = write_config(world, approved_images=old_approvals)
+    config = write_imgdist_config(world, approved_images=old_approvals)
     code, out, err = imgdist("-c", config, "sync", "--json")
     assert (code, err) == (EXIT_OK, "") and json.loads(out)["retired"] == ["alma-9"]
 
@@ -831,7 +830,7 @@ def test_a_timer_sync_with_older_approvals_never_undoes_the_ansible_run(world):
 @pytest.mark.parametrize("record", [b"{not json", b'{"digest": 1, "converged_at": 2}', b'[]',
                                     b'{"digest": "x", "converged_at": true}'])
 def test_an_unreadable_approvals_record_stops_the_timer_naming_it(world, record):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     os.makedirs(world.host_path("index"))
     Path(world.host_path("index"), "ansible-approvals.json").write_bytes(record)
     code, out, err = imgdist("-c", config, "sync")
@@ -842,7 +841,7 @@ def test_an_unreadable_approvals_record_stops_the_timer_naming_it(world, record)
 
 
 def test_a_check_mode_ansible_run_records_no_approvals(world):
-    config = write_config(world, approved_images=[{"name": "slc", "version": 5}])
+    config = write_imgdist_config(world, approved_images=[{"name": "slc", "version": 5}])
     written = os.stat(config).st_mtime - 600
     os.utime(config, (written, written))
     _sync.sync(world.options(approved=[{"name": "alma", "version": "latest"}]), world.engine, check_mode=True)
@@ -851,7 +850,7 @@ def test_a_check_mode_ansible_run_records_no_approvals(world):
 
 
 def test_sync_exit_2_on_a_refused_index_printing_the_rule(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     world.write_index(1, expires="2020-01-01T00:00:00Z", created="2019-12-01T00:00:00Z")
     code, out, err = imgdist("-c", config, "sync", "--json")
     assert code == EXIT_INDEX_REFUSED
@@ -861,7 +860,7 @@ def test_sync_exit_2_on_a_refused_index_printing_the_rule(world):
 
 
 def test_sync_exit_5_when_the_index_is_unreachable(world):
-    config = write_config(world, index_url=str(world.root / "nowhere.yaml"))
+    config = write_imgdist_config(world, index_url=str(world.root / "nowhere.yaml"))
     code, out, err = imgdist("-c", config, "sync")
     assert (code, out) == (5, "")
     assert err == f"imgdist: fetch-failed: cannot read {world.root}/nowhere.yaml: No such file or directory\n"
@@ -882,7 +881,7 @@ def test_progress_line_on_a_terminal(world):
 
 
 def test_sync_exit_1_when_an_image_failed(world, monkeypatch):
-    config = write_config(world, timeout=1)
+    config = write_imgdist_config(world, timeout=1)
     del world.engine.swarm[world.published["alma-9"].info_hash]
     clock = FakeClock()
     real_sync = _sync.sync
@@ -895,14 +894,14 @@ def test_sync_exit_1_when_an_image_failed(world, monkeypatch):
 
 
 def test_sync_check_changes_nothing(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     code, out, _unused = imgdist("-c", config, "sync", "--check")
     assert code == EXIT_OK and "would be promoted" in out and out.endswith("would change\n")
     assert not os.path.exists(world.host_path("images")) and world.engine.torrents == {}
 
 
 def test_approval_errors_are_config_errors(world):
-    config = write_config(world, approved_images=[{"name": "alma", "verison": 3}])
+    config = write_imgdist_config(world, approved_images=[{"name": "alma", "verison": 3}])
     code, _unused, err = imgdist("-c", config, "sync")
     assert code == EXIT_CONFIG and err.startswith("imgdist: approval-invalid: vmcloud_approved_images[0]: unknown key")
 
@@ -911,7 +910,7 @@ def test_approval_errors_are_config_errors(world):
 
 
 def test_status_per_image(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     imgdist("-c", config, "sync")
     world.publish("alma", 10, compressed=True)
     world.write_index(4)
@@ -935,7 +934,7 @@ def test_status_per_image(world):
 
 
 def test_status_reports_problems_without_failing(world):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     imgdist("-c", config, "--disable")
     code, out, _unused = imgdist("-c", config, "status")
     assert code == EXIT_OK
@@ -993,7 +992,7 @@ def test_runs_as_a_module_without_ansible(tmp_path, flag_config):
 def test_the_timer_honours_the_distribution_method(world):
     # sharedfs: the images come from the shared directory, the engine is never asked.
     world.engine = None
-    config = write_config(world, distribution_method="sharedfs", sharedfs_dir=str(world.root / "origin"))
+    config = write_imgdist_config(world, distribution_method="sharedfs", sharedfs_dir=str(world.root / "origin"))
     code, out, err = imgdist("-c", config, "sync")
     assert (code, err) == (EXIT_OK, "")
     assert sorted(ImageStore(world.host_path("images")).manifest()) == sorted(world.published)
@@ -1015,7 +1014,7 @@ def test_a_sync_writes_the_textfile_and_last_sync(world):
 
     textfiles = world.root / "textfile"
     textfiles.mkdir()
-    config = write_config(world, metrics_textfile_dir=str(textfiles))
+    config = write_imgdist_config(world, metrics_textfile_dir=str(textfiles))
     before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
     assert os.listdir(textfiles) == ["vmcloud_imgdist.prom"]  # no temp file left for node_exporter to read
@@ -1047,7 +1046,7 @@ def test_a_failed_sync_keeps_the_last_success_and_names_the_rule(world):
 
     textfiles = world.root / "textfile"
     textfiles.mkdir()
-    config = write_config(world, metrics_textfile_dir=str(textfiles))
+    config = write_imgdist_config(world, metrics_textfile_dir=str(textfiles))
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
     success = json.loads(Path(world.host_path("index"), "last-sync.json").read_text())["last_success"]
     world.write_index(2)  # lower than the accepted version 3: refused (rollback)
@@ -1068,7 +1067,7 @@ def test_a_failed_sync_keeps_the_last_success_and_names_the_rule(world):
 
 
 def test_without_a_textfile_dir_nothing_is_written_there_and_check_records_nothing(world, tmp_path):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     assert imgdist("-c", config, "sync", "--check")[0] == EXIT_OK
     assert not os.path.exists(os.path.join(world.host_path("index"), "last-sync.json"))
     before = set(tmp_path.rglob("*"))
@@ -1079,7 +1078,7 @@ def test_without_a_textfile_dir_nothing_is_written_there_and_check_records_nothi
 
 
 def test_an_unwritable_textfile_dir_warns_and_the_sync_still_succeeds(world):
-    config = write_config(world, metrics_textfile_dir=str(world.root / "missing"))
+    config = write_imgdist_config(world, metrics_textfile_dir=str(world.root / "missing"))
     code, _out, err = imgdist("-c", config, "sync")
     assert code == EXIT_OK
     assert err.startswith(f"imgdist: warning: metrics-unwritable: {world.root / 'missing'}: ")
@@ -1088,7 +1087,7 @@ def test_an_unwritable_textfile_dir_warns_and_the_sync_still_succeeds(world):
 def test_the_hooks_refusals_are_counted(world):
     from tests.unit.plugins.module_utils.test_metrics import parse, value
 
-    config = write_config(world, approved_images=[{"name": "alma"}])
+    config = write_imgdist_config(world, approved_images=[{"name": "alma"}])
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
     loaded = _imgdist_config.load_config(config, required=True)
     code, result = _imgdist_status.check_image(loaded, "centos-7")

@@ -24,8 +24,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute i
 from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import Options, find_unknown, plan_reconcile
 from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_scan import MAX_DEPTH, printable
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import MANIFEST, META_DIR, ImageStore
-
-from .conftest import imgdist, write_config
+from tests.unit.sync_world import imgdist, write_imgdist_config
 
 
 @contextmanager
@@ -188,7 +187,7 @@ def test_a_fifo_where_a_managed_image_was_neither_hangs_nor_passes(held):
 
 
 def test_imgdist_status_with_a_fifo_for_an_image_reports_it(world, tmp_path):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     assert imgdist("-c", config, "sync")[0] == 0
     store = Path(world.host_path("images"))
     image = store / "slc_5.img"
@@ -220,7 +219,7 @@ def test_a_fifo_is_never_opened_even_when_its_size_matches(tmp_path):
 
 
 def test_imgdist_lists_a_name_that_is_not_utf8_printably(world, tmp_path):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     assert imgdist("-c", config, "sync")[0] == 0
     with open(os.path.join(os.fsencode(world.host_path("images")), b"caf\xe9.img"), "wb") as handle:
         handle.write(b"x")
@@ -230,7 +229,7 @@ def test_imgdist_lists_a_name_that_is_not_utf8_printably(world, tmp_path):
 
 
 def test_imgdist_status_reports_a_manifest_it_cannot_use(world, tmp_path):
-    config = write_config(world)
+    config = write_imgdist_config(world)
     assert imgdist("-c", config, "sync")[0] == 0
     manifest = Path(world.host_path("images")) / META_DIR / MANIFEST
     manifest.write_text('{"format": 1, "images": []}')
