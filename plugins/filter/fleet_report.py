@@ -68,7 +68,7 @@ import json
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import (
     EXIT_CONFIG,
     EXIT_DISABLED,
     EXIT_ERROR,

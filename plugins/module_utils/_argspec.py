@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._engine import DEFAULT_RPC_TIMEOUT, ENGINES
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._methods import METHODS_ARGSPEC
-from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED
+from ._reconcile_plan import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED
 from ._store import DEFAULT_STORE_DIR
 from ._sync import (
     DEFAULT_DOWNLOAD_TIMEOUT,
@@ -63,7 +63,7 @@ ENGINE_ARGSPEC = {
     "rpc_timeout": {"type": "float", "default": DEFAULT_RPC_TIMEOUT},
 }
 
-# How images that are no longer desired leave the store (_reconcile.Options): image_store and
+# How images that are no longer desired leave the store (_reconcile_plan.Options): image_store and
 # image_sync alike, so the sync's retirement and the reconcile run follow one plan.
 RETIRE_ARGSPEC = {
     "not_desired": {"type": "str", "choices": list(NOT_DESIRED), "default": "retire"},

@@ -603,7 +603,7 @@ class ImageStore:
         open, or a libvirt domain reads it (``domains``, read from libvirt when not given; ``_inuse``).
 
         The one function that deletes a managed image; only the reconcile executor
-        (``_reconcile.apply_plan``) calls it, after its plan checked the name (a plain name in the
+        (``_reconcile_execute.apply_plan``) calls it, after its plan checked the name (a plain name in the
         store), the identity of the file and who holds it. Everything that retires (image_sync,
         ``imgdist sync``, image_store) goes through that plan."""
         manifest = self.manifest()

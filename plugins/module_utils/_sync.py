@@ -22,9 +22,10 @@ hypervisors under Debian's python3.
    stalled with no peers is loaded again once; a held image whose seeding copy went bad
    (``staged_copy_bad``) is loaded again so that its bad pieces are fetched again;
 5. retire what is no longer desired with the same plan as the image_store module
-   (``_reconcile.plan_reconcile`` / ``apply_plan``: plain names, confinement, identity recheck, in
-   use, ``not_desired`` and the quota): a superseded image stays while a desired image of its name is
-   not in the store (``superseded_pending``), unless it is blocked or withdrawn from the index; then
+   (``_reconcile_plan.plan_reconcile`` / ``_reconcile_execute.apply_plan``: plain names, confinement,
+   identity recheck, in use, ``not_desired`` and the quota): a superseded image stays while a desired
+   image of its name is not in the store (``superseded_pending``), unless it is blocked or withdrawn
+   from the index; then
    drop from the engine, staging and .torrent files what no desired or still-held image uses.
 
 Before anything changes (the rollback mark included), undefined approvals (``approvals-undefined``),
@@ -60,8 +61,9 @@ from ._index_service import commit_accepted, fetch_and_accept, selection_for
 from ._io import differs, fsync_directory, write_atomic
 from ._lock import host_lock, lock_path
 from ._methods import BAD_CONTENT_RULES, Method, method_for
-from ._reconcile import DEFAULT_RETIRE_MAX_PERCENT, apply_plan, plan_reconcile
-from ._reconcile import Options as ReconcileOptions
+from ._reconcile_execute import apply_plan
+from ._reconcile_plan import DEFAULT_RETIRE_MAX_PERCENT, plan_reconcile
+from ._reconcile_plan import Options as ReconcileOptions
 from ._selection import is_blocked, parse_approvals
 from ._store import ImageStore, sha256_file
 from ._torrent import (

@@ -18,9 +18,6 @@ description:
     later, lower version or a different index with the same version is refused (rollback protection).
   - When O(approved) is given, also computes the host's desired images (endorsed, approved and
     targeted at the host, minus blocked) and reports every approval that could not be met and why.
-requirements:
-  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
-  - PyYAML (Debian package python3-yaml)
 author:
   - vmcloud team (@vmcloud)
 extends_documentation_fragment:
@@ -29,6 +26,8 @@ extends_documentation_fragment:
   - vmcloud.fleet._index_trust
   - vmcloud.fleet._index_trust.SELECTION
   - vmcloud.fleet._index_trust.FETCH
+  - vmcloud.fleet._requirements.CRYPTOGRAPHY
+  - vmcloud.fleet._requirements.YAML
 options:
   src:
     description:

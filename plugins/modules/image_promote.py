@@ -22,15 +22,14 @@ description:
   - Retiring images is M(vmcloud.fleet.image_store)'s (and M(vmcloud.fleet.image_sync)'s, which follows the same
     plan), one implementation with its name, confinement, identity, in-use, supersession and mass-deletion
     checks. This module no longer retires (C(state=absent), C(uuid) and C(keep) are gone).
-requirements:
-  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
-  - PyYAML (Debian package python3-yaml)
-  - fastbencode (Debian package python3-fastbencode)
 author:
   - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
+  - vmcloud.fleet._requirements.CRYPTOGRAPHY
+  - vmcloud.fleet._requirements.YAML
+  - vmcloud.fleet._requirements.FASTBENCODE
 options:
   store:
     description: The image store directory. Staging and store must be on one filesystem for the

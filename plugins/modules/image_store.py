@@ -24,15 +24,15 @@ description:
     plan a real run executes, with the same diff (the store's file list and managed images, before and
     after).
   - See C(docs/reconcile.md) for what counts as unknown and what the hash cache cannot detect.
-requirements:
-  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
-  - PyYAML (Debian package python3-yaml)
-  - fastbencode (Debian package python3-fastbencode)
 author:
   - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
+  - vmcloud.fleet._requirements.CRYPTOGRAPHY
+  - vmcloud.fleet._requirements.YAML
+  - vmcloud.fleet._requirements.FASTBENCODE
+  - vmcloud.fleet._retire
 options:
   path:
     description: The image store directory. A store that does not exist yet holds nothing.
@@ -60,42 +60,6 @@ options:
     type: str
     choices: [report, quarantine, remove]
     default: report
-  not_desired:
-    description:
-      - What to do with images vmcloud holds that are no longer desired. V(retire) removes them.
-        V(keep) keeps them as a local cache (a quick rollback) and evicts them, oldest first, only when
-        O(max_bytes) or O(high_watermark_percent) needs the space; without either they stay.
-    type: str
-    choices: [retire, keep]
-    default: retire
-  max_bytes:
-    description:
-      - Quota of the store, in bytes (apparent size of every regular file under it, the quarantine
-        included). When the store would still exceed it after this run's removals, kept images that are
-        no longer desired are evicted, oldest modification time first, until it does not.
-      - A desired image is never evicted; when the store stays over, RV(quota.over_after) says so and the
-        module warns.
-    type: int
-  high_watermark_percent:
-    description:
-      - Like O(max_bytes), for the filesystem holding the store. Evicts until the filesystem's used space
-        is at most this percentage of its size. With O(max_bytes) too, the stricter of the two applies.
-    type: int
-  retire_max_percent:
-    description:
-      - The mass-deletion guard. A run that would retire (or evict) more than this percentage of the images
-        vmcloud manages in the store stops before changing anything, with rule C(retire-guard) saying how many
-        of how many, unless O(retire_confirm=true). An image superseded by a newer version of the same name that
-        is in the store does not count. V(100) turns the guard off.
-      - The hypervisor role sets it from C(vmcloud_retire_max_percent).
-    type: int
-    default: 50
-  retire_confirm:
-    description:
-      - Confirm a run the O(retire_max_percent) guard stops (C(-e vmcloud_retire_confirm=true) with the
-        hypervisor role). An explicit empty O(desired) counts toward the guard like any other.
-    type: bool
-    default: false
   grace_seconds:
     description:
       - Age (since last modification) under which vmcloud's own temporary files (C(.promote-*), a promotion
@@ -114,6 +78,9 @@ options:
 notes:
   - An action whose entry changed, or became held open, between planning and acting is not carried out;
     it is listed in RV(deferred) and the next run plans it again.
+  - A desired image is never evicted; when the store stays over O(max_bytes) or O(high_watermark_percent),
+    RV(quota.over_after) says so and the module warns.
+  - An explicit empty O(desired) counts toward the O(retire_max_percent) guard like any other.
 """
 
 EXAMPLES = r"""
@@ -419,13 +386,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import DEFAULT_STATE_DIR, RETIRE_ARGSPEC
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._lock import host_lock, lock_path
-from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute import apply_plan, report
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import (
     DEFAULT_GRACE_SECONDS,
     POLICIES,
     Options,
-    apply_plan,
     plan_reconcile,
-    report,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import DEFAULT_STORE_DIR

@@ -12,13 +12,12 @@ description:
   - Reads the store's manifest and reports each managed image with its state. An image whose file is
     unchanged since it was verified (same size, mtime and inode) is not read again; a changed one is
     hashed again and reported V(present) or V(corrupt).
-requirements:
-  - fastbencode (Debian package python3-fastbencode)
 author:
   - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.INFO_MODULE
+  - vmcloud.fleet._requirements.FASTBENCODE
 options:
   store:
     description: The image store directory.

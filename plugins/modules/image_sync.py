@@ -34,10 +34,6 @@ description:
   - A failure on one image (a .torrent that does not verify, a download timeout, a SHA-256 mismatch)
     is reported in RV(failures) and the other images go on; the task then fails with rule
     C(images-failed) after doing everything it could. A refused index changes nothing.
-requirements:
-  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
-  - PyYAML (Debian package python3-yaml)
-  - fastbencode (Debian package python3-fastbencode)
 author:
   - vmcloud team (@vmcloud)
 extends_documentation_fragment:
@@ -47,6 +43,10 @@ extends_documentation_fragment:
   - vmcloud.fleet._index_trust
   - vmcloud.fleet._index_trust.SELECTION
   - vmcloud.fleet._index_trust.FETCH
+  - vmcloud.fleet._requirements.CRYPTOGRAPHY
+  - vmcloud.fleet._requirements.YAML
+  - vmcloud.fleet._requirements.FASTBENCODE
+  - vmcloud.fleet._retire
 options:
   src:
     description:
@@ -137,31 +137,6 @@ options:
       - Seconds between progress checks while waiting.
     type: float
     default: 2
-  not_desired:
-    description:
-      - What to do with images no longer desired. V(retire) removes them (once their successors are in the
-        store), V(keep) keeps them as a local cache until O(max_bytes) or O(high_watermark_percent) needs the space, as
-        M(vmcloud.fleet.image_store) does.
-    type: str
-    choices: [retire, keep]
-    default: retire
-  max_bytes:
-    description: Quota of the store in bytes (see M(vmcloud.fleet.image_store)).
-    type: int
-  high_watermark_percent:
-    description: Quota as a percentage of the store's filesystem (see M(vmcloud.fleet.image_store)).
-    type: int
-  retire_max_percent:
-    description:
-      - The mass-deletion guard. A run that would retire more than this percentage of the images the store
-        holds stops before changing anything (rule C(retire-guard)). A superseded image whose successors are
-        in the store does not count. V(100) turns the guard off.
-    type: int
-    default: 50
-  retire_confirm:
-    description: Confirm a run O(retire_max_percent) stops (C(-e vmcloud_retire_confirm=true)).
-    type: bool
-    default: false
 notes:
   - Check mode verifies the index, reads (and verifies) the .torrent files it would fetch, and asks the
     engine and the store what they hold; it returns the same lists a real run would, and writes

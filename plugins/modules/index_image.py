@@ -21,14 +21,13 @@ description:
   - Signatures that no longer verify over the new content are dropped (see RV(dropped_signers));
     sign the result with M(vmcloud.fleet.index_sign).
   - Creates the index file (version 1) when it does not exist; O(url) and O(endorser) are needed then.
-requirements:
-  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
-  - PyYAML (Debian package python3-yaml)
 author:
   - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
+  - vmcloud.fleet._requirements.CRYPTOGRAPHY
+  - vmcloud.fleet._requirements.YAML
 options:
   path:
     description:
@@ -245,13 +244,13 @@ from typing import Any, Dict, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_document import (
     dump_signed,
-    edit_index,
     existing_syntax,
     read_document,
     write_document,
 )
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_edit import edit_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 

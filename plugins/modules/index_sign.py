@@ -19,14 +19,13 @@ description:
     several endorsers can co-sign one version to meet a site's threshold.
   - Refuses an expired index, a key that does not belong to its certificate, and certificates that
     readers would refuse (expired, not yet valid, without C(digitalSignature) key usage).
-requirements:
-  - cryptography (Debian package python3-cryptography; 38.0.4 on bookworm is enough)
-  - PyYAML (Debian package python3-yaml)
 author:
   - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
+  - vmcloud.fleet._requirements.CRYPTOGRAPHY
+  - vmcloud.fleet._requirements.YAML
 options:
   path:
     description:
@@ -125,14 +124,16 @@ from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_document import (
     EndorseError,
+    read_document,
+    write_document,
+)
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_sign import (
     describe_signatures,
     load_signer_files,
-    read_document,
     sign_index,
     valid_signers,
-    write_document,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require

@@ -17,13 +17,12 @@ description:
   - By default the torrent is not private, so hypervisors may also find each other through DHT and PEX.
     With O(private=true) it is a private torrent (BEP 27) for sites whose images must not leave the fleet.
   - Used on the endorser side; the returned digests are what the image index records.
-requirements:
-  - fastbencode (Debian package python3-fastbencode)
 author:
   - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
+  - vmcloud.fleet._requirements.FASTBENCODE
 options:
   path:
     description:

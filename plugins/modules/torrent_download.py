@@ -17,14 +17,13 @@ description:
     O(delete_data=true). The image store's lifecycle belongs to the caller.
   - Talks to the engine through the collection's engine interface; rtorrent is driven over
     XML-RPC on its SCGI unix socket.
-requirements:
-  - fastbencode (Debian package python3-fastbencode)
 author:
   - vmcloud team (@vmcloud)
 extends_documentation_fragment:
   - vmcloud.fleet._engine
   - vmcloud.fleet._attributes
   - vmcloud.fleet._attributes.STATE_CHANGING
+  - vmcloud.fleet._requirements.FASTBENCODE
 options:
   torrent:
     description:

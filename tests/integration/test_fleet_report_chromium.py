@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist_status
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import TorrentStatus
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 
@@ -100,7 +100,7 @@ class Site:
         for key, state, completed in rows:
             img = self.images[key]
             status = engine(img, state, completed, str(staging)) if state else None
-            status_rows.append(_imgdist._status_row(img, holdings.get(img["uuid"]), status, True,
+            status_rows.append(_imgdist_status.status_row(img, holdings.get(img["uuid"]), status, True,
                                                     store.path_of(img)))
         facts = base / "facts"
         facts.mkdir()

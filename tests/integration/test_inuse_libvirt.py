@@ -29,12 +29,8 @@ from typing import Dict, Iterator, List
 import pytest
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._inuse import Libvirt, libvirt_domains
-from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
-    Options,
-    apply_plan,
-    plan_reconcile,
-    report,
-)
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute import apply_plan, report
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import Options, plan_reconcile
 from tests.unit.plugins.module_utils.test_reconcile import Site, snapshot
 
 from .conftest import _die_with_parent, require, stop_daemon, wait_until

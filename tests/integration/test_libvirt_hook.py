@@ -32,8 +32,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _imgdist_config, _imgdist_status, _sync
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import (
     EXIT_NOT_APPROVED,
     EXIT_NOT_ENDORSED,
     EXIT_NOT_VERIFIED,
@@ -265,7 +265,8 @@ def host(tmp_path_factory, crl_server) -> Host:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_sync, "read_source", world.fetcher())
         engine = FakeEngine.serving(world)
-        patch.setattr(_imgdist, "engine_for", lambda *args, **kwargs: engine)
+        for module in (_imgdist, _imgdist_status):  # the sync, and status/metrics
+            patch.setattr(module, "engine_for", lambda *args, **kwargs: engine)
         host.render(every)
         assert sorted(host.sync()["promoted"]) == ["alma-9", "centos-7", "slc-5"]
         # The site withdraws its approval of slc; the endorser drops centos from the index. Guests
@@ -575,7 +576,7 @@ def test_the_timer_refreshes_the_crls_before_each_sync(host, crl_server):
                                                            next_update=now() - day))
         done = subprocess.run([str(host.launcher), "-c", str(host.config), "crl-refresh"], env=HOOK_ENV,
                               capture_output=True, text=True, timeout=60, check=False)
-        assert done.returncode == _imgdist.EXIT_ERROR
+        assert done.returncode == _imgdist_config.EXIT_ERROR
         assert done.stdout.startswith(f"crl {host.crl_url} -> {installed}: NOT installed: crl-stale: ")
         assert installed.read_bytes() == fresh  # the installed one stays
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import load_config, options_from
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import load_config, options_from
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"

@@ -11,19 +11,16 @@ comes from an origin seeder over BitTorrent, the other only from its web seed (t
 from __future__ import annotations
 
 import functools
-import io
-import json
 import os
 import threading
 
 import pytest
-import yaml
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import EXIT_OK, main
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import EXIT_OK
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from tests.integration.conftest import LOOPBACK, wait_until
 from tests.integration.test_libtorrent_engine import RangeHandler
-from tests.unit.sync_world import World, sha256_of
+from tests.unit.sync_world import World, imgdist_json, sha256_of, write_imgdist_config
 
 WAIT = 60
 IMAGE_BYTES = 4 * 1024 * 1024
@@ -47,13 +44,6 @@ def catalogue(tmp_path):
         server.server_close()
 
 
-def imgdist_json(*argv: str) -> tuple:
-    out, err = io.StringIO(), io.StringIO()
-    code = main([*argv, "--json"], out=out, err=err)
-    assert "Traceback" not in err.getvalue()
-    return code, json.loads(out.getvalue())
-
-
 def test_imgdist_sync_with_libtorrent(catalogue, tracker, libtorrent_factory, tmp_path):
     base_url = f"http://{LOOPBACK}:{catalogue.server_address[1]}"
     world = World(tmp_path / "world", base_url=base_url, announce=tracker.announce)
@@ -68,22 +58,9 @@ def test_imgdist_sync_with_libtorrent(catalogue, tracker, libtorrent_factory, tm
     assert origin.engine().wait_complete(swarmed.info_hash, timeout=WAIT, poll_interval=0.2).state == "seeding"
 
     host = libtorrent_factory("hv1")
-    config = world.root / "imgdist.yml"
-    config.write_text(yaml.safe_dump({
-        "index_url": world.index_url,
-        "trust_anchors": [str(world.root / "trust" / "ca.pem")],
-        "approved_images": [{"name": "cernvm", "version": "latest"}, {"name": "slc5", "version": "latest"}],
-        "host": "hv1",
-        "store_dir": world.host_path("images"),
-        "staging_dir": world.host_path("staging"),
-        "torrent_dir": world.host_path("torrents"),
-        "state_dir": world.host_path("index"),
-        "disabled_flag": world.host_path("disabled"),
-        "engine": "libtorrent",
-        "socket": host.socket,
-        "timeout": WAIT,
-        "poll_interval": 0.2,
-    }))
+    config = write_imgdist_config(
+        world, index_url=world.index_url, engine="libtorrent", socket=host.socket, timeout=WAIT, poll_interval=0.2,
+        approved_images=[{"name": "cernvm", "version": "latest"}, {"name": "slc5", "version": "latest"}])
     code, report = imgdist_json("-c", str(config), "sync")
     assert code == EXIT_OK, (report, origin.log(), host.log())
     assert sorted(report["promoted"]) == sorted([swarmed.uuid, web_only.uuid]) and report["failures"] == []

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import io
-import json
 import os
 import re
 import threading
@@ -22,16 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import (
     EXIT_IMAGES_FAILED,
     EXIT_NOT_APPROVED,
     EXIT_OK,
-    main,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
-from tests.unit.sync_world import World, sha256_of
+from tests.unit.sync_world import World, imgdist, imgdist_json, sha256_of, write_imgdist_config
 
 WAIT = 60  # seconds: the bound on every download and on the seeder's hash check
 IMAGE_BYTES = 4 * 1024 * 1024
@@ -78,35 +74,8 @@ def world(catalogue, tracker, seeder, tmp_path) -> World:
 
 def write_config(world: World, leecher, approved: list, timeout: int = WAIT) -> str:
     os.makedirs(world.host_path("staging"), exist_ok=True)  # the rtorrent role makes it
-    path = world.root / "imgdist.yml"
-    path.write_text(yaml.safe_dump({
-        "index_url": world.index_url,
-        "trust_anchors": [str(world.root / "trust" / "ca.pem")],
-        "approved_images": approved,
-        "host": "hv1",
-        "store_dir": world.host_path("images"),
-        "staging_dir": world.host_path("staging"),
-        "torrent_dir": world.host_path("torrents"),
-        "state_dir": world.host_path("index"),
-        "disabled_flag": world.host_path("disabled"),
-        "engine": "rtorrent",
-        "socket": leecher.socket,
-        "timeout": timeout,
-        "poll_interval": 0.2,
-    }))
-    return str(path)
-
-
-def imgdist(*argv: str) -> tuple:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
-
-
-def imgdist_json(*argv: str) -> tuple:
-    code, out, err = imgdist(*argv, "--json")
-    assert "Traceback" not in err
-    return code, json.loads(out)
+    return write_imgdist_config(world, index_url=world.index_url, approved_images=approved, engine="rtorrent",
+                                socket=leecher.socket, timeout=timeout, poll_interval=0.2)
 
 
 def test_sync_download_verify_promote_retire(world, leecher):

@@ -14,11 +14,16 @@ from __future__ import annotations
 import datetime
 import gzip
 import hashlib
+import io
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
+import yaml
+
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync
 from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import (
     FETCH_ARGSPEC,
     INDEX_TRUST_ARGSPEC,
@@ -280,3 +285,67 @@ def snapshot(directory: os.PathLike) -> Dict[str, bytes]:
     if not root.exists():
         return {}
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------- a served catalogue
+
+ALMA_AND_SLC = (("alma", 9, True), ("slc", 5, False))  # (name, version, compressed)
+
+
+def served_world(tmp_path: Path, monkeypatch: Any, published: Iterable[tuple] = ALMA_AND_SLC, index_version: int = 3,
+                 engine_for: Iterable[Any] = (), fetches: Optional[List[str]] = None) -> World:
+    """A catalogue publishing ``published`` in index ``index_version``, whose .torrent files stand in
+    for ``_sync.read_source`` (the fetched URLs appended to ``fetches``) and, when ``engine_for`` names
+    modules, a FakeEngine seeding every image (``world.engine``) as each of those modules' ``engine_for``."""
+    world = World(tmp_path)
+    for name, version, compressed in published:
+        world.publish(name, version, compressed=compressed)
+    world.write_index(index_version)
+    if fetches is not None:
+        world.fetches = fetches
+    monkeypatch.setattr(_sync, "read_source", world.fetcher(fetches))
+    modules = list(engine_for)
+    if modules:
+        world.engine = FakeEngine.serving(world)
+        for module in modules:
+            monkeypatch.setattr(module, "engine_for", lambda *a, **k: world.engine)
+    return world
+
+
+# ---------------------------------------------------------------- imgdist on the host
+
+
+def write_imgdist_config(world: World, **overrides: Any) -> str:
+    """The host's imgdist.yml (as the vmic_agent role writes it) for ``world``, with ``overrides``
+    (an engine, its socket, an HTTP ``index_url``...)."""
+    document = {
+        "index_url": str(world.index_path),
+        "trust_anchors": [str(world.root / "trust" / "ca.pem")],
+        "approved_images": [{"name": "alma", "version": "latest"}, {"name": "slc", "version": 5}],
+        "host": "hv1",
+        "store_dir": world.host_path("images"),
+        "staging_dir": world.host_path("staging"),
+        "torrent_dir": world.host_path("torrents"),
+        "state_dir": world.host_path("index"),
+        "disabled_flag": world.host_path("disabled"),
+        "timeout": 5,
+        "poll_interval": 0.01,
+    }
+    document.update(overrides)
+    path = world.root / "imgdist.yml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def imgdist(*argv: str) -> tuple:
+    """``imgdist ARGV`` in process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = _imgdist.main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def imgdist_json(*argv: str) -> tuple:
+    """``imgdist ARGV --json`` in process: (exit status, the parsed output); never a traceback."""
+    code, out, err = imgdist(*argv, "--json")
+    assert "Traceback" not in err
+    return code, json.loads(out)

@@ -6,16 +6,14 @@ Each ends in one line naming the rule; state_dir (and the store) stay byte for b
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _sync
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import EXIT_INDEX_REFUSED, EXIT_OK, main
-from tests.unit.plugins.module_utils.test_imgdist import write_config
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist, _imgdist_status
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import EXIT_INDEX_REFUSED, EXIT_OK
 from tests.unit.plugins.module_utils.test_index import snapshot
-from tests.unit.sync_world import FakeEngine, World
+from tests.unit.sync_world import World, imgdist, served_world, write_imgdist_config
 
 CRAFTED = {
     "json-5000-deep": (b'{"signed": ' + b"[" * 5000 + b"]" * 5000 + b', "signatures": []}', "index-too-deep"),
@@ -35,25 +33,13 @@ CRAFTED = {
 
 @pytest.fixture
 def world(tmp_path, monkeypatch) -> World:
-    world = World(tmp_path)
-    world.publish("alma", 9, compressed=True)
-    world.write_index(3)
-    monkeypatch.setattr(_sync, "read_source", world.fetcher())
-    world.engine = FakeEngine.serving(world)
-    monkeypatch.setattr(_imgdist, "engine_for", lambda *a, **k: world.engine)
-    return world
-
-
-def imgdist(*argv: str) -> tuple:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
+    return served_world(tmp_path, monkeypatch, published=[("alma", 9, True)], engine_for=(_imgdist, _imgdist_status))
 
 
 @pytest.mark.parametrize("case", sorted(CRAFTED))
 def test_imgdist_sync_refuses_crafted_indexes_with_one_line(world, case):
     data, rule = CRAFTED[case]
-    config = write_config(world, approved_images=[{"name": "alma", "version": "latest"}])
+    config = write_imgdist_config(world, approved_images=[{"name": "alma", "version": "latest"}])
     assert imgdist("-c", config, "sync")[0] == EXIT_OK
     state, store = world.root / "host" / "index", world.root / "host" / "images"
     before = (snapshot(state), snapshot(store))

@@ -27,7 +27,8 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._inuse import (
     domain_disks,
     libvirt_domains,
 )
-from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import apply_plan, plan_reconcile, report
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute import apply_plan, report
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import plan_reconcile
 
 from .test_reconcile import Site, snapshot
 
@@ -364,7 +365,7 @@ def test_kept_images_used_by_domains_are_never_evicted(tmp_path):
 
 
 def _options(**kwargs):
-    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import Options
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import Options
 
     return Options(**kwargs)
 

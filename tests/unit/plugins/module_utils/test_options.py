@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import EXIT_CONFIG, main
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import main
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import EXIT_CONFIG
 from ansible_collections.vmcloud.fleet.plugins.module_utils._options import (
     INDEX_CHECKS,
     SYNC_CHECKS,

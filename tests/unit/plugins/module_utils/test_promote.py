@@ -23,7 +23,8 @@ import pytest
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils import _store
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import StoreError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import apply_plan, plan_reconcile, report
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute import apply_plan, report
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import plan_reconcile
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent
 

@@ -21,17 +21,15 @@ import pytest
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils import _store
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import StoreError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute import apply_plan, report
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import (
     Options,
     Plan,
-    apply_plan,
     find_pending,
     find_unknown,
-    open_files,
     plan_reconcile,
-    report,
 )
-from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
+from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore, open_files
 
 KIB = 1024
 
@@ -311,10 +309,11 @@ def test_find_pending_is_the_plans_decision_without_reading_who_uses_what(site, 
     other = site.image("slc-5", family="slc")
     new = dict(site.unpromoted("alma-10"), name="alma")
     before = snapshot(site.root)
-    monkeypatch.setattr("ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile.libvirt_domains",
+    monkeypatch.setattr("ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_scan.libvirt_domains",
                         lambda *a: pytest.fail("find_pending read libvirt's domains"))
-    monkeypatch.setattr("ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile.open_files",
-                        lambda *a: pytest.fail("find_pending scanned /proc"))
+    for module in ("_reconcile_scan", "_reconcile_plan"):
+        monkeypatch.setattr(f"ansible_collections.vmcloud.fleet.plugins.module_utils.{module}.open_files",
+                            lambda *a: pytest.fail("find_pending scanned /proc"))
     found = find_pending(str(site.root), [new, other], now=site.now)
     monkeypatch.undo()
     assert {uuid: p.as_dict() for uuid, p in found.items()} == {

@@ -196,8 +196,9 @@ def test_retire_never_removes_a_file_held_open(staged, store):
 
 
 def test_the_reconcile_plan_retires_all_but_the_desired_and_keeps_unknown_files(tmp_path, store):
-    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import Options, apply_plan, plan_reconcile
-    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import report as reconcile_report
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute import apply_plan
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute import report as reconcile_report
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import Options, plan_reconcile
 
     entries = {}
     for name in ("a", "b", "c"):
@@ -235,7 +236,8 @@ def test_retiring_an_old_version_keeps_a_new_version_with_the_same_file_name(tmp
         path.write_bytes(content)
     store.promote(entry_for(old, uuid="cernvm-1"), str(old))
     kept = store.promote(entry_for(new, uuid="cernvm-2"), str(new))
-    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import apply_plan, plan_reconcile, report
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute import apply_plan, report
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import plan_reconcile
 
     result = report(apply_plan(plan_reconcile(store.root, [entry_for(new, uuid="cernvm-2")])))
     assert result["forgotten"] == ["cernvm-1"] and result["retired"] == []

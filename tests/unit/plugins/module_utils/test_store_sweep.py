@@ -20,16 +20,11 @@ from typing import Any, Dict, Iterator
 import pytest
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import StoreError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile import (
-    MAX_DEPTH,
-    Options,
-    apply_plan,
-    find_unknown,
-    plan_reconcile,
-    printable,
-    report,
-)
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_execute import apply_plan, report
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import Options, find_unknown, plan_reconcile
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_scan import MAX_DEPTH, printable
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import MANIFEST, META_DIR, ImageStore
+from tests.unit.sync_world import imgdist, write_imgdist_config
 
 
 @contextmanager
@@ -191,18 +186,15 @@ def test_a_fifo_where_a_managed_image_was_neither_hangs_nor_passes(held):
     assert plan.images[0].state == "corrupt" and "other" in plan.images[0].reason
 
 
-def test_imgdist_status_with_a_fifo_for_an_image_reports_it(tmp_path, monkeypatch):
-    from tests.unit.plugins.module_utils.test_imgdist import run, world, write_config  # noqa: F401 - fixture
-
-    here = world.__wrapped__(tmp_path, monkeypatch)
-    config = write_config(here)
-    assert run("-c", config, "sync")[0] == 0
-    store = Path(here.host_path("images"))
+def test_imgdist_status_with_a_fifo_for_an_image_reports_it(world, tmp_path):
+    config = write_imgdist_config(world)
+    assert imgdist("-c", config, "sync")[0] == 0
+    store = Path(world.host_path("images"))
     image = store / "slc_5.img"
     image.unlink()
     os.mkfifo(image)
     with no_hang():
-        code, out, _unused = run("-c", config, "status", "--json")
+        code, out, _unused = imgdist("-c", config, "status", "--json")
     rows = {row["uuid"]: row for row in json.loads(out)["images"]}
     assert code == 0 and rows["slc-5"]["state"] == "corrupt" and rows["alma-9"]["state"] == "ready"
     assert rows["slc-5"]["store_reason"] == "not a regular file (a FIFO)"
@@ -226,28 +218,22 @@ def test_a_fifo_is_never_opened_even_when_its_size_matches(tmp_path):
     assert holding["state"] == "corrupt" and plan.images[0].state == "corrupt"
 
 
-def test_imgdist_lists_a_name_that_is_not_utf8_printably(tmp_path, monkeypatch):
-    from tests.unit.plugins.module_utils.test_imgdist import run, world, write_config  # noqa: F401 - fixture
-
-    here = world.__wrapped__(tmp_path, monkeypatch)
-    config = write_config(here)
-    assert run("-c", config, "sync")[0] == 0
-    with open(os.path.join(os.fsencode(here.host_path("images")), b"caf\xe9.img"), "wb") as handle:
+def test_imgdist_lists_a_name_that_is_not_utf8_printably(world, tmp_path):
+    config = write_imgdist_config(world)
+    assert imgdist("-c", config, "sync")[0] == 0
+    with open(os.path.join(os.fsencode(world.host_path("images")), b"caf\xe9.img"), "wb") as handle:
         handle.write(b"x")
-    code, out, _unused = run("-c", config, "--list_unknown_files")
+    code, out, _unused = imgdist("-c", config, "--list_unknown_files")
     assert code == 0 and out == "caf\\xe9.img\n"
     out.encode("utf-8")
 
 
-def test_imgdist_status_reports_a_manifest_it_cannot_use(tmp_path, monkeypatch):
-    from tests.unit.plugins.module_utils.test_imgdist import run, world, write_config  # noqa: F401 - fixture
-
-    here = world.__wrapped__(tmp_path, monkeypatch)
-    config = write_config(here)
-    assert run("-c", config, "sync")[0] == 0
-    manifest = Path(here.host_path("images")) / META_DIR / MANIFEST
+def test_imgdist_status_reports_a_manifest_it_cannot_use(world, tmp_path):
+    config = write_imgdist_config(world)
+    assert imgdist("-c", config, "sync")[0] == 0
+    manifest = Path(world.host_path("images")) / META_DIR / MANIFEST
     manifest.write_text('{"format": 1, "images": []}')
-    code, out, _unused = run("-c", config, "status", "--json")
+    code, out, _unused = imgdist("-c", config, "status", "--json")
     report = json.loads(out)
     assert code == 0 and any(p.startswith("store: store-invalid: ") for p in report["problems"])
     assert manifest.read_text() == '{"format": 1, "images": []}'

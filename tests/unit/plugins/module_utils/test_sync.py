@@ -19,7 +19,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import (
     retired_info_hashes,
     sync,
 )
-from tests.unit.sync_world import FakeClock, FakeEngine, World, sha256_of, snapshot
+from tests.unit.sync_world import FakeClock, FakeEngine, World, served_world, sha256_of, snapshot
 
 ACTIONS = ("desired", "fetched", "added", "started", "promoted", "retired", "removed", "held", "held_before")
 H1, H2, H3 = "1" * 40, "2" * 40, "3" * 40
@@ -36,13 +36,7 @@ def lists_of(report) -> dict:
 
 @pytest.fixture
 def world(tmp_path, monkeypatch) -> World:
-    world = World(tmp_path)
-    world.publish("alma", 9, compressed=True)
-    world.publish("slc", 5)
-    world.write_index(1)
-    world.fetches = []
-    monkeypatch.setattr(_sync, "read_source", world.fetcher(world.fetches))
-    return world
+    return served_world(tmp_path, monkeypatch, index_version=1, fetches=[])
 
 
 def host_state(world: World) -> dict:

@@ -14,7 +14,7 @@ import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import IndexRefused, VmcloudError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist import check_config, options_from
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import check_config, options_from
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index import IndexPolicy, verify_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service import build_policy
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index_state import accept_index

@@ -6,17 +6,17 @@ so a crafted ``file`` never writes or deletes outside the store (issue 7, defect
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent
 from ansible_collections.vmcloud.fleet.plugins.modules import image_promote
+
+from .conftest import module_result
 
 INFO_HASH = "ab" * 20
 
@@ -30,9 +30,7 @@ STATE_DIR = tempfile.mkdtemp(prefix="image-promote-state-")  # the host lock's, 
 
 def run(capsys, **args: Any) -> Dict[str, Any]:
     args.setdefault("state_dir", STATE_DIR)
-    with patch_module_args(args), pytest.raises(SystemExit):
-        image_promote.main()
-    return json.loads(capsys.readouterr().out)
+    return module_result(capsys, image_promote, **args)
 
 
 def v2_entry(data: bytes, file_name: str, **overrides: Any) -> Dict[str, Any]:

@@ -5,17 +5,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _reconcile
+from ansible_collections.vmcloud.fleet.plugins.module_utils import _reconcile_execute, _reconcile_plan
 from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
 from ansible_collections.vmcloud.fleet.plugins.modules import image_store
+
+from .conftest import module_result
 
 NOW = 1_718_000_000.0
 
@@ -45,15 +45,13 @@ def store(tmp_path: Path, monkeypatch) -> Dict[str, Any]:
     (root / "stray.img").write_bytes(b"stray")
     (root / ".hidden").write_bytes(b"h")
     (root / "link").symlink_to(tmp_path)
-    monkeypatch.setattr(_reconcile, "_clock", lambda: NOW)  # one quarantine timestamp for check and apply
+    monkeypatch.setattr(_reconcile_plan, "_clock", lambda: NOW)  # one quarantine timestamp for check and apply
     return {"root": root, "desired": [good, damaged]}
 
 
 def run(capsys, **args: Any) -> Dict[str, Any]:
     args.setdefault("state_dir", str(Path(args["path"]).parent / "index"))  # where the host lock lives
-    with patch_module_args(args), pytest.raises(SystemExit):
-        image_store.main()
-    return json.loads(capsys.readouterr().out)
+    return module_result(capsys, image_store, **args)
 
 
 COMPARED = ("present", "missing", "corrupt", "unknown", "quarantined", "removed", "retired", "forgotten",
@@ -98,7 +96,7 @@ def test_a_check_run_and_a_later_real_run_report_the_same(capsys, store, monkeyp
     """Only the quarantine destinations (actions[].to) carry the run's time."""
     args = {"path": str(store["root"]), "desired": store["desired"], "unknown": "quarantine"}
     checked = run(capsys, _ansible_check_mode=True, **args)
-    monkeypatch.setattr(_reconcile, "_clock", lambda: NOW + 61)
+    monkeypatch.setattr(_reconcile_plan, "_clock", lambda: NOW + 61)
     applied = run(capsys, **args)
     for key in COMPARED:
         if key != "actions":
@@ -131,7 +129,7 @@ def test_kept_images_are_evicted_by_the_watermark(capsys, store, monkeypatch):
                _ansible_check_mode=True)
     assert kept["kept"] == ["alma-8"] and kept["retired"] == [] and kept["quota"] is None
     monkeypatch.setattr(image_store, "plan_reconcile",
-                        lambda *a, **k: _reconcile.plan_reconcile(*a, fs_usage=lambda _path: (100_000, 99_000), **k))
+                        lambda *a, **k: _reconcile_plan.plan_reconcile(*a, fs_usage=lambda _: (100_000, 99_000), **k))
     result = run(capsys, path=str(store["root"]), desired=store["desired"], not_desired="keep",
                  high_watermark_percent=90)
     assert [e["uuid"] for e in result["evicted"]] == ["alma-8"] and result["kept"] == []
@@ -153,7 +151,7 @@ def test_a_failed_action_fails_the_task_after_the_others(capsys, store, monkeypa
     def broken(_self, action):
         raise OSError(13, "Permission denied", action.path)
 
-    monkeypatch.setattr(_reconcile._Executor, "_remove", broken)
+    monkeypatch.setattr(_reconcile_execute._Executor, "_remove", broken)
     result = run(capsys, path=str(store["root"]), desired=store["desired"], unknown="remove")
     assert result["failed"] is True and result["rule"] == "reconcile-failed"
     assert result["msg"].startswith("reconcile-failed: 3 action(s) failed, the others went on; first: remove ")
@@ -161,10 +159,10 @@ def test_a_failed_action_fails_the_task_after_the_others(capsys, store, monkeypa
     assert [f["path"] for f in result["failures"]] == result["unknown"]
 
 
-def test_the_documentation_matches_the_argument_spec():
+def test_the_documentation_matches_the_argument_spec(module_docs):
     import yaml
 
-    options: Dict[str, Any] = yaml.safe_load(image_store.DOCUMENTATION)["options"]
+    options: Dict[str, Any] = module_docs(image_store)["options"]
     assert set(options) == set(image_store.ARGUMENT_SPEC)
     for name, spec in image_store.ARGUMENT_SPEC.items():
         documented = options[name]

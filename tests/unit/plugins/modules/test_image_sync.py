@@ -4,27 +4,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _sync
 from ansible_collections.vmcloud.fleet.plugins.modules import image_sync
-from tests.unit.sync_world import FakeEngine, World, snapshot
+from tests.unit.sync_world import World, served_world, snapshot
 
 
 @pytest.fixture
 def world(tmp_path, monkeypatch) -> World:
-    world = World(tmp_path)
-    world.publish("alma", 9, compressed=True)
-    world.publish("slc", 5)
-    world.write_index(2)
-    monkeypatch.setattr(_sync, "read_source", world.fetcher())
-    world.engine = FakeEngine.serving(world)
-    monkeypatch.setattr(image_sync, "engine_for", lambda *a, **k: world.engine)
-    return world
+    return served_world(tmp_path, monkeypatch, index_version=2, engine_for=[image_sync])
 
 
 def module_args(world: World, **extra) -> dict:
@@ -44,19 +34,13 @@ def module_args(world: World, **extra) -> dict:
     return args
 
 
-def run(capsys, **args) -> dict:
-    with patch_module_args(args), pytest.raises(SystemExit):
-        image_sync.main()
-    return json.loads(capsys.readouterr().out)
-
-
-def test_check_apply_check_apply(capsys, world):
+def test_check_apply_check_apply(run_module, world):
     args = module_args(world)
     results = [
-        run(capsys, _ansible_check_mode=True, _ansible_diff=True, **args),
-        run(capsys, _ansible_diff=True, **args),
-        run(capsys, _ansible_check_mode=True, **args),
-        run(capsys, **args),
+        run_module(image_sync, _ansible_check_mode=True, _ansible_diff=True, **args),
+        run_module(image_sync, _ansible_diff=True, **args),
+        run_module(image_sync, _ansible_check_mode=True, **args),
+        run_module(image_sync, **args),
     ]
     assert [r["changed"] for r in results] == [True, True, False, False]
     assert results[0]["diff"] == results[1]["diff"] == {"before": {"held": []}, "after": {"held": ["alma-9", "slc-5"]}}
@@ -67,9 +51,9 @@ def test_check_apply_check_apply(capsys, world):
     assert results[3]["index"]["previous_version"] == 2
 
 
-def test_a_failed_image_fails_the_task_after_the_others(capsys, world):
+def test_a_failed_image_fails_the_task_after_the_others(run_module, world):
     del world.engine.swarm[world.published["alma-9"].info_hash]
-    result = run(capsys, **module_args(world, download_timeout=0))
+    result = run_module(image_sync, **module_args(world, download_timeout=0))
     assert result["failed"] is True and result["rule"] == "images-failed"
     assert result["msg"].startswith("images-failed: 1 problem(s), the other images went on; first: alma-9: "
                                     "download-timeout: ")
@@ -77,28 +61,29 @@ def test_a_failed_image_fails_the_task_after_the_others(capsys, world):
     assert [(f["uuid"], f["step"]) for f in result["failures"]] == [("alma-9", "download")]
 
 
-def test_a_refused_index_fails_naming_the_rule(capsys, world):
+def test_a_refused_index_fails_naming_the_rule(run_module, world):
     world.write_index(1, expires="2020-01-01T00:00:00Z", created="2019-12-01T00:00:00Z")
-    result = run(capsys, **module_args(world))
+    result = run_module(image_sync, **module_args(world))
     assert result["failed"] is True and result["rule"] == "index-expired"
     assert result["msg"].startswith("index-expired: index version 1 expired at 2020-01-01T00:00:00Z")
 
 
-def test_without_approved_the_task_fails_naming_the_variable_and_changes_nothing(capsys, world):
+def test_without_approved_the_task_fails_naming_the_variable_and_changes_nothing(run_module, world):
     args = module_args(world)
     del args["approved"]
-    result = run(capsys, **args)
+    result = run_module(image_sync, **args)
     assert result["failed"] is True and result["rule"] == "approvals-undefined"
     assert "vmcloud_approved_images" in result["msg"] and "an explicit [] approves nothing" in result["msg"]
     assert not os.path.exists(world.host_path("images")) and world.engine.torrents == {}
     assert os.listdir(world.host_path("index")) == ["sync.lock"]  # no mark
 
 
-def test_the_guard_fails_the_task_before_anything_changes(capsys, world):
-    run(capsys, **module_args(world))
+def test_the_guard_fails_the_task_before_anything_changes(run_module, world):
+    run_module(image_sync, **module_args(world))
     before = snapshot(world.root / "host")
-    result = run(capsys, **module_args(world, approved=[]))
+    result = run_module(image_sync, **module_args(world, approved=[]))
     assert result["failed"] is True and result["rule"] == "retire-guard"
     assert "would retire 2 of the 2 images" in result["msg"]
     assert snapshot(world.root / "host") == before  # store, manifest, mark, kept index, .torrent files
-    assert run(capsys, **module_args(world, approved=[], retire_confirm=True))["retired"] == ["alma-9", "slc-5"]
+    assert run_module(image_sync, **module_args(world, approved=[], retire_confirm=True))["retired"] == ["alma-9",
+                      "slc-5"]

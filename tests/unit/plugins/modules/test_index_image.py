@@ -10,7 +10,12 @@ import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _endorse as endorse
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_document import (
+    format_timestamp,
+    load_document,
+    write_document,
+)
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_sign import load_signer, sign_document
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index import IndexPolicy, verify_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._trust import TrustStore
 from ansible_collections.vmcloud.fleet.plugins.modules import index_image
@@ -18,12 +23,6 @@ from tests.unit import index_factory as factory
 from tests.unit import pki
 
 URL = "http://catalogue/index.yaml"
-
-
-def run(capsys, **args):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        index_image.main()
-    return json.loads(capsys.readouterr().out)
 
 
 def image_option(n: int, **overrides):
@@ -41,17 +40,17 @@ def pki_now():
     endorser = pki.make_endorser(ca, "image-endorser", key_type="ed25519",
                                  not_before=now - datetime.timedelta(days=1),
                                  not_after=now + datetime.timedelta(days=365))
-    return {"ca": ca, "signer": endorse.load_signer(pki.pem(endorser.cert), pki.key_pem(endorser.key))}
+    return {"ca": ca, "signer": load_signer(pki.pem(endorser.cert), pki.key_pem(endorser.key))}
 
 
-def test_create_check_apply_check_apply(capsys, tmp_path):
+def test_create_check_apply_check_apply(run_module, tmp_path):
     path = tmp_path / "index.yaml"
     args = {"path": str(path), "url": URL, "endorser": "cern-it", "image": image_option(1)}
     results = [
-        run(capsys, _ansible_check_mode=True, _ansible_diff=True, **args),
-        run(capsys, _ansible_diff=True, **args),
-        run(capsys, _ansible_check_mode=True, _ansible_diff=True, **args),
-        run(capsys, **args),
+        run_module(index_image, _ansible_check_mode=True, _ansible_diff=True, **args),
+        run_module(index_image, _ansible_diff=True, **args),
+        run_module(index_image, _ansible_check_mode=True, _ansible_diff=True, **args),
+        run_module(index_image, **args),
     ]
     assert [r["changed"] for r in results] == [True, True, False, False]
     assert {r["version"] for r in results} == {1}
@@ -63,15 +62,15 @@ def test_create_check_apply_check_apply(capsys, tmp_path):
     assert after["version"] == 1 and after["images"][0]["targets"]["clusters"] == ["lxcloud"]
     assert results[2]["diff"]["before"] == results[2]["diff"]["after"]
 
-    document = endorse.load_document(path.read_bytes())
+    document = load_document(path.read_bytes())
     assert document["signed"]["url"] == URL
     assert document["signatures"] == []
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
 
 
-def test_check_mode_changes_nothing_on_disk(capsys, tmp_path):
+def test_check_mode_changes_nothing_on_disk(run_module, tmp_path):
     path = tmp_path / "index.yaml"
-    run(capsys, path=str(path), url=URL, endorser="cern-it", image=image_option(1))
+    run_module(index_image, path=str(path), url=URL, endorser="cern-it", image=image_option(1))
     before = path.read_bytes()
     stat_before = os.stat(path)
     for args in (
@@ -80,7 +79,7 @@ def test_check_mode_changes_nothing_on_disk(capsys, tmp_path):
         {"state": "absent", "uuid": factory.image(1)["uuid"]},
         {"image": image_option(1), "url": "http://mirror/index.yaml"},
     ):
-        result = run(capsys, _ansible_check_mode=True, _ansible_diff=True, path=str(path), **args)
+        result = run_module(index_image, _ansible_check_mode=True, _ansible_diff=True, path=str(path), **args)
         assert result["changed"] is True
         assert result["version"] == 2
         assert result["diff"]["before"] != result["diff"]["after"]
@@ -89,62 +88,63 @@ def test_check_mode_changes_nothing_on_disk(capsys, tmp_path):
     assert os.listdir(tmp_path) == ["index.yaml"]
 
 
-def test_replace_remove_and_versions(capsys, tmp_path):
+def test_replace_remove_and_versions(run_module, tmp_path):
     path = str(tmp_path / "index.yaml")
     base = {"path": path, "url": URL, "endorser": "cern-it"}
-    assert run(capsys, image=image_option(1), **base)["version"] == 1
-    added = run(capsys, image=image_option(2), **base)
+    assert run_module(index_image, image=image_option(1), **base)["version"] == 1
+    added = run_module(index_image, image=image_option(2), **base)
     assert added["changed"] and added["version"] == 2
     assert added["images"] == [factory.image(1)["uuid"], factory.image(2)["uuid"]]
-    replaced = run(capsys, image=image_option(1, size=42), **base)
+    replaced = run_module(index_image, image=image_option(1, size=42), **base)
     assert replaced["changed"] and replaced["version"] == 3
     assert replaced["images"] == added["images"]
-    removed = run(capsys, state="absent", uuid=factory.image(1)["uuid"], path=path)
+    removed = run_module(index_image, state="absent", uuid=factory.image(1)["uuid"], path=path)
     assert removed["changed"] and removed["version"] == 4 and removed["images"] == [factory.image(2)["uuid"]]
-    again = run(capsys, state="absent", uuid=factory.image(1)["uuid"], path=path)
+    again = run_module(index_image, state="absent", uuid=factory.image(1)["uuid"], path=path)
     assert not again["changed"] and again["version"] == 4
 
 
-def test_validity_sets_expiry(capsys, tmp_path):
-    result = run(capsys, path=str(tmp_path / "i.yaml"), url=URL, endorser="e", image=image_option(1), validity=3)
-    document = endorse.load_document((tmp_path / "i.yaml").read_bytes())
+def test_validity_sets_expiry(run_module, tmp_path):
+    result = run_module(index_image, path=str(tmp_path / "i.yaml"), url=URL, endorser="e", image=image_option(1),
+                        validity=3)
+    document = load_document((tmp_path / "i.yaml").read_bytes())
     created = datetime.datetime.fromisoformat(document["signed"]["created"].replace("Z", "+00:00"))
-    assert result["expires"] == endorse.format_timestamp(created + datetime.timedelta(days=3))
+    assert result["expires"] == format_timestamp(created + datetime.timedelta(days=3))
 
 
-def test_editing_drops_signatures_and_unchanged_keeps_them(capsys, tmp_path, pki_now):
+def test_editing_drops_signatures_and_unchanged_keeps_them(run_module, tmp_path, pki_now):
     path = tmp_path / "index.yaml"
-    run(capsys, path=str(path), url=URL, endorser="cern-it", image=image_option(1))
-    document = endorse.load_document(path.read_bytes())
-    endorse.sign_document(document, pki_now["signer"])
-    endorse.write_document(str(path), document)
+    run_module(index_image, path=str(path), url=URL, endorser="cern-it", image=image_option(1))
+    document = load_document(path.read_bytes())
+    sign_document(document, pki_now["signer"])
+    write_document(str(path), document)
     signed_bytes = path.read_bytes()
 
-    unchanged = run(capsys, path=str(path), image=image_option(1))
+    unchanged = run_module(index_image, path=str(path), image=image_option(1))
     assert unchanged["changed"] is False and unchanged["dropped_signers"] == []
     assert path.read_bytes() == signed_bytes
     policy = IndexPolicy(trust=TrustStore(anchors=[pki_now["ca"].cert]))
     assert verify_index(signed_bytes, policy).version == 1
 
-    edited = run(capsys, path=str(path), image=image_option(2))
+    edited = run_module(index_image, path=str(path), image=image_option(2))
     assert edited["changed"] is True and edited["version"] == 2
     assert edited["dropped_signers"] == [pki_now["signer"].subject]
-    assert endorse.load_document(path.read_bytes())["signatures"] == []
+    assert load_document(path.read_bytes())["signatures"] == []
 
 
-def test_mode_of_existing_file_is_kept(capsys, tmp_path):
+def test_mode_of_existing_file_is_kept(run_module, tmp_path):
     path = tmp_path / "index.yaml"
-    run(capsys, path=str(path), url=URL, endorser="cern-it", image=image_option(1))
+    run_module(index_image, path=str(path), url=URL, endorser="cern-it", image=image_option(1))
     os.chmod(path, 0o640)
-    run(capsys, path=str(path), image=image_option(2))
+    run_module(index_image, path=str(path), image=image_option(2))
     assert os.stat(path).st_mode & 0o777 == 0o640
 
 
-def test_renew_before(capsys, tmp_path):
+def test_renew_before(run_module, tmp_path):
     path = str(tmp_path / "index.yaml")
-    run(capsys, path=path, url=URL, endorser="cern-it", image=image_option(1), validity=5)
-    assert run(capsys, path=path, image=image_option(1), renew_before=3)["changed"] is False
-    renewed = run(capsys, path=path, image=image_option(1), renew_before=7)
+    run_module(index_image, path=path, url=URL, endorser="cern-it", image=image_option(1), validity=5)
+    assert run_module(index_image, path=path, image=image_option(1), renew_before=3)["changed"] is False
+    renewed = run_module(index_image, path=path, image=image_option(1), renew_before=7)
     assert renewed["changed"] is True and renewed["version"] == 2
 
 
@@ -159,26 +159,26 @@ def test_renew_before(capsys, tmp_path):
          "less than validity"),
     ],
 )
-def test_refusals_write_nothing(capsys, tmp_path, args, rule, text):
-    result = run(capsys, path=str(tmp_path / "index.yaml"), **args)
+def test_refusals_write_nothing(run_module, tmp_path, args, rule, text):
+    result = run_module(index_image, path=str(tmp_path / "index.yaml"), **args)
     assert result["failed"] is True and result["rule"] == rule
     assert text in result["msg"]
     assert os.listdir(tmp_path) == []
 
 
-def test_refuses_a_file_that_is_not_a_v2_index(capsys, tmp_path):
+def test_refuses_a_file_that_is_not_a_v2_index(run_module, tmp_path):
     path = tmp_path / "index.yaml"
     path.write_bytes(b"torrent-id 1:\n  uuid: x\n")
-    result = run(capsys, path=str(path), image=image_option(1))
+    result = run_module(index_image, path=str(path), image=image_option(1))
     assert result["failed"] is True and result["rule"] == "index-malformed"
     assert path.read_bytes() == b"torrent-id 1:\n  uuid: x\n"
 
 
-def test_option_rules(capsys, tmp_path):
+def test_option_rules(run_module, tmp_path):
     path = str(tmp_path / "index.yaml")
-    assert "uuid" in run(capsys, path=path, state="absent")["msg"]
-    assert "image" in run(capsys, path=path)["msg"]
-    both = run(capsys, path=path, image=image_option(1), uuid="x")
+    assert "uuid" in run_module(index_image, path=path, state="absent")["msg"]
+    assert "image" in run_module(index_image, path=path)["msg"]
+    both = run_module(index_image, path=path, image=image_option(1), uuid="x")
     assert both["failed"] is True and "mutually exclusive" in both["msg"]
 
 

@@ -9,7 +9,7 @@ import os
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _endorse as endorse
+from ansible_collections.vmcloud.fleet.plugins.module_utils._endorse_document import load_document, write_document
 from ansible_collections.vmcloud.fleet.plugins.module_utils._index import IndexPolicy, verify_index
 from ansible_collections.vmcloud.fleet.plugins.module_utils._trust import TrustStore, fingerprint, subject_of
 from ansible_collections.vmcloud.fleet.plugins.modules import index_image, index_sign
@@ -147,17 +147,17 @@ def test_after_an_edit_signatures_are_replaced(capsys, keys, index):
 def test_stale_signature_is_dropped_when_signing(capsys, keys, index):
     signer = [{"certificate": keys["ec"]["cert"], "private_key": keys["ec"]["key"]}]
     run(capsys, path=str(index), signers=signer)
-    document = endorse.load_document(index.read_bytes())
+    document = load_document(index.read_bytes())
     stale = dict(document["signatures"][0])
     document["signed"]["endorser"] = "someone-else"  # content changed behind the signature's back
-    endorse.write_document(str(index), document)
+    write_document(str(index), document)
     result, _unused = run(capsys, _ansible_diff=True, path=str(index),
                           signers=[{"certificate": keys["rsa"]["cert"], "private_key": keys["rsa"]["key"]}])
     assert result["changed"] is True
     assert result["dropped"] == [keys["ec"]["subject"]]
     assert result["diff"]["before"] == {"signers": [f"{keys['ec']['subject']} (does not verify)"]}
     assert result["diff"]["after"] == {"signers": [keys["rsa"]["subject"]]}
-    assert stale not in endorse.load_document(index.read_bytes())["signatures"]
+    assert stale not in load_document(index.read_bytes())["signatures"]
 
 
 def test_wrong_key_is_refused_without_quoting_it(capsys, keys, index):

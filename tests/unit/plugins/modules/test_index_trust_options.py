@@ -3,12 +3,10 @@ documented like it, and reaches the verifier through vmcloud.fleet.image_index."
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict
 
 import pytest
 import yaml
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.vmcloud.fleet.plugins.doc_fragments._index_trust import ModuleDocFragment
 from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import INDEX_TRUST_ARGSPEC
@@ -16,6 +14,8 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._trust import subjec
 from ansible_collections.vmcloud.fleet.plugins.modules import image_index
 from tests.unit import index_factory as factory
 from tests.unit import pki
+
+from .conftest import module_result
 
 
 def assert_documented_like(documented: Dict[str, Any], spec: Dict[str, Any], where: str) -> None:
@@ -55,9 +55,7 @@ def run(capsys, tmp_path, bundle, signer, **extra):
     src.write_bytes(factory.document(factory.signed_index([factory.image(1)]), [signer]))
     args = {"src": str(src), "trust_anchors": [bundle["anchors"]], "state_dir": str(tmp_path / "state"),
             "reference_time": factory.NOW, **extra}
-    with patch_module_args(args), pytest.raises(SystemExit):
-        image_index.main()
-    return json.loads(capsys.readouterr().out)
+    return module_result(capsys, image_index, **args)
 
 
 def test_image_index_pins_subject_and_issuer(capsys, tmp_path, bundle):

@@ -5,22 +5,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import parse_torrent
 from ansible_collections.vmcloud.fleet.plugins.modules import torrent_create
 
 ANNOUNCE = "http://127.0.0.1:6969/announce"
-
-
-def run(capsys, **args):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        torrent_create.main()
-    return json.loads(capsys.readouterr().out)
 
 
 @pytest.fixture
@@ -31,14 +23,14 @@ def image(tmp_path):
     return path
 
 
-def test_check_apply_check_apply(capsys, image, tmp_path):
+def test_check_apply_check_apply(run_module, image, tmp_path):
     dest = tmp_path / "alma9.qcow2.torrent"
     args = {"path": str(image), "dest": str(dest), "announce": [ANNOUNCE]}
     results = [
-        run(capsys, _ansible_check_mode=True, _ansible_diff=True, **args),
-        run(capsys, _ansible_diff=True, **args),
-        run(capsys, _ansible_check_mode=True, **args),
-        run(capsys, **args),
+        run_module(torrent_create, _ansible_check_mode=True, _ansible_diff=True, **args),
+        run_module(torrent_create, _ansible_diff=True, **args),
+        run_module(torrent_create, _ansible_check_mode=True, **args),
+        run_module(torrent_create, **args),
     ]
     assert [r["changed"] for r in results] == [True, True, False, False]
     first = results[0]
@@ -62,40 +54,42 @@ def test_check_apply_check_apply(capsys, image, tmp_path):
     assert [r["size"] for r in results] == [300_000] * 4
 
 
-def test_check_mode_writes_nothing(capsys, image, tmp_path):
+def test_check_mode_writes_nothing(run_module, image, tmp_path):
     dest = tmp_path / "t.torrent"
-    result = run(capsys, _ansible_check_mode=True, path=str(image), dest=str(dest), announce=[ANNOUNCE])
+    result = run_module(torrent_create, _ansible_check_mode=True, path=str(image), dest=str(dest), announce=[ANNOUNCE])
     assert result["changed"] is True
     assert not dest.exists()
     assert os.listdir(tmp_path) == [image.name]
 
 
-def test_changed_options_rewrite(capsys, image, tmp_path):
+def test_changed_options_rewrite(run_module, image, tmp_path):
     dest = tmp_path / "t.torrent"
     base = {"path": str(image), "dest": str(dest), "announce": [ANNOUNCE]}
-    first = run(capsys, **base)
-    same_hash = run(capsys, _ansible_diff=True, comment="new comment", **base)
+    first = run_module(torrent_create, **base)
+    same_hash = run_module(torrent_create, _ansible_diff=True, comment="new comment", **base)
     assert same_hash["changed"] is True
     assert same_hash["info_hash"] == first["info_hash"]  # the comment is outside 'info'
     assert same_hash["diff"]["before"]["torrent_sha256"] == first["torrent_sha256"]
-    bigger = run(capsys, piece_size=65536, web_seeds=["http://mirror/alma9.qcow2"], creation_date=5, **base)
+    bigger = run_module(torrent_create, piece_size=65536, web_seeds=["http://mirror/alma9.qcow2"], creation_date=5,
+                        **base)
     assert bigger["changed"] is True and bigger["piece_size"] == 65536
     assert bigger["info_hash"] != first["info_hash"]
     info = parse_torrent(dest.read_bytes())
     assert info.web_seeds == ["http://mirror/alma9.qcow2"] and info.creation_date == 5
     assert (
-        run(capsys, piece_size=65536, web_seeds=["http://mirror/alma9.qcow2"], creation_date=5, **base)["changed"]
+        run_module(torrent_create, piece_size=65536, web_seeds=["http://mirror/alma9.qcow2"], creation_date=5,
+                   **base)["changed"]
         is False
     )
 
 
-def test_image_change_is_detected(capsys, image, tmp_path):
+def test_image_change_is_detected(run_module, image, tmp_path):
     dest = tmp_path / "t.torrent"
     args = {"path": str(image), "dest": str(dest), "announce": [ANNOUNCE], "creation_date": 1}
-    first = run(capsys, **args)
+    first = run_module(torrent_create, **args)
     data = image.read_bytes()
     image.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # always a different first byte
-    second = run(capsys, **args)
+    second = run_module(torrent_create, **args)
     assert second["changed"] is True and second["info_hash"] != first["info_hash"]
 
 
@@ -108,22 +102,23 @@ def test_image_change_is_detected(capsys, image, tmp_path):
         ({"path": "/nonexistent/image.qcow2"}, "image-unreadable"),
     ],
 )
-def test_refusals_name_the_rule(capsys, image, tmp_path, extra, rule):
+def test_refusals_name_the_rule(run_module, image, tmp_path, extra, rule):
     dest = tmp_path / "t.torrent"
     args = dict({"path": str(image), "dest": str(dest), "announce": [ANNOUNCE]}, **extra)
-    result = run(capsys, **args)
+    result = run_module(torrent_create, **args)
     assert result["failed"] is True
     assert result["rule"] == rule
     assert result["msg"].startswith(rule + ":")
     assert not dest.exists()
 
 
-def test_private_torrent_for_sites_whose_images_must_not_leave_the_fleet(capsys, image, tmp_path):
+def test_private_torrent_for_sites_whose_images_must_not_leave_the_fleet(run_module, image, tmp_path):
     dest = tmp_path / "alma9.qcow2.torrent"
     args = {"path": str(image), "dest": str(dest), "announce": [ANNOUNCE]}
-    public = run(capsys, **args)
-    results = [run(capsys, _ansible_check_mode=True, private=True, **args), run(capsys, private=True, **args),
-               run(capsys, private=True, **args)]
+    public = run_module(torrent_create, **args)
+    results = [run_module(torrent_create, _ansible_check_mode=True, private=True, **args), run_module(torrent_create,
+                          private=True, **args),
+               run_module(torrent_create, private=True, **args)]
     assert [r["changed"] for r in results] == [True, True, False]
     assert results[1]["private"] is True and public["private"] is False
     assert results[1]["info_hash"] != public["info_hash"]  # a new torrent: the index must name it

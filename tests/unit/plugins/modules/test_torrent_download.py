@@ -4,28 +4,17 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_rtorrent import RtorrentEngine
 from ansible_collections.vmcloud.fleet.plugins.modules import torrent_download
-from tests.unit.fake_rtorrent import INFO_HASH, TORRENT, FakeRtorrent
+from tests.unit.fake_rtorrent import INFO_HASH, TORRENT
+
+from .conftest import fake_rtorrent_behind
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    fake = FakeRtorrent()
-    made = []
-
-    def engine_for(name, **options):
-        made.append((name, options))
-        return RtorrentEngine(proxy=fake, **options)
-
-    monkeypatch.setattr(torrent_download, "engine_for", engine_for)
-    fake.made = made
-    return fake
+    return fake_rtorrent_behind(monkeypatch, torrent_download)
 
 
 @pytest.fixture
@@ -35,21 +24,15 @@ def torrent_file(tmp_path):
     return str(path)
 
 
-def run(capsys, **args):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        torrent_download.main()
-    return json.loads(capsys.readouterr().out)
-
-
-def test_check_apply_check_apply(capsys, fake, torrent_file, tmp_path):
+def test_check_apply_check_apply(run_module, fake, torrent_file, tmp_path):
     args = {"torrent": torrent_file, "info_hash": INFO_HASH.upper(), "directory": str(tmp_path / "staging")}
-    first = run(capsys, _ansible_check_mode=True, _ansible_diff=True, **args)
+    first = run_module(torrent_download, _ansible_check_mode=True, _ansible_diff=True, **args)
     assert fake.mutating_calls() == []
     results = [
         first,
-        run(capsys, _ansible_diff=True, **args),
-        run(capsys, _ansible_check_mode=True, **args),
-        run(capsys, **args),
+        run_module(torrent_download, _ansible_diff=True, **args),
+        run_module(torrent_download, _ansible_check_mode=True, **args),
+        run_module(torrent_download, **args),
     ]
     assert [r["changed"] for r in results] == [True, True, False, False]
     assert [r["action"] for r in results] == ["add", "add", "none", "none"]
@@ -60,15 +43,15 @@ def test_check_apply_check_apply(capsys, fake, torrent_file, tmp_path):
     assert fake.made[0] == ("rtorrent", {"socket": "/run/rtorrent/rpc.socket", "timeout": 30.0})
 
 
-def test_wrong_info_hash_is_refused_before_the_engine(capsys, fake, torrent_file, tmp_path):
-    result = run(capsys, torrent=torrent_file, info_hash="0" * 40, directory=str(tmp_path))
+def test_wrong_info_hash_is_refused_before_the_engine(run_module, fake, torrent_file, tmp_path):
+    result = run_module(torrent_download, torrent=torrent_file, info_hash="0" * 40, directory=str(tmp_path))
     assert result["failed"] is True and result["rule"] == "torrent-info-hash-mismatch"
     assert fake.calls == []
 
 
-def test_wait_timeout_reports_progress_and_keeps_torrent(capsys, fake, torrent_file, tmp_path):
-    result = run(
-        capsys,
+def test_wait_timeout_reports_progress_and_keeps_torrent(run_module, fake, torrent_file, tmp_path):
+    result = run_module(
+        torrent_download,
         torrent=torrent_file,
         info_hash=INFO_HASH,
         directory=str(tmp_path),
@@ -82,35 +65,35 @@ def test_wait_timeout_reports_progress_and_keeps_torrent(capsys, fake, torrent_f
     assert INFO_HASH.upper() in fake.downloads
 
 
-def test_wait_complete(capsys, fake, torrent_file, tmp_path):
-    run(capsys, torrent=torrent_file, info_hash=INFO_HASH, directory=str(tmp_path))
+def test_wait_complete(run_module, fake, torrent_file, tmp_path):
+    run_module(torrent_download, torrent=torrent_file, info_hash=INFO_HASH, directory=str(tmp_path))
     fake.downloads[INFO_HASH.upper()].update({"d.complete": 1, "d.completed_bytes": 40000, "d.up.total": 5})
-    result = run(capsys, torrent=torrent_file, info_hash=INFO_HASH, directory=str(tmp_path), wait=True, timeout=5)
+    result = run_module(torrent_download, torrent=torrent_file, info_hash=INFO_HASH, directory=str(tmp_path),
+                        wait=True, timeout=5)
     assert result["changed"] is False
     assert result["status"]["complete"] is True and result["status"]["state"] == "seeding"
     assert result["status"]["uploaded_bytes"] == 5
 
 
-def test_absent_keeps_data(capsys, fake, torrent_file, tmp_path):
+def test_absent_keeps_data(run_module, fake, torrent_file, tmp_path):
     data = tmp_path / "img.raw"
     data.write_bytes(b"x")
-    run(capsys, torrent=torrent_file, info_hash=INFO_HASH, directory=str(tmp_path))
-    planned = run(capsys, _ansible_check_mode=True, info_hash=INFO_HASH, state="absent")
+    run_module(torrent_download, torrent=torrent_file, info_hash=INFO_HASH, directory=str(tmp_path))
+    planned = run_module(torrent_download, _ansible_check_mode=True, info_hash=INFO_HASH, state="absent")
     assert planned["changed"] is True and INFO_HASH.upper() in fake.downloads
-    removed = run(capsys, info_hash=INFO_HASH, state="absent")
+    removed = run_module(torrent_download, info_hash=INFO_HASH, state="absent")
     assert removed["changed"] is True and removed["action"] == "remove"
     assert INFO_HASH.upper() not in fake.downloads and data.exists()
-    assert run(capsys, info_hash=INFO_HASH, state="absent")["changed"] is False
+    assert run_module(torrent_download, info_hash=INFO_HASH, state="absent")["changed"] is False
 
 
-def test_present_requires_torrent_and_directory(capsys, fake):
-    result = run(capsys, info_hash=INFO_HASH)
+def test_present_requires_torrent_and_directory(run_module, fake):
+    result = run_module(torrent_download, info_hash=INFO_HASH)
     assert result["failed"] is True
     assert "torrent" in result["msg"] and "directory" in result["msg"]
 
 
-def test_unreachable_engine(capsys, torrent_file, tmp_path):
-    result = run(
-        capsys, torrent=torrent_file, info_hash=INFO_HASH, directory=str(tmp_path), socket=str(tmp_path / "no.socket")
-    )
+def test_unreachable_engine(run_module, torrent_file, tmp_path):
+    result = run_module(torrent_download, torrent=torrent_file, info_hash=INFO_HASH, directory=str(tmp_path),
+                        socket=str(tmp_path / "no.socket"))
     assert result["failed"] is True and result["rule"] == "engine-unreachable"

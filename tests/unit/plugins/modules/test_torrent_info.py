@@ -4,30 +4,20 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_rtorrent import RtorrentEngine
 from ansible_collections.vmcloud.fleet.plugins.modules import torrent_info
-from tests.unit.fake_rtorrent import INFO_HASH, TORRENT, FakeRtorrent
+from tests.unit.fake_rtorrent import INFO_HASH, TORRENT
+
+from .conftest import fake_rtorrent_behind
 
 OTHER_HASH = "ab" * 20
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    fake = FakeRtorrent()
-    made = []
-
-    def engine_for(name, **options):
-        made.append((name, options))
-        return RtorrentEngine(proxy=fake, **options)
-
-    monkeypatch.setattr(torrent_info, "engine_for", engine_for)
-    fake.made = made
-    return fake
+    return fake_rtorrent_behind(monkeypatch, torrent_info)
 
 
 @pytest.fixture
@@ -40,22 +30,16 @@ def seeding(fake):
     return fake
 
 
-def run(capsys, **args):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        torrent_info.main()
-    return json.loads(capsys.readouterr().out)
-
-
-def test_empty_engine(capsys, fake):
-    result = run(capsys)
+def test_empty_engine(run_module, fake):
+    result = run_module(torrent_info)
     assert result["changed"] is False
     assert result["torrents"] == [] and result["missing"] == []
     assert result["engine"]["name"] == "rtorrent" and result["engine"]["torrents"] == 0
     assert fake.made == [("rtorrent", {"socket": "/run/rtorrent/rpc.socket", "timeout": 30.0})]
 
 
-def test_lists_status_and_totals(capsys, seeding):
-    result = run(capsys)
+def test_lists_status_and_totals(run_module, seeding):
+    result = run_module(torrent_info)
     assert [t["info_hash"] for t in result["torrents"]] == [INFO_HASH]
     torrent = result["torrents"][0]
     assert torrent["state"] == "seeding" and torrent["complete"] is True
@@ -67,29 +51,29 @@ def test_lists_status_and_totals(capsys, seeding):
     assert engine["uploaded_bytes"] == 120000 and engine["peers"] == 2
 
 
-def test_selection_reports_missing_and_keeps_engine_totals(capsys, seeding):
-    result = run(capsys, info_hashes=[OTHER_HASH.upper()])
+def test_selection_reports_missing_and_keeps_engine_totals(run_module, seeding):
+    result = run_module(torrent_info, info_hashes=[OTHER_HASH.upper()])
     assert result["torrents"] == []
     assert result["missing"] == [OTHER_HASH]
     assert result["engine"]["torrents"] == 1
-    selected = run(capsys, info_hashes=[INFO_HASH.upper(), OTHER_HASH])
+    selected = run_module(torrent_info, info_hashes=[INFO_HASH.upper(), OTHER_HASH])
     assert [t["info_hash"] for t in selected["torrents"]] == [INFO_HASH]
     assert selected["missing"] == [OTHER_HASH]
 
 
-def test_read_only_in_check_mode(capsys, seeding):
+def test_read_only_in_check_mode(run_module, seeding):
     before = len(seeding.calls)
-    result = run(capsys, _ansible_check_mode=True)
+    result = run_module(torrent_info, _ansible_check_mode=True)
     assert result["changed"] is False and len(result["torrents"]) == 1
     assert [call[0] for call in seeding.calls[before:]] == ["d.multicall2"]
 
 
-def test_malformed_info_hash(capsys, fake):
-    result = run(capsys, info_hashes=["not-a-hash"])
+def test_malformed_info_hash(run_module, fake):
+    result = run_module(torrent_info, info_hashes=["not-a-hash"])
     assert result["failed"] is True and result["rule"] == "info-hash-malformed"
 
 
-def test_unreachable_engine(capsys, tmp_path):
-    result = run(capsys, socket=str(tmp_path / "no.socket"), rpc_timeout=2)
+def test_unreachable_engine(run_module, tmp_path):
+    result = run_module(torrent_info, socket=str(tmp_path / "no.socket"), rpc_timeout=2)
     assert result["failed"] is True and result["rule"] == "engine-unreachable"
     assert "no.socket" in result["msg"]

@@ -1,6 +1,6 @@
 # Copyright: vmcloud developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Reconcile the image store with the host's desired set: a plan first, then its execution.
+"""Reconcile the image store with the host's desired set, step two: the plan.
 
 Private to the collection; not a public API. Plain Python (no ansible): the module
 ``vmcloud.fleet.image_store`` and ``imgdist`` run it on hypervisors.
@@ -22,7 +22,7 @@ Private to the collection; not a public API. Plain Python (no ansible): the modu
 - ``clean``: a ``.promote-*`` temporary file older than ``grace_seconds`` (a promotion killed
   between write and rename), removed whatever the unknown policy and never reported as unknown.
 
-``apply_plan`` executes a plan; in check mode it returns the plan's actions as done and touches
+``apply_plan`` (``_reconcile_execute``) executes a plan; in check mode it returns the plan's actions as done and touches
 nothing. Check mode and a real run call the same two functions, so what check mode and diff show
 is what a real run does. Between planning and acting the store may change: every action checks
 its precondition again (same inode, nothing holds it open, still inside the store) and is
@@ -38,7 +38,7 @@ moved or removed as a link); every path acted on must resolve to a direct child 
 real path; an entry on another filesystem (a mount point, or a directory containing one) or that
 cannot be read completely is reported and never touched; a file in use (``image-in-use``: a process
 holds it open, or a libvirt domain - running, shut off or managed-saved - reads it as a disk or
-through a qcow2 backing chain, see ``_inuse``) is never moved, removed or dropped from the
+through a qcow2 backing chain, see ``_inuse``; read by ``_reconcile_scan``) is never moved, removed or dropped from the
 manifest: it is reported with the PIDs and the domain names. See docs/reconcile.md.
 """
 
@@ -46,101 +46,37 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import stat
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ._errors import StoreError
 from ._inuse import RULE as IN_USE_RULE
-from ._inuse import Domains, Libvirt, libvirt_domains
-from ._io import fsync_directory
+from ._inuse import Libvirt
+from ._reconcile_scan import (
+    QUARANTINE_DIR,
+    Entry,
+    Holders,
+    Identity,
+    filesystem_usage,
+    find_holders,
+    is_plain_name,
+    printable,
+    survey,
+)
 from ._store import META_DIR, TEMP_GRACE_SECONDS, TEMP_PREFIX, ImageStore, file_stat_key, open_files, stored_file_name
 
 POLICIES = ("report", "quarantine", "remove")
 NOT_DESIRED = ("retire", "keep")
 DEFAULT_GRACE_SECONDS = TEMP_GRACE_SECONDS
 DEFAULT_RETIRE_MAX_PERCENT = 50
-QUARANTINE_DIR = "quarantine"
-MAX_DEPTH = 64  # directory levels below a store entry that are walked; deeper: reported, never touched
 
-Identity = Tuple[int, int]  # (st_dev, st_ino) of an entry, not followed
 FilesystemUsage = Callable[[str], Tuple[int, int]]
 
 
 def _clock() -> float:
     return time.time()
 
-
-def filesystem_usage(path: str) -> Tuple[int, int]:
-    """Total and used bytes of the filesystem holding ``path`` (used includes root's reserve)."""
-    st = os.statvfs(path)
-    return st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize
-
-
-def printable(text: str) -> str:
-    """``text`` as a report can carry it: a file name that is not UTF-8 (decoded by Python with
-    lone surrogates) shows its bytes as ``\\xNN`` escapes; any other name is unchanged."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(text).decode("utf-8", "backslashreplace")
-    return text
-
-
-def _printable_all(value: Any) -> Any:
-    if isinstance(value, str):
-        return printable(value)
-    if isinstance(value, dict):
-        return {printable(k) if isinstance(k, str) else k: _printable_all(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_printable_all(item) for item in value]
-    return value
-
-
-def is_plain_name(name: Any) -> bool:
-    """A name directly in the store: no separator, not ``.`` or ``..``, not the meta directory."""
-    return (isinstance(name, str) and name not in ("", ".", "..", META_DIR)
-            and "/" not in name and "\0" not in name)
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
-
-
-# --------------------------------------------------------------------------- what is in use
-
-
-@dataclass(frozen=True)
-class Holders:
-    """Who uses which file: processes holding it open, libvirt domains reading it as a disk."""
-
-    pids: Mapping[Identity, List[int]] = field(default_factory=dict)
-    domains: Mapping[Identity, List[str]] = field(default_factory=dict)
-    unknown: Optional[str] = None  # the domains could not be read: every file counts as in use
-    source: str = ""  # where the domains were read from ("none: libvirt is not installed ...")
-    problems: Tuple[str, ...] = ()  # disk chains not followed to their end
-    found: Optional[Domains] = None  # what _inuse found (ImageStore.retire asks again with it)
-
-    def report(self) -> Dict[str, Any]:
-        return {"source": self.source, "unknown": self.unknown, "problems": list(self.problems)}
-
-    def of(self, identity: Identity) -> Tuple[Tuple[int, ...], Tuple[str, ...]]:
-        return tuple(self.pids.get(identity, ())), tuple(self.domains.get(identity, ()))
-
-
-def find_holders(proc: str = "/proc", libvirt: Optional[Libvirt] = None) -> Holders:
-    """Open files (one pass over /proc) and the files libvirt's domains use (``_inuse``)."""
-    domains = libvirt_domains(libvirt)
-    return Holders(open_files(proc), domains.by_identity(), domains.unknown, domains.source, tuple(domains.problems),
-                   domains)
 
 
 # --------------------------------------------------------------------------- the plan's records
@@ -183,42 +119,6 @@ class Options:
     def has_quota(self) -> bool:
         return self.max_bytes is not None or self.high_watermark_percent is not None
 
-
-@dataclass(frozen=True)
-class Entry:
-    """Something found directly in the store directory, inspected without following symlinks."""
-
-    name: str
-    path: str
-    kind: str  # file | directory | symlink | other
-    size: int  # a directory: every regular file under it; a symlink: 0 (the link, not its target)
-    mtime: float
-    identity: Identity
-    pids: Tuple[int, ...] = ()  # processes holding it (or, for a directory, a file under it) open
-    domains: Tuple[str, ...] = ()  # libvirt domains whose disks read it (or a file under it)
-    use_unknown: Optional[str] = None  # libvirt's domains could not be read: counts as in use
-    link_target: Optional[str] = None  # a symlink's text, for the report; never resolved
-    refusal: Optional[str] = None  # why it can never be touched (another filesystem, unreadable)
-    reason: str = ""  # why it is unknown
-
-    @property
-    def in_use(self) -> bool:
-        return bool(self.pids or self.domains or self.use_unknown)
-
-    @property
-    def use(self) -> str:
-        """How it is in use, for reasons: "held open", "in use by libvirt domain web1", ..."""
-        parts = ["held open"] if self.pids else []
-        if self.domains:
-            parts.append(f"in use by libvirt domain{'s' if len(self.domains) > 1 else ''} {', '.join(self.domains)}")
-        if self.use_unknown:
-            parts.append(f"maybe in use ({self.use_unknown})")
-        return " and ".join(parts)
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {"path": self.path, "type": self.kind, "size": self.size, "mtime": self.mtime,
-                "reason": self.reason, "pids": list(self.pids), "domains": list(self.domains),
-                "link_target": self.link_target, "refusal": self.refusal}
 
 
 @dataclass(frozen=True)
@@ -323,121 +223,6 @@ class Plan:
         return [image.uuid for image in self.images if image.state == state]
 
 
-# --------------------------------------------------------------------------- reading the store
-
-
-def _inspect_tree(path: str, root_dev: int, holders: Holders) -> Tuple[int, List[int], Optional[str], List[str]]:
-    """Bytes of the regular files under a directory, PIDs holding one open, a refusal if the tree
-    reaches another filesystem, is deeper than ``MAX_DEPTH`` or cannot be read completely, and the
-    domains using a file under it. Iterative (no recursion, whatever the depth); symlinks are not followed."""
-    size = 0
-    pids: Set[int] = set()
-    domains: Set[str] = set()
-    problems: List[str] = []
-    pending: List[Tuple[str, int]] = [(path, 0)]
-    while pending and len(problems) < 3:
-        directory, depth = pending.pop()
-        try:
-            with os.scandir(directory) as listing:
-                children = list(listing)
-        except OSError as exc:
-            problems.append(f"{printable(directory)}: {exc.strerror}")
-            continue
-        for child in children:
-            try:
-                st = child.stat(follow_symlinks=False)
-            except OSError as exc:
-                problems.append(f"{printable(child.path)}: {exc.strerror}")
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if st.st_dev != root_dev:
-                    problems.append(f"{printable(child.path)}: another filesystem is mounted there")
-                elif depth + 1 >= MAX_DEPTH:
-                    problems.append(f"deeper than {MAX_DEPTH} levels")
-                    break
-                else:
-                    pending.append((child.path, depth + 1))
-                continue
-            if stat.S_ISREG(st.st_mode):
-                size += st.st_size
-            held_by, used_by = holders.of((st.st_dev, st.st_ino))
-            pids.update(held_by)
-            domains.update(used_by)
-    refusal = None
-    if problems:
-        refusal = "cannot be handled safely (" + "; ".join(problems[:3]) + "); never touched"
-    return size, sorted(pids), refusal, sorted(domains)
-
-
-def inspect_entry(root: str, name: str, root_dev: int, holders: Holders) -> Optional[Entry]:
-    """``root/name`` as found (``lstat``), or None when there is nothing there."""
-    path = os.path.join(root, name)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    kind = _kind(st.st_mode)
-    identity = (st.st_dev, st.st_ino)
-    if kind == "symlink":
-        try:
-            target: Optional[str] = os.readlink(path)
-        except OSError:
-            target = None
-        _unused, domains = holders.of(identity)  # a domain may name the link itself as its disk
-        return Entry(name, path, kind, 0, st.st_mtime, identity, domains=domains, use_unknown=holders.unknown,
-                     link_target=target)
-    if st.st_dev != root_dev:
-        return Entry(name, path, kind, 0, st.st_mtime, identity,
-                     refusal="another filesystem is mounted here; never touched")
-    if kind == "directory":
-        size, pids, refusal, used_by = _inspect_tree(path, root_dev, holders)
-        return Entry(name, path, kind, size, st.st_mtime, identity, tuple(pids), tuple(used_by), holders.unknown,
-                     refusal=refusal)
-    size = st.st_size if kind == "file" else 0
-    pids, domains = holders.of(identity)
-    return Entry(name, path, kind, size, st.st_mtime, identity, pids, domains, holders.unknown)
-
-
-def _check_meta(root: str) -> None:
-    for relative in (META_DIR, os.path.join(META_DIR, QUARANTINE_DIR)):
-        path = os.path.join(root, relative)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            raise StoreError(
-                "store-meta-invalid",
-                f"{path} is a {_kind(st.st_mode)}, not a directory; vmcloud keeps its manifest and quarantine "
-                "there and follows no symlink out of the store; move it away by hand",
-            )
-
-
-@dataclass
-class _Survey:
-    entries: Dict[str, Entry]
-    root_dev: Optional[int]
-    meta_bytes: int
-
-
-def _survey(root: str, holders: Holders) -> _Survey:
-    if not os.path.lexists(root):
-        return _Survey({}, None, 0)
-    if not os.path.isdir(root):
-        raise StoreError("store-invalid", f"{root} is not a directory; give the image store directory")
-    _check_meta(root)
-    root_dev = os.stat(root).st_dev
-    entries = {}
-    for name in sorted(os.listdir(root)):
-        if name == META_DIR:
-            continue
-        entry = inspect_entry(root, name, root_dev, holders)
-        if entry is not None:
-            entries[name] = entry
-    meta = os.path.join(root, META_DIR)
-    meta_bytes = _inspect_tree(meta, root_dev, Holders())[0] if os.path.isdir(meta) else 0
-    return _Survey(entries, root_dev, meta_bytes)
-
 
 def _desired_by_name(desired: Iterable[Mapping[str, Any]]) -> Dict[str, Mapping[str, Any]]:
     by_name: Dict[str, Mapping[str, Any]] = {}
@@ -477,7 +262,7 @@ class _Planner:
         self.wanted = _desired_by_name(desired)
         self.wanted_uuids = {image["uuid"] for image in self.wanted.values()}
         self.manifest = self.store.manifest()
-        self.survey = _survey(root, holders)
+        self.survey = survey(root, holders)
         self.holders = holders
         self.entries = self.survey.entries
         self.images: List[ImageState] = []
@@ -820,179 +605,3 @@ def find_pending(root: str, desired: Sequence[Mapping[str, Any]], retire_now: It
         planner.not_desired()
     return {pending.uuid: pending for pending in planner.pending}
 
-
-# --------------------------------------------------------------------------- execution
-
-
-@dataclass
-class Outcome:
-    plan: Plan
-    check_mode: bool
-    done: List[Action] = field(default_factory=list)
-    deferred: List[Tuple[Action, str]] = field(default_factory=list)  # precondition gone since planning
-    failures: List[Tuple[Action, str]] = field(default_factory=list)
-    held_open: List[Held] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.done)
-
-
-class _Executor:
-    def __init__(self, plan: Plan, holders: Holders, outcome: Outcome) -> None:
-        self.plan = plan
-        self.root = plan.root
-        self.real_root = os.path.realpath(plan.root)
-        self.root_dev = os.stat(plan.root).st_dev
-        self.holders = holders
-        self.outcome = outcome
-        self.store = ImageStore(plan.root)
-
-    def run(self, action: Action) -> None:
-        try:
-            why = self._precondition(action)
-            if why is None:
-                why = getattr(self, "_" + action.kind)(action)
-        except (OSError, StoreError) as exc:
-            self.outcome.failures.append((action, f"{action.path}: {exc}"))
-            return
-        if why is None:
-            self.outcome.done.append(action)
-        else:
-            self.outcome.deferred.append((action, why))
-
-    def _confined(self, path: str, directory: str) -> bool:
-        return os.path.realpath(os.path.dirname(path)) == directory and is_plain_name(os.path.basename(path))
-
-    def _precondition(self, action: Action) -> Optional[str]:
-        """None when the action may go ahead, else why it is deferred."""
-        if action.identity is None:
-            return None  # manifest-only, or a file that was already gone
-        if not self._confined(action.path, self.real_root):
-            raise StoreError("outside-store", f"{action.path} does not resolve inside {self.real_root}; not touched")
-        found = inspect_entry(self.root, os.path.basename(action.path), self.root_dev, self.holders)
-        if found is None:
-            return None if action.uuid else "gone since planned"
-        if found.identity != action.identity:
-            return "replaced since planned; run again"
-        if found.refusal:
-            return found.refusal
-        if found.in_use:
-            self.outcome.held_open.append(Held.of(found, f"{found.use} since planned: not {action.kind}",
-                                                  action.uuid))
-            return f"{found.use} since planned"
-        if found.kind == "directory" and not shutil.rmtree.avoids_symlink_attacks:
-            return "this platform cannot remove a directory without following symlinks; not touched"
-        return None
-
-    def _forget(self, action: Action) -> Optional[str]:
-        return None if self.store.forget([action.uuid or ""]) else "no longer in the manifest"
-
-    def _retire(self, action: Action) -> Optional[str]:
-        result = self.store.retire(action.uuid or "", domains=self.holders.found)
-        if result["action"] == "held-open":
-            self.outcome.held_open.append(Held(action.path, tuple(result["pids"]), "in use since planned: not "
-                                               "retired", action.uuid, tuple(result["domains"])))
-            return "in use since planned"
-        return None if result["action"] == "removed" else "no longer in the manifest"
-
-    def _evict(self, action: Action) -> Optional[str]:
-        return self._retire(action)  # only managed images are evicted (module docstring)
-
-    def _quarantine(self, action: Action) -> Optional[str]:
-        target = action.target or ""
-        directory = os.path.dirname(target)
-        _check_meta(self.root)  # before makedirs: it would follow a .vmcloud symlink out of the store
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        _check_meta(self.root)
-        if not self._confined(target, os.path.join(self.real_root, META_DIR, QUARANTINE_DIR)):
-            raise StoreError("outside-store", f"{target} does not resolve inside the store's quarantine")
-        if os.path.lexists(target):
-            return f"{target} exists since planned; run again"
-        os.rename(action.path, target)  # same filesystem (a mount point is refused): never a copy
-        fsync_directory(self.root)
-        fsync_directory(directory)
-        return None
-
-    def _clean(self, action: Action) -> Optional[str]:
-        return self._remove(action)
-
-    def _remove(self, action: Action) -> Optional[str]:
-        if action.entry_kind == "directory":
-            shutil.rmtree(action.path)
-        else:
-            os.unlink(action.path)
-        fsync_directory(self.root)
-        return None
-
-
-def apply_plan(plan: Plan, check_mode: bool = False, proc: str = "/proc", libvirt: Optional[Libvirt] = None) -> Outcome:
-    """Carry out ``plan``; in check mode report its actions as done and touch nothing."""
-    outcome = Outcome(plan, check_mode, held_open=list(plan.held_open))
-    if check_mode:
-        outcome.done.extend(plan.actions)
-        return outcome
-    if plan.actions:
-        executor = _Executor(plan, find_holders(proc, libvirt), outcome)
-        for action in plan.actions:
-            executor.run(action)
-    return outcome
-
-
-# --------------------------------------------------------------------------- report
-
-
-def diff(outcome: Outcome) -> Dict[str, Dict[str, List[str]]]:
-    """The store's file list and managed uuids before, and after the actions done (or, in check
-    mode, to be done)."""
-    plan = outcome.plan
-    moved = ("retire", "evict", "quarantine", "remove", "clean")
-    gone_files = {os.path.basename(a.path) for a in outcome.done if a.kind in moved}
-    gone_uuids = {a.uuid for a in outcome.done if a.uuid and a.kind in ("forget", "retire", "evict")}
-    return {
-        "before": {"files": list(plan.files), "managed": list(plan.managed)},
-        "after": {"files": [name for name in plan.files if name not in gone_files],
-                  "managed": [uuid for uuid in plan.managed if uuid not in gone_uuids]},
-    }
-
-
-def report(outcome: Outcome) -> Dict[str, Any]:
-    """The module's (and imgdist's) result: plain lists and dicts."""
-    plan = outcome.plan
-
-    def done(kind: str) -> List[Action]:
-        return [action for action in outcome.done if action.kind == kind]
-
-    return _printable_all({
-        "changed": outcome.changed,
-        "store": plan.root,
-        "present": plan.uuids("present"),
-        "missing": plan.uuids("missing"),
-        "corrupt": plan.uuids("corrupt"),
-        "images": [image.as_dict() for image in plan.images],
-        "unknown": [entry.path for entry in plan.unknown],
-        "unknown_entries": [entry.as_dict() for entry in plan.unknown],
-        "quarantined": [action.path for action in done("quarantine")],  # destinations: actions[].to
-        "removed": [action.path for action in done("remove")],
-        "cleaned": [action.path for action in done("clean")],  # interrupted promotions' temporary files
-        "retired": [action.uuid for action in done("retire")],
-        "forgotten": [action.uuid for action in done("forget")],
-        "evicted": [{"path": action.path, "uuid": action.uuid, "size": action.size, "mtime": action.mtime}
-                    for action in done("evict")],
-        "kept": list(plan.kept),
-        "superseded_pending": [pending.as_dict() for pending in plan.pending],
-        "held_open": [held.as_dict() for held in outcome.held_open],
-        "libvirt": plan.libvirt,  # where the domains came from (source), unknown, chain problems
-        "in_progress": list(plan.in_progress),
-        "quota": plan.quota.as_dict() if plan.quota else None,
-        "actions": [action.as_dict() for action in plan.actions],
-        "deferred": [dict(action.as_dict(), why=why) for action, why in outcome.deferred],
-        "failures": [dict(action.as_dict(), error=error) for action, error in outcome.failures],
-        "diff": diff(outcome),
-    })
-
-
-def reconcile(root: str, desired: Sequence[Mapping[str, Any]], options: Optional[Options] = None,
-              check_mode: bool = False) -> Dict[str, Any]:
-    """Plan and apply in one call (the module's path); returns ``report``."""
-    return report(apply_plan(plan_reconcile(root, desired, options), check_mode=check_mode))
