@@ -35,7 +35,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
-from . import _crl, _metrics
+from . import _crl, _metrics, _status_cache
 from ._approvals_record import ConfigBehind, check_config_current
 from ._argspec import FETCH_ARGSPEC, INDEX_TRUST_ARGSPEC, SELECTION_ARGSPEC, SYNC_ARGSPEC
 from ._engine import TorrentStatus, default_engine_user, engine_for
@@ -389,7 +389,7 @@ def grace_seconds(config: Mapping[str, Any], path: str) -> int:
         raise CliError(exc.rule, exc.message, EXIT_CONFIG) from exc
 
 
-def kept_index(config: Mapping[str, Any]) -> KeptIndex:
+def kept_index(config: Mapping[str, Any], now: Optional[datetime.datetime] = None) -> KeptIndex:
     """The last verified index, verified again offline under the run guard's policy (``_run_guard``):
     valid now, or failing on a time rule alone inside the grace period. The rollback mark is checked,
     never advanced."""
@@ -403,7 +403,7 @@ def kept_index(config: Mapping[str, Any]) -> KeptIndex:
         ) from exc
     grace = grace_seconds(config, "the configuration")
     policy = build_policy(options_from(config), None)
-    return guarded_accept(data, policy, config["state_dir"], path, grace)
+    return guarded_accept(data, policy, config["state_dir"], path, grace, now)
 
 
 # --------------------------------------------------------------------------- reset-mark
@@ -659,14 +659,14 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
             problems.append(f"config: {exc.rule}: {exc.message}")
     try:
         require_keys(config, "the configuration", ["trust_anchors"])
-        accepted = kept_index(config)
-        run_guard = accepted.run_guard()
-        if accepted.warning():
-            problems.append(accepted.warning())
-        index_summary = {"url": accepted.index.url, "version": accepted.index.version,
-                         "expires": accepted.index.expires}
-        desired = selection_for(accepted.index.images, options_from(config))["desired"]
-        endorsed = accepted.index.images
+        # The kept index's verification and selection, cached while their inputs are unchanged (_status_cache).
+        view = _status_cache.cached_view(
+            config["state_dir"], verified_index_path(config["state_dir"]), config,
+            lambda moment: _status_cache.view_of(kept_index(config, moment), options_from(config)))
+        run_guard, index_summary, desired = view["run_guard"], view["index"], view["desired"]
+        endorsed = view["endorsed"]
+        if view["warning"]:
+            problems.append(view["warning"])
     except (VmcloudError, OSError) as exc:
         run_guard["rule"] = getattr(exc, "rule", "io-error")
         problems.append(f"index: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")
