@@ -17,7 +17,7 @@ import datetime
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
-from . import _metrics
+from . import _metrics, _status_cache
 from ._approvals_record import check_config_current
 from ._engine import TorrentStatus, engine_for
 from ._errors import IndexRefused, VmcloudError
@@ -65,7 +65,7 @@ def set_state(flag: str, state: str) -> str:
 # --------------------------------------------------------------------------- the kept index
 
 
-def kept_index(config: Mapping[str, Any]) -> KeptIndex:
+def kept_index(config: Mapping[str, Any], now: Optional[datetime.datetime] = None) -> KeptIndex:
     """The last verified index, verified again offline under the run guard's policy (``_run_guard``):
     valid now, or failing on a time rule alone inside the grace period. The rollback mark is checked,
     never advanced."""
@@ -79,7 +79,7 @@ def kept_index(config: Mapping[str, Any]) -> KeptIndex:
         ) from exc
     grace = grace_seconds(config, "the configuration")
     policy = build_policy(options_from(config), None)
-    return guarded_accept(data, policy, config["state_dir"], path, grace)
+    return guarded_accept(data, policy, config["state_dir"], path, grace, now)
 
 
 # --------------------------------------------------------------------------- check
@@ -285,14 +285,14 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
             problems.append(f"config: {exc.rule}: {exc.message}")
     try:
         require_keys(config, "the configuration", ["trust_anchors"])
-        accepted = kept_index(config)
-        run_guard = accepted.run_guard()
-        if accepted.warning():
-            problems.append(accepted.warning())
-        index_summary = {"url": accepted.index.url, "version": accepted.index.version,
-                         "expires": accepted.index.expires}
-        desired = selection_for(accepted.index.images, options_from(config))["desired"]
-        endorsed = accepted.index.images
+        # The kept index's verification and selection, cached while their inputs are unchanged (_status_cache).
+        view = _status_cache.cached_view(
+            config["state_dir"], verified_index_path(config["state_dir"]), config,
+            lambda moment: _status_cache.view_of(kept_index(config, moment), options_from(config)))
+        run_guard, index_summary, desired = view["run_guard"], view["index"], view["desired"]
+        endorsed = view["endorsed"]
+        if view["warning"]:
+            problems.append(view["warning"])
     except (VmcloudError, OSError) as exc:
         run_guard["rule"] = getattr(exc, "rule", "io-error")
         problems.append(f"index: {getattr(exc, 'rule', 'io-error')}: {getattr(exc, 'message', exc)}")

@@ -62,6 +62,7 @@ from ._io import differs, fsync_directory, write_atomic
 from ._lock import host_lock, lock_path
 from ._methods import BAD_CONTENT_RULES, Method, method_for
 from ._reconcile_execute import apply_plan
+from ._reconcile_execute import report as reconcile_report
 from ._reconcile_plan import DEFAULT_RETIRE_MAX_PERCENT, plan_reconcile
 from ._reconcile_plan import Options as ReconcileOptions
 from ._selection import is_blocked, parse_approvals
@@ -153,6 +154,7 @@ class SyncReport:
     failures: List[Dict[str, Any]] = field(default_factory=list)  # not "failed": Ansible reserves that key
     held_before: List[str] = field(default_factory=list)
     held: List[str] = field(default_factory=list)  # uuids the store holds after the run
+    store: Optional[Dict[str, Any]] = None  # the retirement plan's reconcile report (image_store's result)
 
     def _where(self, attribute: str, values: Iterable[str]) -> List[str]:
         wanted = set(values)
@@ -185,6 +187,7 @@ class SyncReport:
             or self.promoted
             or self.retired
             or self.removed
+            or (self.store or {}).get("changed")
         )
 
     def fail(self, step: str, exc: BaseException, image: Optional[ImageOutcome] = None,
@@ -218,6 +221,7 @@ class SyncReport:
             "selection": self.selection,
             "desired_images": self.desired_images,
             "images": [asdict(image) for image in self.images],
+            "store": self.store,
         }
 
 
@@ -554,13 +558,13 @@ def promote_arguments(options: Mapping[str, Any], image: Dict[str, Any]) -> Dict
 
 
 def retire_options(options: Mapping[str, Any]) -> ReconcileOptions:
-    """The retirement policy of a sync (RETIRE_ARGSPEC): the image_store module's, with unknown
-    entries only reported (the image_store task handles them by its own policy)."""
+    """The retirement policy of a sync (RETIRE_ARGSPEC): the image_store module's; entries nobody declared
+    are handled by ``unknown`` (image_sync's option; imgdist only reports them)."""
     return ReconcileOptions(
         # Every promotion holds the host lock the sync holds: a .promote-* file it finds is a killed
         # promotion's leftover, however fresh.
         grace_seconds=0,
-        unknown="report",
+        unknown=options.get("unknown") or "report",
         not_desired=options.get("not_desired") or "retire",
         max_bytes=options.get("max_bytes"),
         high_watermark_percent=options.get("high_watermark_percent"),
@@ -592,6 +596,7 @@ def _retire(options, engine, store, report, desired, withdrawn, check_mode, extr
     try:
         plan = plan_reconcile(store.root, desired, retire_options(options), retire_now=withdrawn, arriving=arriving)
         done = apply_plan(plan, check_mode=check_mode)
+        report.store = reconcile_report(done)
     except (VmcloudError, OSError) as exc:
         report.fail("retire", exc)
         keep_hashes.update(entry.get("info_hash") for entry in store.manifest().values() if isinstance(entry, dict))

@@ -137,6 +137,15 @@ options:
       - Seconds between progress checks while waiting.
     type: float
     default: 2
+  unknown:
+    description:
+      - What to do with entries in O(store_dir) that nobody declared, in the same plan, under the same host lock,
+        as the retirement (M(vmcloud.fleet.image_store)'s option of that name, so one task converges and
+        reconciles the store). V(report) lists them in RV(store.unknown); V(quarantine) moves each to
+        C(.vmcloud/quarantine/) in the store; V(remove) deletes it.
+    type: str
+    choices: [report, quarantine, remove]
+    default: report
 notes:
   - Check mode verifies the index, reads (and verifies) the .torrent files it would fetch, and asks the
     engine and the store what they hold; it returns the same lists a real run would, and writes
@@ -276,6 +285,14 @@ failures:
       step: download
       rule: download-timeout
       message: "83f4... is not complete after 3600 s: 0 of 8388608 bytes, 0 peers, state downloading; ..."
+store:
+  description:
+    - The reconciliation of the store that the retirement ran (M(vmcloud.fleet.image_store)'s result, with
+      C(unknown), C(quarantined), C(removed), C(evicted), C(kept), C(quota), C(actions), C(deferred) and
+      C(failures)); null when the retirement could not be planned (see RV(failures)).
+  returned: success
+  type: dict
+  sample: {changed: false, store: /var/lib/vmcloud/images, unknown: [], quarantined: [], removed: [], evicted: []}
 held:
   description: Uuids the store holds after the run (predicted in check mode).
   returned: success
@@ -373,6 +390,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
 from ansible_collections.vmcloud.fleet.plugins.module_utils._options import INDEX_CHECKS, SYNC_CHECKS, check_options
+from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import POLICIES
 from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
 from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import sync
 
@@ -380,6 +398,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._sync import sync
 def main() -> None:
     argument_spec = dict(
         src=dict(type="str", required=True),
+        unknown=dict(type="str", choices=list(POLICIES), default="report"),
         **INDEX_TRUST_ARGSPEC,
         **SELECTION_ARGSPEC,
         **FETCH_ARGSPEC,
@@ -399,7 +418,14 @@ def main() -> None:
     except OSError as exc:
         module.fail_json(msg=f"io-error: {exc}", rule="io-error")
     result = report.to_dict()
-    result["diff"] = {"before": {"held": report.held_before}, "after": {"held": report.held}}
+    quota = (result["store"] or {}).get("quota") or {}
+    if quota.get("over_after"):
+        module.warn(f"{params['store_dir']} stays over its quota after this run: only desired images, unknown "
+                    "entries the policy keeps, the quarantine or held-open files are left; free space by hand")
+    # The images held, and the store's files around the reconciliation (what quarantine or remove takes away).
+    files = ((result["store"] or {}).get("diff") or {}).get
+    result["diff"] = {"before": {"held": report.held_before, **(files("before") or {})},
+                      "after": {"held": report.held, **(files("after") or {})}}
     if report.failures:
         first = report.failures[0]
         module.fail_json(

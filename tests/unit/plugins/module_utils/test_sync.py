@@ -139,10 +139,28 @@ def test_report_to_dict_has_the_documented_keys(world):
     assert set(report) == {"changed", "check_mode", "index", "index_saved", "desired", "fetched", "added",
                            "started", "promoted", "retired", "removed", "held_open", "superseded_pending", "kept",
                            "failures", "held",
-                           "held_before", "selection", "desired_images", "images"}
+                           "held_before", "selection", "desired_images", "images", "store"}
     assert [image["uuid"] for image in report["desired_images"]] == report["desired"]
     assert report["index"]["version"] == 1 and report["index"]["advanced"] is True
     assert report["images"][0]["status"]["state"] == "seeding"
+
+
+def test_files_nobody_declared_are_handled_by_the_unknown_policy_in_the_same_plan(world):
+    """image_sync's unknown option (reconcile.yml folds the image_store pass into the sync): the default
+    reports a stray file, remove removes it once; the report carries image_store's result under store."""
+    engine = FakeEngine.serving(world)
+    assert sync(world.options(), engine, check_mode=False).changed
+    stray = os.path.join(world.options()["store_dir"], "stray.img")
+    with open(stray, "wb") as handle:
+        handle.write(b"nobody declared me")
+    reported = sync(world.options(), engine, check_mode=False)
+    assert reported.store["unknown"] == [stray] and not reported.changed and os.path.exists(stray)
+    checked = sync(world.options(unknown="remove"), engine, check_mode=True)
+    assert checked.store["removed"] == [stray] and checked.changed and os.path.exists(stray)
+    removed = sync(world.options(unknown="remove"), engine, check_mode=False)
+    assert removed.store["removed"] == [stray] and removed.changed and not os.path.exists(stray)
+    again = sync(world.options(unknown="remove"), engine, check_mode=False)
+    assert again.store["removed"] == [] and not again.changed
 
 
 # --------------------------------------------------------------------------- failures stay per image
