@@ -126,7 +126,6 @@ def load_document(data: bytes, origin: str = "the index") -> Dict[str, Any]:
     return {"signed": document["signed"], "signatures": signatures}
 
 
-
 # ---------------------------------------------------------------- files
 
 
@@ -163,4 +162,3 @@ def write_document(path: str, document: Dict[str, Any], syntax: Optional[str] = 
     except FileNotFoundError:
         mode = 0o644
     write_atomic(path, dump_document(document, syntax or existing_syntax(path) or "yaml"), mode)
-

@@ -206,4 +206,3 @@ def edit_index(
     check_signed(signed)
     dropped = prune_signatures(working)
     return EditResult(before=document, after=working, changed=True, dropped_signers=dropped)
-

@@ -269,8 +269,6 @@ def sign_index(
     return SignResult(before=document, after=working, changed=working != document, added=added, dropped=dropped)
 
 
-
-
 def load_signer_files(
     certificate: str,
     private_key: Optional[str] = None,

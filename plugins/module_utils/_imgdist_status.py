@@ -235,7 +235,7 @@ def image_state(holding: Optional[str], status: Optional[TorrentStatus], desired
 
 
 def status_row(image: Dict[str, Any], holding: Optional[Dict[str, Any]], status: Optional[TorrentStatus],
-                desired: bool, path: str, pending: Optional[Pending] = None) -> Dict[str, Any]:
+               desired: bool, path: str, pending: Optional[Pending] = None) -> Dict[str, Any]:
     row = {
         "uuid": image["uuid"],
         "name": image.get("name"),
@@ -325,7 +325,7 @@ def collect_status(config: Mapping[str, Any]) -> Dict[str, Any]:
             image = {"uuid": uuid, "name": held["name"], "version": held["version"],
                      "torrent": {"info_hash": entry.get("info_hash")}}
             row = status_row(image, held, statuses.get(entry.get("info_hash") or ""), False, held["path"],
-                              pending.get(uuid))
+                             pending.get(uuid))
             if row["state"] == PENDING_RULE:
                 problems.append(pending_message(pending[uuid]))
             rows.append(row)

@@ -78,7 +78,6 @@ def _clock() -> float:
     return time.time()
 
 
-
 # --------------------------------------------------------------------------- the plan's records
 
 
@@ -118,7 +117,6 @@ class Options:
     @property
     def has_quota(self) -> bool:
         return self.max_bytes is not None or self.high_watermark_percent is not None
-
 
 
 @dataclass(frozen=True)
@@ -221,7 +219,6 @@ class Plan:
 
     def uuids(self, state: str) -> List[str]:
         return [image.uuid for image in self.images if image.state == state]
-
 
 
 def _desired_by_name(desired: Iterable[Mapping[str, Any]]) -> Dict[str, Mapping[str, Any]]:
@@ -604,4 +601,3 @@ def find_pending(root: str, desired: Sequence[Mapping[str, Any]], retire_now: It
         planner.desired_images()
         planner.not_desired()
     return {pending.uuid: pending for pending in planner.pending}
-

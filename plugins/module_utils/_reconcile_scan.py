@@ -101,7 +101,6 @@ def find_holders(proc: str = "/proc", libvirt: Optional[Libvirt] = None) -> Hold
                    domains)
 
 
-
 @dataclass(frozen=True)
 class Entry:
     """Something found directly in the store directory, inspected without following symlinks."""
@@ -137,7 +136,6 @@ class Entry:
         return {"path": self.path, "type": self.kind, "size": self.size, "mtime": self.mtime,
                 "reason": self.reason, "pids": list(self.pids), "domains": list(self.domains),
                 "link_target": self.link_target, "refusal": self.refusal}
-
 
 
 # --------------------------------------------------------------------------- reading the store

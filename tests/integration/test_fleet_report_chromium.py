@@ -101,7 +101,7 @@ class Site:
             img = self.images[key]
             status = engine(img, state, completed, str(staging)) if state else None
             status_rows.append(_imgdist_status.status_row(img, holdings.get(img["uuid"]), status, True,
-                                                    store.path_of(img)))
+                                                          store.path_of(img)))
         facts = base / "facts"
         facts.mkdir()
         (facts / "vmcloud.fact").write_text(json.dumps({

@@ -280,7 +280,7 @@ def test_editing_drops_stale_signatures_and_keeps_valid_ones(ca, signers):
     fresh["signatures"].insert(0, copy.deepcopy(document["signatures"][0]))
     assert sign_document(fresh, signers["rsa"]) is True
     assert [s["subject"] for s in valid_signers(fresh)] == [signers["ed25519"].subject,
-                                                                    signers["rsa"].subject]
+                                                            signers["rsa"].subject]
     assert len(fresh["signatures"]) == 2
     verified = verify_index(dump_document(fresh), policy(ca, threshold=2))
     assert verified.version == 3

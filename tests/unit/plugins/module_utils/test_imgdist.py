@@ -703,8 +703,8 @@ def crl_server():
 def crl_config(world: World, server, names=("ca.crl",)) -> str:
     crl_dir = world.root / "trust" / "crl"
     crl_dir.mkdir(exist_ok=True)
-    return write_imgdist_config(world, crl=[str(crl_dir)],
-                        crl_sources=[{"url": f"{server.url}/{name}", "path": str(crl_dir / name)} for name in names])
+    sources = [{"url": f"{server.url}/{name}", "path": str(crl_dir / name)} for name in names]
+    return write_imgdist_config(world, crl=[str(crl_dir)], crl_sources=sources)
 
 
 def test_crl_refresh_installs_a_fresh_crl_atomically(world, crl_server):

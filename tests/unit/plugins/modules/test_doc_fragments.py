@@ -32,4 +32,3 @@ def test_each_module_documents_the_libraries_its_main_requires(name, module_docs
     expected = [line for library in libraries
                 for line in fragment_documentation(f"vmcloud.fleet._requirements.{library.upper()}")["requirements"]]
     assert sorted(module_docs(module).get("requirements", [])) == sorted(expected)
-

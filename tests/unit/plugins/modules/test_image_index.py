@@ -49,8 +49,8 @@ def test_selection_is_returned_when_approvals_are_given(run_module, trust, tmp_p
     images = [factory.image(1, family="cernvm", version=1), factory.image(2, family="cernvm", version=2),
               factory.image(3, family="slc5", version=7)]
     src = write_index(tmp_path / "index.yaml", trust, 1, images)
-    result = run_module(image_index, **index_args(trust, src, tmp_path / "state", host="hv01",
-                                     approved=[{"name": "cernvm", "version": "latest"}, {"uuid": "ghost"}]))
+    approved = [{"name": "cernvm", "version": "latest"}, {"uuid": "ghost"}]
+    result = run_module(image_index, **index_args(trust, src, tmp_path / "state", host="hv01", approved=approved))
     selection = result["selection"]
     assert selection["desired_uuids"] == ["cernvm-2"]
     assert selection["not_endorsed"][0]["approved_by"] == "vmcloud_approved_images[1]"

@@ -85,5 +85,5 @@ def test_the_guard_fails_the_task_before_anything_changes(run_module, world):
     assert result["failed"] is True and result["rule"] == "retire-guard"
     assert "would retire 2 of the 2 images" in result["msg"]
     assert snapshot(world.root / "host") == before  # store, manifest, mark, kept index, .torrent files
-    assert run_module(image_sync, **module_args(world, approved=[], retire_confirm=True))["retired"] == ["alma-9",
-                      "slc-5"]
+    retired = run_module(image_sync, **module_args(world, approved=[], retire_confirm=True))["retired"]
+    assert retired == ["alma-9", "slc-5"]

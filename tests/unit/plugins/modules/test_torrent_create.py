@@ -116,8 +116,8 @@ def test_private_torrent_for_sites_whose_images_must_not_leave_the_fleet(run_mod
     dest = tmp_path / "alma9.qcow2.torrent"
     args = {"path": str(image), "dest": str(dest), "announce": [ANNOUNCE]}
     public = run_module(torrent_create, **args)
-    results = [run_module(torrent_create, _ansible_check_mode=True, private=True, **args), run_module(torrent_create,
-                          private=True, **args),
+    results = [run_module(torrent_create, _ansible_check_mode=True, private=True, **args),
+               run_module(torrent_create, private=True, **args),
                run_module(torrent_create, private=True, **args)]
     assert [r["changed"] for r in results] == [True, True, False]
     assert results[1]["private"] is True and public["private"] is False
