@@ -39,6 +39,13 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "collections"), ROOT]
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (  # noqa: E402
+    DEFAULT_CHUNK_SIZE,
+    advance,
+    next_round,
+    push_state,
+    wave_rounds,
+)
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent  # noqa: E402
 from benchmarks._containers import IMAGE, Testbed, log, parallel, pexec, run  # noqa: E402
 
@@ -56,6 +63,17 @@ SOCKET = "/run/rtorrent/rpc.socket"
 SEEDER_CONFIG = "/etc/vmcloud/seeder.json"
 SEEDER_STATE = "/var/lib/vmcloud-seeder"
 SEEDER_MODULE = "ansible_collections.vmcloud.fleet.plugins.module_utils._seeder"
+# The product's defaults (roles/vmcloud, roles/hypervisor, roles/image_catalogue): where the store, the push
+# area and the catalogue's images are, and who the push receiver is.
+STORE = "/var/lib/vmcloud/images"
+PUSH_DIR = "/var/lib/vmcloud/push"
+PUSH_USER = "vmcloud-push"
+PUSH_KEY_DIR = "/etc/vmcloud/push"
+CATALOGUE_ROOT = "/srv/vmcloud/catalogue"
+CATALOGUE_IMAGES = f"{CATALOGUE_ROOT}/images"
+CATALOGUE_PORT = 80
+IMAGE_JSON = "/opt/bd/image.json"
+IMAGE_UUID = "00000000-0000-4000-8000-0000000be9c4"
 CACHE = os.path.join(ROOT, ".cache", "bench")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 # Committed copies (benchmarks/results/ is ignored by git): --publish copies a run here.
@@ -114,6 +132,7 @@ def render_role_template(role: str, template: str, values: dict) -> str:
     env.filters["comment"] = lambda text: "\n".join(f"# {line}" for line in str(text).splitlines()) + "\n#"
     env.filters["bool"] = lambda value: value if isinstance(value, bool) else str(value).lower() in ("yes", "true", "1")
     env.filters["to_nice_json"] = lambda value, indent=4: json.dumps(value, indent=indent, sort_keys=True)
+    env.filters["to_json"] = json.dumps
     return env.get_template(template).render(**values)
 
 
@@ -136,6 +155,7 @@ class Bench:
         self.upload = args.upload_mbit * 1_000_000
         self.bound = self.file_bytes * 8 / self.upload
         self.hosts_all = [host_name(i) for i in range(1, max(args.n) + 1)]
+        self.address = {ORIGIN: ORIGIN_IP, **{host_name(i): host_ip(i) for i in range(1, max(args.n) + 1)}}
         self.image_path = os.path.join(CACHE, f"image-{args.file_mib}mib.img")
         self.torrent_path = ""
         self.sha256 = ""
@@ -143,6 +163,9 @@ class Bench:
         self.testbed = Testbed(NETWORK, SUBNET, GATEWAY, LABEL, IMAGE)
         # The libtorrent variant being run: {"all": {...}, "origin": {...}} role-variable overrides.
         self.variant: dict = {}
+        self.image: dict = {}
+        self.catalogue_up = False  # the catalogue's nginx on the origin (http)
+        self.push_up = False  # receivers, key and host keys (scp_wave, scp_tsunami)
 
     # containers ---------------------------------------------------------------
     def up(self) -> None:
@@ -239,8 +262,15 @@ class Bench:
         have = pexec(ORIGIN, f"sha256sum {ORIGIN_DIR}/bench.img 2>/dev/null | cut -d' ' -f1", check=False).strip()
         if have != self.sha256:
             run(["podman", "cp", self.image_path, f"{ORIGIN}:{ORIGIN_DIR}/bench.img"])
+        self.image = image_entry(self.file_bytes, self.sha256, self.info_hash)
+        image_json = os.path.join(CACHE, "image.json")
+        with open(image_json, "w") as out:
+            json.dump(self.image, out)
         for name in [ORIGIN, *self.hosts_all]:
             run(["podman", "cp", self.torrent_path, f"{name}:/opt/bd/bench.torrent"])
+            run(["podman", "cp", image_json, f"{name}:{IMAGE_JSON}"])
+        # The catalogue's copy (image_catalogue_root/images): what nginx serves and the push origin sends.
+        pexec(ORIGIN, f"mkdir -p {CATALOGUE_IMAGES} && ln -f {ORIGIN_DIR}/bench.img {CATALOGUE_IMAGES}/bench.img")
         log(f"image: {self.file_bytes} bytes, piece {self.piece_length // 1024} KiB, T* = {self.bound:.2f} s")
 
     # services on the origin -----------------------------------------------------
@@ -315,6 +345,203 @@ class Bench:
     def agent(self, name: str, *argv: str) -> dict:
         out = run(["podman", "exec", name, "python3", "/opt/bd/distribution_agent.py", *argv])
         return json.loads(out.strip().splitlines()[-1])
+
+    def agent_argv(self, name: str, *argv: str) -> list[str]:
+        return ["podman", "exec", name, "python3", "/opt/bd/distribution_agent.py", *argv, "--image", IMAGE_JSON]
+
+    # the methods without an engine ------------------------------------------------
+    def quiet_engines(self) -> None:
+        """No BitTorrent daemon left from an earlier row seeds or burns CPU while another method runs."""
+        names = [ORIGIN, *self.hosts_all]
+        parallel(lambda name: (self.stop_rtorrent(name), self.stop_seeder(name)), names)
+
+    def clean_hosts(self, hosts: list[str]) -> None:
+        """Nothing of an earlier repetition on the hosts: an empty store, staging and push area."""
+        script = (
+            f"rm -rf {STORE} {STAGING} && mkdir -p {STORE} {STAGING}"
+            f" && if [ -d {PUSH_DIR} ]; then find {PUSH_DIR} -mindepth 1 -delete; fi"
+        )
+        parallel(lambda h: pexec(h, script), hosts)
+
+    def start_catalogue(self) -> None:
+        """nginx on the origin with the image_catalogue role's nginx.conf (its defaults, no TLS)."""
+        if self.catalogue_up:
+            return
+        values = role_values("image_catalogue")
+        values.update(_image_catalogue_tls=False, image_catalogue_root=CATALOGUE_ROOT,
+                      image_catalogue_http_port=CATALOGUE_PORT)  # fmt: skip
+        config = render_role_template("image_catalogue", "nginx.conf.j2", values)
+        run(["podman", "exec", "-i", ORIGIN, "sh", "-c", "cat > /etc/nginx/nginx.conf"], input=config.encode())
+        pexec(ORIGIN, "nginx -t -q && systemctl restart nginx")  # the role's validate:, then its handler
+        self.catalogue_up = True
+
+    def setup_push(self) -> None:
+        """What roles/hypervisor/tasks/push.yml installs, from its templates: the receiver (the collection's
+        _push and _errors), the push user whose root-owned authorized_keys lets the fleet key run only the
+        receiver, and on every sender (the origin too, push_sender.yml) the key and the receivers' host keys."""
+        if self.push_up:
+            return
+        key = os.path.join(CACHE, "push", "id_ed25519")
+        if not os.path.exists(key):
+            os.makedirs(os.path.dirname(key), exist_ok=True)
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vmcloud-push", "-f", key])
+        with open(key + ".pub") as handle:
+            public = handle.read().strip()
+        hostvars = {}
+        for name in [ORIGIN, *self.hosts_all]:
+            kind, text = pexec(name, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()[:2]
+            hostvars[name] = {"ansible_host": self.address[name], "ansible_ssh_host_key_ed25519_public": text,
+                              "ansible_ssh_host_key_ed25519_public_keytype": kind}  # fmt: skip
+        values = role_values("hypervisor")
+        library = values["_hypervisor_push_library_dir"]
+        package = f"{library}/ansible_collections/vmcloud/fleet/plugins/module_utils"
+        receiver = values["_hypervisor_push_receiver"]
+        values.update(hypervisor_push_dir=PUSH_DIR, _hypervisor_push_public_key=public, hostvars=hostvars,
+                      _hypervisor_push_peers=self.hosts_all)  # fmt: skip
+        files = {
+            "receiver": render_role_template("hypervisor", "vmcloud-push-receive.j2", values),
+            "authorized_keys": render_role_template("hypervisor", "push_authorized_keys.j2", values),
+            "known_hosts": render_role_template("hypervisor", "push_known_hosts.j2", values),
+        }
+        with open(key) as handle:
+            private = handle.read()
+        home = f"/var/lib/vmcloud/{PUSH_USER}"
+        mu = "/opt/bd/ansible_collections/vmcloud/fleet/plugins/module_utils"
+
+        def put(name: str, path: str, text: str, mode: str) -> None:
+            run(["podman", "exec", "-i", name, "sh", "-c", f"umask 077; cat > {path}.tmp && chmod {mode} {path}.tmp"
+                 f" && mv {path}.tmp {path}"], input=text.encode())  # fmt: skip
+
+        def sender(name: str) -> None:
+            pexec(name, f"install -d -o root -g root -m 0700 {PUSH_KEY_DIR}")
+            put(name, f"{PUSH_KEY_DIR}/id_ed25519", private, "0600")
+            put(name, f"{PUSH_KEY_DIR}/known_hosts", files["known_hosts"], "0644")
+            pexec(name, f"ssh-keygen -l -f {PUSH_KEY_DIR}/known_hosts >/dev/null")
+
+        def receiver_host(name: str) -> None:
+            pexec(name, f"mkdir -p /var/lib/vmcloud && (id -u {PUSH_USER} >/dev/null 2>&1 || useradd --system"
+                  f" --shell /bin/sh --home-dir {home} --create-home {PUSH_USER})"
+                  f" && install -d -o {PUSH_USER} -g root -m 0750 {PUSH_DIR}"
+                  f" && install -d -o root -g root -m 0755 {package} {home}/.ssh"
+                  f" && install -o root -g root -m 0644 {mu}/_errors.py {mu}/_push.py {package}/")  # fmt: skip
+            put(name, receiver, files["receiver"], "0755")
+            pexec(name, f"/usr/bin/python3 -I {receiver} --help 2>/dev/null")  # the role's validate:
+            put(name, f"{home}/.ssh/authorized_keys", files["authorized_keys"], "0644")
+            pexec(name, f"ssh-keygen -l -f {home}/.ssh/authorized_keys >/dev/null && systemctl is-active -q ssh")
+            sender(name)
+
+        sender(ORIGIN)
+        parallel(receiver_host, self.hosts_all)
+        self.push_up = True
+
+    def push_round(self, pairs: list[dict], chunk_size: int) -> dict[str, bool]:
+        """One round's pushes in parallel, each on its source (the playbook delegates image_push there)."""
+        holder_dir = f"{PUSH_DIR}/{self.info_hash}"
+
+        def one(pair: dict) -> tuple[str, bool]:
+            source = pair["source"]
+            if source == ORIGIN:
+                sources = [f"{CATALOGUE_IMAGES}/bench.img"]
+            else:
+                sources = [f"{holder_dir}/bench.img", f"{holder_dir}/.bench.img.part"]
+            argv = ["push", "--sources", *sources, "--destination", self.address[pair["destination"]]]
+            if "chunk" in pair:
+                argv += ["--chunk", str(pair["chunk"]), "--chunk-size", str(chunk_size)]
+            proc = subprocess.run(self.agent_argv(source, *argv), capture_output=True, check=False, timeout=1800)
+            result = agent_result(source, proc.stdout, proc.stderr)
+            if not result["ok"]:
+                log(f"push {source} -> {pair['destination']} failed (planned again): {result['error']}")
+            return pair["destination"], bool(result["ok"])
+
+        return dict(parallel(one, pairs))
+
+    def promote_pushed(self, receivers: list[str], method: str) -> dict[str, float | None]:
+        """Each receiver verifies and promotes what was pushed (the hypervisor role's sync.yml does it)."""
+
+        def one(host: str) -> tuple[str, float | None]:
+            proc = subprocess.run(self.agent_argv(host, "obtain", "--method", method), capture_output=True,
+                                  check=False, timeout=1800)  # fmt: skip
+            result = agent_result(host, proc.stdout, proc.stderr)
+            if not result["ok"]:
+                log(f"{host}: {method} promotion failed: {result['error']}")
+            return host, result["verified"] if result["ok"] else None
+
+        return dict(parallel(one, receivers))
+
+
+# ---------------------------------------------------------------------------- the push and pull methods
+
+
+def image_entry(file_bytes: int, sha256: str, info_hash: str, file: str = "bench.img") -> dict:
+    """The index entry of the bench's image, as the product's pull path and promotion read it."""
+    return {
+        "uuid": IMAGE_UUID,
+        "name": "bench-img",
+        "version": 1,
+        "file": file,
+        "size": file_bytes,
+        "sha256": sha256,
+        "compressed": False,
+        "torrent": {"info_hash": info_hash},
+    }
+
+
+def push_round_budget(method: str, n_lackers: int, chunks: int) -> int:
+    """How many rounds playbooks/tasks/push_image.yml runs: ceil(log2(N+1)), plus the chunks for a
+    tsunami, plus two spare rounds that retry failed pushes."""
+    rounds = wave_rounds(n_lackers) + 2
+    return rounds + (chunks if method == "scp_tsunami" else 0)
+
+
+@dataclasses.dataclass
+class PushOutcome:
+    """A push driven to its end: when each host held the verified image, and how it went."""
+
+    verified_at: dict[str, float]  # host -> wall-clock time its promotion succeeded
+    rounds: list[list[dict]]  # the pairs of every round that sent something
+    failed: list[dict]  # pairs whose push failed (planned again the next round)
+
+
+def drive_push(
+    method: str,
+    origin: str,
+    hosts: list[str],
+    size: int,
+    chunk_size: int,
+    send: Callable[[list[dict]], dict[str, bool]],
+    promote: Callable[[list[str]], dict[str, float | None]],
+) -> PushOutcome:
+    """playbooks/push.yml's rounds for one image and one method, over the product's planner (_push).
+
+    Each round is planned from who holds the image now (``next_round``); ``send(pairs)`` runs the
+    round's pushes in parallel and says, by destination, whether each arrived; for a wave the receivers
+    then promote (``promote(hosts)``: by host, the time its store verified the image, or None), and only
+    the verified ones are sources next round (``advance``). A tsunami promotes every receiver once, after
+    the last round. As in the playbook, the rounds stop at the budget (two spare rounds for failures).
+    """
+    state = push_state(method, [origin], hosts, size, chunk_size)
+    budget = push_round_budget(method, len(state["lackers"]), int(state["chunks"]))
+    verified_at: dict[str, float] = {}
+    rounds: list[list[dict]] = []
+    failed: list[dict] = []
+    for _unused in range(budget):
+        pairs = next_round(state)
+        if not pairs:
+            break
+        rounds.append(pairs)
+        delivered = send(pairs)
+        failed += [pair for pair in pairs if not delivered.get(pair["destination"])]
+        verified: dict[str, bool] = {}
+        if method == "scp_wave":
+            arrived = [pair["destination"] for pair in pairs if delivered.get(pair["destination"])]
+            times = promote(arrived) if arrived else {}
+            verified_at.update({host: at for host, at in times.items() if at is not None})
+            verified = {host: at is not None for host, at in times.items()}
+        state = advance(state, pairs, delivered, verified)
+    if method == "scp_tsunami":
+        times = promote(list(state["lackers"]))
+        verified_at.update({host: at for host, at in times.items() if at is not None})
+    return PushOutcome(verified_at, rounds, failed)
 
 
 # ---------------------------------------------------------------------------- methods
@@ -418,9 +645,85 @@ def swarm(bench: Bench, hosts: list[str], engine: str) -> MethodRun:
     return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, notes)
 
 
-# name -> (method, engine, function). Other methods (http, scp_wave, scp_tsunami) register here.
+def method_http(bench: Bench, hosts: list[str], repetition: int) -> MethodRun:
+    """Every host at once from the catalogue's nginx (the image_catalogue role's nginx.conf), by the
+    product's pull path: `_methods.HttpMethod` (`_fetch.download_file`, ranges) then `ImageStore.promote`."""
+    bench.quiet_engines()
+    bench.start_catalogue()
+    bench.clean_hosts(hosts)
+    tx0 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+    start_at = time.time() + 2.0 + 0.4 * len(hosts)
+    url = f"http://{ORIGIN_IP}:{CATALOGUE_PORT}/images"
+    procs = {
+        host: subprocess.Popen(
+            [*bench.agent_argv(host, "obtain", "--method", "http", "--http-url", url), "--start-at", str(start_at)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for host in hosts
+    }
+    seconds, late = {}, []
+    for host, proc in procs.items():
+        out, err = proc.communicate(timeout=1800)
+        result = agent_result(host, out, err)
+        if not result["ok"]:
+            raise RuntimeError(f"{host}: http did not end in the verified image: {result}")
+        if result["ready"] > start_at:
+            late.append(host)
+        seconds[host] = result["verified"] - start_at
+    tx1 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+    return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, {"late_starters": late})
+
+
+def method_push(method: str) -> Callable[[Bench, list[str], int], MethodRun]:
+    def run_push(bench: Bench, hosts: list[str], repetition: int) -> MethodRun:
+        """playbooks/push.yml's rounds (drive_push over `_push`'s planner), each push what the image_push
+        module runs on its sender (`_push.push_image` over ssh to the restricted receiver), each promotion the
+        product's pull path for a push method (`_methods.PushedMethod`, `ImageStore.promote`)."""
+        bench.quiet_engines()
+        bench.setup_push()
+        bench.clean_hosts(hosts)
+        chunk_size = bench.args.chunk_mib << 20
+        tx0 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+        t0 = time.time()
+        outcome = drive_push(
+            method,
+            ORIGIN,
+            hosts,
+            bench.file_bytes,
+            chunk_size,
+            lambda pairs: bench.push_round(pairs, chunk_size),
+            lambda receivers: bench.promote_pushed(receivers, method),
+        )
+        tx1 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+        missing = [h for h in hosts if h not in outcome.verified_at]
+        if missing:
+            raise RuntimeError(f"{method}: {missing} hold no verified image after {len(outcome.rounds)} rounds")
+        notes = {
+            "rounds": len(outcome.rounds),
+            "failed_pushes": outcome.failed,
+            "chunk_bytes": chunk_size if method == "scp_tsunami" else None,
+        }
+        seconds = {h: outcome.verified_at[h] - t0 for h in hosts}
+        return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, notes)
+
+    run_push.__name__ = f"method_{method}"
+    return run_push
+
+
+def agent_result(host: str, out: bytes, err: bytes) -> dict:
+    lines = out.decode(errors="replace").strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"{host}: the agent printed nothing: {err.decode(errors='replace')}")
+    return json.loads(lines[-1])
+
+
+# name -> (method, engine, function). A new method registers here.
 METHODS: dict[str, tuple[str, str, Callable[[Bench, list[str], int], MethodRun]]] = {
     "sequential": ("sequential", "none", method_sequential),
+    "http": ("http", "none", method_http),
+    "scp_wave": ("scp_wave", "none", method_push("scp_wave")),
+    "scp_tsunami": ("scp_tsunami", "none", method_push("scp_tsunami")),
     "bittorrent": ("bittorrent", "rtorrent", method_bittorrent_rtorrent),
     "libtorrent": ("bittorrent", "libtorrent", method_bittorrent_libtorrent),
 }
@@ -467,6 +770,12 @@ def main() -> int:
         type=int,
         default=1,
         help="repetitions of the sequential baseline (deterministic: one shaped link at a time)",
+    )
+    parser.add_argument(
+        "--chunk-mib",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE >> 20,
+        help="scp_tsunami's chunk size (default: the product's, vmcloud_push_chunk_size)",
     )
     parser.add_argument("--piece-kib", type=int, default=0, help="torrent piece size (default: mktorrent's choice)")
     parser.add_argument(
