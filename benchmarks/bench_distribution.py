@@ -96,6 +96,9 @@ class MethodRun:
     origin_bytes: int
     peer_bytes: dict[str, int]  # host -> bytes it sent (to other hosts) during the run
     notes: dict = dataclasses.field(default_factory=dict)
+    # From the start of the deployment (playbook run, index publication) to the last verified copy; None
+    # where this bench cannot measure it (docs/performance.md).
+    end_to_end: float | None = None
 
 
 # ---------------------------------------------------------------------------- rtorrent config
@@ -166,6 +169,8 @@ class Bench:
         self.image: dict = {}
         self.catalogue_up = False  # the catalogue's nginx on the origin (http)
         self.push_up = False  # receivers, key and host keys (scp_wave, scp_tsunami)
+        self.push_detail: list[dict] = []  # per round of the push being run: the slowest push, inside and out
+        self.promote_detail: list[dict] = []  # per promotion step: the slowest promotion inside the agent
 
     # containers ---------------------------------------------------------------
     def up(self) -> None:
@@ -447,26 +452,32 @@ class Bench:
             argv = ["push", "--sources", *sources, "--destination", self.address[pair["destination"]]]
             if "chunk" in pair:
                 argv += ["--chunk", str(pair["chunk"]), "--chunk-size", str(chunk_size)]
+            began = time.time()
             proc = subprocess.run(self.agent_argv(source, *argv), capture_output=True, check=False, timeout=1800)
             result = agent_result(source, proc.stdout, proc.stderr)
             if not result["ok"]:
                 log(f"push {source} -> {pair['destination']} failed (planned again): {result['error']}")
-            return pair["destination"], bool(result["ok"])
+            # Inside: push_image on the sender (ssh, the wire, the receiver); outside: podman exec and Python.
+            return pair["destination"], bool(result["ok"]), result["finished"] - result["started"], time.time() - began
 
-        return dict(parallel(one, pairs))
+        done = parallel(one, pairs)
+        self.push_detail.append({"push_inside_max": max(d[2] for d in done), "push_wall_max": max(d[3] for d in done)})
+        return {destination: ok for destination, ok, _inside, _wall in done}
 
     def promote_pushed(self, receivers: list[str], method: str) -> dict[str, float | None]:
         """Each receiver verifies and promotes what was pushed (the hypervisor role's sync.yml does it)."""
 
-        def one(host: str) -> tuple[str, float | None]:
+        def one(host: str) -> tuple[str, float | None, float]:
             proc = subprocess.run(self.agent_argv(host, "obtain", "--method", method), capture_output=True,
                                   check=False, timeout=1800)  # fmt: skip
             result = agent_result(host, proc.stdout, proc.stderr)
             if not result["ok"]:
                 log(f"{host}: {method} promotion failed: {result['error']}")
-            return host, result["verified"] if result["ok"] else None
+            return host, result["verified"] if result["ok"] else None, result["verified"] - result["started"]
 
-        return dict(parallel(one, receivers))
+        done = parallel(one, receivers)
+        self.promote_detail.append({"promote_inside_max": max(d[2] for d in done)})
+        return {host: at for host, at, _inside in done}
 
 
 # ---------------------------------------------------------------------------- the push and pull methods
@@ -500,6 +511,7 @@ class PushOutcome:
     verified_at: dict[str, float]  # host -> wall-clock time its promotion succeeded
     rounds: list[list[dict]]  # the pairs of every round that sent something
     failed: list[dict]  # pairs whose push failed (planned again the next round)
+    timings: list[dict] = dataclasses.field(default_factory=list)  # per round: send and promote seconds
 
 
 def drive_push(
@@ -510,6 +522,7 @@ def drive_push(
     chunk_size: int,
     send: Callable[[list[dict]], dict[str, bool]],
     promote: Callable[[list[str]], dict[str, float | None]],
+    clock: Callable[[], float] = time.time,
 ) -> PushOutcome:
     """playbooks/push.yml's rounds for one image and one method, over the product's planner (_push).
 
@@ -524,12 +537,15 @@ def drive_push(
     verified_at: dict[str, float] = {}
     rounds: list[list[dict]] = []
     failed: list[dict] = []
+    timings: list[dict] = []
     for _unused in range(budget):
         pairs = next_round(state)
         if not pairs:
             break
         rounds.append(pairs)
+        began = clock()
         delivered = send(pairs)
+        sent = clock()
         failed += [pair for pair in pairs if not delivered.get(pair["destination"])]
         verified: dict[str, bool] = {}
         if method == "scp_wave":
@@ -537,11 +553,14 @@ def drive_push(
             times = promote(arrived) if arrived else {}
             verified_at.update({host: at for host, at in times.items() if at is not None})
             verified = {host: at is not None for host, at in times.items()}
+        timings.append({"pairs": len(pairs), "send_seconds": sent - began, "promote_seconds": clock() - sent})
         state = advance(state, pairs, delivered, verified)
     if method == "scp_tsunami":
+        began = clock()
         times = promote(list(state["lackers"]))
         verified_at.update({host: at for host, at in times.items() if at is not None})
-    return PushOutcome(verified_at, rounds, failed)
+        timings.append({"pairs": 0, "send_seconds": 0.0, "promote_seconds": clock() - began})
+    return PushOutcome(verified_at, rounds, failed, timings)
 
 
 # ---------------------------------------------------------------------------- methods
@@ -684,6 +703,7 @@ def method_push(method: str) -> Callable[[Bench, list[str], int], MethodRun]:
         bench.setup_push()
         bench.clean_hosts(hosts)
         chunk_size = bench.args.chunk_mib << 20
+        bench.push_detail, bench.promote_detail = [], []
         tx0 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
         t0 = time.time()
         outcome = drive_push(
@@ -703,6 +723,11 @@ def method_push(method: str) -> Callable[[Bench, list[str], int], MethodRun]:
             "rounds": len(outcome.rounds),
             "failed_pushes": outcome.failed,
             "chunk_bytes": chunk_size if method == "scp_tsunami" else None,
+            # Where the time goes, per round: the round's wall time of sending and promoting, the slowest
+            # push_image inside its sender and with podman exec around it, the slowest promotion inside.
+            "round_seconds": [{k: round(v, 3) for k, v in t.items()} for t in outcome.timings],
+            "push_detail": [{k: round(v, 3) for k, v in d.items()} for d in bench.push_detail],
+            "promote_detail": [{k: round(v, 3) for k, v in d.items()} for d in bench.promote_detail],
         }
         seconds = {h: outcome.verified_at[h] - t0 for h in hosts}
         return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, notes)
@@ -770,6 +795,12 @@ def main() -> int:
         type=int,
         default=1,
         help="repetitions of the sequential baseline (deterministic: one shaped link at a time)",
+    )
+    parser.add_argument(
+        "--http-repeat",
+        type=int,
+        default=1,
+        help="repetitions of http (every host at once through the catalogue's one shaped upload: N x T*)",
     )
     parser.add_argument(
         "--chunk-mib",
@@ -844,7 +875,7 @@ def main() -> int:
         bench.make_image()
         for key in args.methods:
             method, engine, fn = METHODS[key]
-            repeat = args.sequential_repeat if key == "sequential" else args.repeat
+            repeat = {"sequential": args.sequential_repeat, "http": args.http_repeat}.get(key, args.repeat)
             # A/B within one run: the libtorrent row's variants run interleaved with it, repetition by
             # repetition, so that the machine's load drifts over all of them alike.
             arms = [(engine, {})] + (
@@ -866,6 +897,7 @@ def main() -> int:
                                 "n": n,
                                 "repetition": r,
                                 "seconds": round(last, 3),
+                                "end_to_end_seconds": result.end_to_end,
                                 "ratio_to_bound": round(last / bench.bound, 3),
                                 "origin_bytes": result.origin_bytes,
                                 "host_seconds": {h: round(s, 3) for h, s in result.host_seconds.items()},
@@ -880,24 +912,30 @@ def main() -> int:
                             f"{result.origin_bytes / bench.file_bytes:.2f} copies (load {os.getloadavg()[0]:.1f})"
                         )
                 for label, results in reps.items():
-                    median = statistics.median([max(x.host_seconds.values()) for x in results])
-                    rows.append(
-                        {
-                            "method": method,
-                            "engine": label,
-                            "n": n,
-                            "seconds": round(median, 3),
-                            "end_to_end_seconds": None,
-                            "bound_seconds": round(bench.bound, 3),
-                            "ratio_to_bound": round(median / bench.bound, 3),
-                            "origin_bytes": int(statistics.median([x.origin_bytes for x in results])),
-                        }
-                    )
+                    rows.append(summary_row(method, label, n, results, bench.bound))
     finally:
         if not args.keep:
             bench.down()
     write_results(bench, rows, runs, args, time.time() - started)
     return 0
+
+
+def summary_row(method: str, engine: str, n: int, results: list[MethodRun], bound: float) -> dict:
+    """One row of the result (issue 8's schema): the medians of the repetitions. ``seconds`` is the
+    transfer (told -> last verified copy); ``end_to_end_seconds`` is null unless every repetition
+    measured it (docs/performance.md says which methods cannot, and why)."""
+    median = statistics.median([max(x.host_seconds.values()) for x in results])
+    ends = [x.end_to_end for x in results]
+    return {
+        "method": method,
+        "engine": engine,
+        "n": n,
+        "seconds": round(median, 3),
+        "end_to_end_seconds": None if None in ends else round(statistics.median(ends), 3),
+        "bound_seconds": round(bound, 3),
+        "ratio_to_bound": round(median / bound, 3),
+        "origin_bytes": int(statistics.median([x.origin_bytes for x in results])),
+    }
 
 
 def machine() -> str:
@@ -930,6 +968,8 @@ def write_results(bench: Bench, rows: list, runs: list, args, elapsed: float) ->
             "burst": args.burst,
             "repeat": args.repeat,
             "sequential_repeat": args.sequential_repeat,
+            "http_repeat": args.http_repeat,
+            "chunk_bytes": args.chunk_mib << 20,
         },
         "elapsed_seconds": round(elapsed, 1),
         "runs": runs,
@@ -942,12 +982,7 @@ def write_results(bench: Bench, rows: list, runs: list, args, elapsed: float) ->
         f"F = {bench.file_bytes} bytes, U = {args.upload_mbit} Mbit/s, T* = F/U = {bench.bound:.2f} s "
         f"(run took {elapsed / 60:.1f} min; {machine()})"
     )
-    print(f"{'method':<12} {'engine':<10} {'N':>3} {'seconds':>9} {'x T*':>6} {'origin bytes':>14} {'copies':>7}")
-    for row in rows:
-        print(
-            f"{row['method']:<12} {row['engine']:<10} {row['n']:>3} {row['seconds']:>9.1f} "
-            f"{row['ratio_to_bound']:>6.2f} {row['origin_bytes']:>14} {row['origin_bytes'] / bench.file_bytes:>7.2f}"
-        )
+    print(table(rows, bench.file_bytes))
     print(f"wrote {base}.json and {base}-runs.json")
     if not args.no_plot:
         plot(doc, base + ".png")
@@ -958,6 +993,22 @@ def write_results(bench: Bench, rows: list, runs: list, args, elapsed: float) ->
             if os.path.exists(base + suffix):
                 run(["cp", base + suffix, PUBLISHED])
         print(f"copied to {PUBLISHED}")
+
+
+def table(rows: list[dict], file_bytes: int) -> str:
+    """The printed table: one line per row of the JSON (end to end "-" where the bench cannot measure it)."""
+    lines = [
+        f"{'method':<12} {'engine':<10} {'N':>3} {'seconds':>9} {'x T*':>6} {'end to end':>10} "
+        f"{'origin bytes':>14} {'copies':>7}"
+    ]
+    for row in rows:
+        e2e = "-" if row["end_to_end_seconds"] is None else f"{row['end_to_end_seconds']:.1f}"
+        lines.append(
+            f"{row['method']:<12} {row['engine']:<10} {row['n']:>3} {row['seconds']:>9.1f} "
+            f"{row['ratio_to_bound']:>6.2f} {e2e:>10} {row['origin_bytes']:>14} "
+            f"{row['origin_bytes'] / file_bytes:>7.2f}"
+        )
+    return "\n".join(lines)
 
 
 def plot(doc: dict, path: str) -> None:

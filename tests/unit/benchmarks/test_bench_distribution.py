@@ -153,3 +153,43 @@ def test_image_entry_is_what_the_promotion_reads():
 def test_every_method_of_the_issue_has_a_row():
     methods = {method for method, _engine, _fn in bench.METHODS.values()}
     assert methods == {"sequential", "http", "scp_wave", "scp_tsunami", "bittorrent"}
+
+
+def test_timings_say_how_long_each_round_sent_and_promoted():
+    hosts = ["hv01", "hv02", "hv03"]
+    world = World(hosts, chunks=2)
+    ticks = iter(range(100))
+    outcome = bench.drive_push("scp_tsunami", ORIGIN, hosts, 20, 10, world.send, world.promote,
+                               clock=lambda: float(next(ticks)))
+    # One entry per round that sent (1 s of sending, 1 s of nothing promoted: the fake clock ticks once per
+    # call), then the one promotion of a tsunami.
+    assert len(outcome.timings) == len(outcome.rounds) + 1
+    assert all(t == {"pairs": len(p), "send_seconds": 1.0, "promote_seconds": 1.0}
+               for t, p in zip(outcome.timings, outcome.rounds, strict=False))
+    assert outcome.timings[-1] == {"pairs": 0, "send_seconds": 0.0, "promote_seconds": 1.0}
+
+
+def run_of(last, origin, end_to_end=None):
+    return bench.MethodRun({"hv01": last / 2, "hv02": last}, origin, {"hv01": 0, "hv02": 0}, end_to_end=end_to_end)
+
+
+def test_summary_row_is_the_issues_schema_with_medians():
+    row = bench.summary_row("scp_wave", "none", 2, [run_of(30.0, 300), run_of(10.0, 100), run_of(20.0, 200)], 10.0)
+    assert row == {"method": "scp_wave", "engine": "none", "n": 2, "seconds": 20.0, "end_to_end_seconds": None,
+                   "bound_seconds": 10.0, "ratio_to_bound": 2.0, "origin_bytes": 200}
+
+
+def test_end_to_end_is_a_median_only_when_every_repetition_measured_it():
+    measured = [run_of(10.0, 1, 15.0), run_of(10.0, 1, 17.0), run_of(10.0, 1, 16.0)]
+    assert bench.summary_row("http", "none", 2, measured, 5.0)["end_to_end_seconds"] == 16.0
+    partly = [run_of(10.0, 1, 15.0), run_of(10.0, 1)]
+    assert bench.summary_row("http", "none", 2, partly, 5.0)["end_to_end_seconds"] is None
+
+
+def test_table_prints_every_row_and_a_dash_for_no_end_to_end():
+    rows = [bench.summary_row("http", "none", 2, [run_of(10.0, 100)], 5.0),
+            bench.summary_row("scp_tsunami", "none", 16, [run_of(12.5, 150, 20.0)], 5.0)]
+    lines = bench.table(rows, 100).splitlines()
+    assert len(lines) == 3
+    assert lines[1].split() == ["http", "none", "2", "10.0", "2.00", "-", "100", "1.00"]
+    assert lines[2].split() == ["scp_tsunami", "none", "16", "12.5", "2.50", "20.0", "150", "1.50"]
