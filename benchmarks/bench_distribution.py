@@ -18,6 +18,16 @@ hosts drive it through the collection's engine interface (plugins/module_utils/_
 libtorrent row runs the collection's seeder service (plugins/module_utils/_seeder.py) on every host
 with the libtorrent_seeder role's seeder.json rendered the same way (`--libtorrent VAR=VALUE`), and
 `--variant` runs libtorrent variants interleaved with it (A/B under the same load).
+
+The methods without an engine run the product's own code on the hosts (benchmarks/distribution_agent.py):
+`http` is the pull path of a non-bittorrent method (`_sync._obtain_and_promote` with `_methods.HttpMethod`:
+`_fetch.download_file` from nginx on the origin, with the image_catalogue role's nginx.conf, then
+`ImageStore.promote`); `scp_wave` and `scp_tsunami` run playbooks/push.yml's rounds (`drive_push` over
+`_push.push_state`/`next_round`/`advance`), each push being what the image_push module runs on its sender
+(`_push.push_image` over `_push.ssh_command`) into the receiver the hypervisor role installs from its
+templates (the forced command `_push.receiver_main` of a restricted authorized_keys entry), and each
+promotion the pull path of a push method (`_methods.PushedMethod`, `ImageStore.promote`). What the bench
+leaves out is Ansible itself (the playbook's task overhead per round): `end_to_end_seconds` is null.
 """
 
 from __future__ import annotations
