@@ -179,6 +179,7 @@ class Bench:
         self.image: dict = {}
         self.catalogue_up = False  # the catalogue's nginx on the origin (http)
         self.push_up = False  # receivers, key and host keys (scp_wave, scp_tsunami)
+        self.engines_quiet = False  # no rtorrent or seeder runs on any host (set by quiet_engines)
         self.push_detail: list[dict] = []  # per round of the push being run: the slowest push, inside and out
         self.promote_detail: list[dict] = []  # per promotion step: the slowest promotion inside the agent
 
@@ -252,6 +253,10 @@ class Bench:
     def tx_bytes(self, name: str) -> int:
         return int(pexec(name, "cat /sys/class/net/eth0/statistics/tx_bytes").strip())
 
+    def tx_all(self, names: list[str]) -> dict[str, int]:
+        """Every host's tx counter, read in parallel (one podman exec each: about a second under load)."""
+        return dict(zip(names, parallel(self.tx_bytes, names), strict=True))
+
     # the image ------------------------------------------------------------------
     def make_image(self) -> None:
         os.makedirs(CACHE, exist_ok=True)
@@ -314,6 +319,7 @@ class Bench:
 
     def start_seeder(self, name: str, data_dir: str) -> None:
         """The collection's seeder service with the role's seeder.json (as root: the bench's containers)."""
+        self.engines_quiet = False
         overrides = dict(self.args.libtorrent)
         overrides.update(self.variant.get("all", {}))
         if name == ORIGIN:
@@ -341,6 +347,7 @@ class Bench:
         )
 
     def start_rtorrent(self, name: str, data_dir: str) -> None:
+        self.engines_quiet = False
         self.stop_seeder(name)
         overrides = dict(self.args.rtorrent)
         if name == ORIGIN:
@@ -367,8 +374,11 @@ class Bench:
     # the methods without an engine ------------------------------------------------
     def quiet_engines(self) -> None:
         """No BitTorrent daemon left from an earlier row seeds or burns CPU while another method runs."""
+        if self.engines_quiet:
+            return
         names = [ORIGIN, *self.hosts_all]
         parallel(lambda name: (self.stop_rtorrent(name), self.stop_seeder(name)), names)
+        self.engines_quiet = True
 
     def clean_hosts(self, hosts: list[str]) -> None:
         """Nothing of an earlier repetition on the hosts: an empty store, staging and push area."""
@@ -624,7 +634,7 @@ def method_bittorrent_libtorrent(bench: Bench, hosts: list[str], repetition: int
 
 def swarm(bench: Bench, hosts: list[str], engine: str) -> MethodRun:
     """The origin seeds already: every host adds the torrent at one instant and waits for its verified copy."""
-    tx0 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+    tx0 = bench.tx_all([ORIGIN, *hosts])
     # Every host loads the torrent at the same wall-clock moment (plus --stagger s per host).
     start_at = time.time() + 2.0 + 0.4 * len(hosts)
     procs = {}
@@ -665,7 +675,7 @@ def swarm(bench: Bench, hosts: list[str], engine: str) -> MethodRun:
         if result["ready"] > start_at:
             late.append(host)
         seconds[host] = result["verified"] - start_at
-    tx1 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+    tx1 = bench.tx_all([ORIGIN, *hosts])
     notes = {"late_starters": late, "piece_bytes": bench.piece_length}
     if probe:
         # Who sent what to whom: every host's per-peer totals once all are done.
@@ -680,7 +690,7 @@ def method_http(bench: Bench, hosts: list[str], repetition: int) -> MethodRun:
     bench.quiet_engines()
     bench.start_catalogue()
     bench.clean_hosts(hosts)
-    tx0 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+    tx0 = bench.tx_all([ORIGIN, *hosts])
     start_at = time.time() + 2.0 + 0.4 * len(hosts)
     url = f"http://{ORIGIN_IP}:{CATALOGUE_PORT}/images"
     procs = {
@@ -700,7 +710,7 @@ def method_http(bench: Bench, hosts: list[str], repetition: int) -> MethodRun:
         if result["ready"] > start_at:
             late.append(host)
         seconds[host] = result["verified"] - start_at
-    tx1 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+    tx1 = bench.tx_all([ORIGIN, *hosts])
     return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, {"late_starters": late})
 
 
@@ -714,7 +724,7 @@ def method_push(method: str) -> Callable[[Bench, list[str], int], MethodRun]:
         bench.clean_hosts(hosts)
         chunk_size = bench.args.chunk_mib << 20
         bench.push_detail, bench.promote_detail = [], []
-        tx0 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+        tx0 = bench.tx_all([ORIGIN, *hosts])
         t0 = time.time()
         outcome = drive_push(
             method,
@@ -725,7 +735,7 @@ def method_push(method: str) -> Callable[[Bench, list[str], int], MethodRun]:
             lambda pairs: bench.push_round(pairs, chunk_size),
             lambda receivers: bench.promote_pushed(receivers, method),
         )
-        tx1 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+        tx1 = bench.tx_all([ORIGIN, *hosts])
         missing = [h for h in hosts if h not in outcome.verified_at]
         if missing:
             raise RuntimeError(f"{method}: {missing} hold no verified image after {len(outcome.rounds)} rounds")
