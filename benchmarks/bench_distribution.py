@@ -1031,6 +1031,11 @@ def table(rows: list[dict], file_bytes: int) -> str:
     return "\n".join(lines)
 
 
+def series_label(row: dict) -> str:
+    """A plot line per method and engine: "bittorrent (libtorrent)", or the method alone without an engine."""
+    return row["method"] if row["engine"] == "none" else f"{row['method']} ({row['engine']})"
+
+
 def plot(doc: dict, path: str) -> None:
     import matplotlib
 
@@ -1041,7 +1046,7 @@ def plot(doc: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list] = {}
     for row in doc["rows"]:
-        series.setdefault(f"{row['method']} ({row['engine']})", []).append((row["n"], row["seconds"]))
+        series.setdefault(series_label(row), []).append((row["n"], row["seconds"]))
     ns = sorted({row["n"] for row in doc["rows"]})
     for label, points in series.items():
         points.sort()

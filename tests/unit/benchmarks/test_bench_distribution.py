@@ -193,3 +193,16 @@ def test_table_prints_every_row_and_a_dash_for_no_end_to_end():
     assert len(lines) == 3
     assert lines[1].split() == ["http", "none", "2", "10.0", "2.00", "-", "100", "1.00"]
     assert lines[2].split() == ["scp_tsunami", "none", "16", "12.5", "2.50", "20.0", "150", "1.50"]
+
+
+def test_plot_lines_are_one_per_method_and_engine():
+    assert bench.series_label({"method": "scp_wave", "engine": "none"}) == "scp_wave"
+    assert bench.series_label({"method": "bittorrent", "engine": "libtorrent"}) == "bittorrent (libtorrent)"
+
+
+def test_plot_has_a_line_per_method(tmp_path):
+    rows = [bench.summary_row(m, e, n, [run_of(10.0 * n, 1)], 5.0)
+            for m, e, _fn in bench.METHODS.values() for n in (2, 4)]
+    path = tmp_path / "plot.png"
+    bench.plot({"file_bytes": 1 << 20, "upload_bits_per_s": 1e8, "rows": rows}, str(path))
+    assert path.stat().st_size > 0
