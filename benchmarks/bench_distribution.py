@@ -18,6 +18,16 @@ hosts drive it through the collection's engine interface (plugins/module_utils/_
 libtorrent row runs the collection's seeder service (plugins/module_utils/_seeder.py) on every host
 with the libtorrent_seeder role's seeder.json rendered the same way (`--libtorrent VAR=VALUE`), and
 `--variant` runs libtorrent variants interleaved with it (A/B under the same load).
+
+The methods without an engine run the product's own code on the hosts (benchmarks/distribution_agent.py):
+`http` is the pull path of a non-bittorrent method (`_sync._obtain_and_promote` with `_methods.HttpMethod`:
+`_fetch.download_file` from nginx on the origin, with the image_catalogue role's nginx.conf, then
+`ImageStore.promote`); `scp_wave` and `scp_tsunami` run playbooks/push.yml's rounds (`drive_push` over
+`_push.push_state`/`next_round`/`advance`), each push being what the image_push module runs on its sender
+(`_push.push_image` over `_push.ssh_command`) into the receiver the hypervisor role installs from its
+templates (the forced command `_push.receiver_main` of a restricted authorized_keys entry), and each
+promotion the pull path of a push method (`_methods.PushedMethod`, `ImageStore.promote`). What the bench
+leaves out is Ansible itself (the playbook's task overhead per round): `end_to_end_seconds` is null.
 """
 
 from __future__ import annotations
@@ -39,6 +49,13 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "collections"), ROOT]
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (  # noqa: E402
+    DEFAULT_CHUNK_SIZE,
+    advance,
+    next_round,
+    push_state,
+    wave_rounds,
+)
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent  # noqa: E402
 from benchmarks._containers import IMAGE, Testbed, log, parallel, pexec, run  # noqa: E402
 
@@ -56,6 +73,17 @@ SOCKET = "/run/rtorrent/rpc.socket"
 SEEDER_CONFIG = "/etc/vmcloud/seeder.json"
 SEEDER_STATE = "/var/lib/vmcloud-seeder"
 SEEDER_MODULE = "ansible_collections.vmcloud.fleet.plugins.module_utils._seeder"
+# The product's defaults (roles/vmcloud, roles/hypervisor, roles/image_catalogue): where the store, the push
+# area and the catalogue's images are, and who the push receiver is.
+STORE = "/var/lib/vmcloud/images"
+PUSH_DIR = "/var/lib/vmcloud/push"
+PUSH_USER = "vmcloud-push"
+PUSH_KEY_DIR = "/etc/vmcloud/push"
+CATALOGUE_ROOT = "/srv/vmcloud/catalogue"
+CATALOGUE_IMAGES = f"{CATALOGUE_ROOT}/images"
+CATALOGUE_PORT = 80
+IMAGE_JSON = "/opt/bd/image.json"
+IMAGE_UUID = "00000000-0000-4000-8000-0000000be9c4"
 CACHE = os.path.join(ROOT, ".cache", "bench")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 # Committed copies (benchmarks/results/ is ignored by git): --publish copies a run here.
@@ -78,6 +106,9 @@ class MethodRun:
     origin_bytes: int
     peer_bytes: dict[str, int]  # host -> bytes it sent (to other hosts) during the run
     notes: dict = dataclasses.field(default_factory=dict)
+    # From the start of the deployment (playbook run, index publication) to the last verified copy; None
+    # where this bench cannot measure it (docs/performance.md).
+    end_to_end: float | None = None
 
 
 # ---------------------------------------------------------------------------- rtorrent config
@@ -114,6 +145,7 @@ def render_role_template(role: str, template: str, values: dict) -> str:
     env.filters["comment"] = lambda text: "\n".join(f"# {line}" for line in str(text).splitlines()) + "\n#"
     env.filters["bool"] = lambda value: value if isinstance(value, bool) else str(value).lower() in ("yes", "true", "1")
     env.filters["to_nice_json"] = lambda value, indent=4: json.dumps(value, indent=indent, sort_keys=True)
+    env.filters["to_json"] = json.dumps
     return env.get_template(template).render(**values)
 
 
@@ -136,6 +168,7 @@ class Bench:
         self.upload = args.upload_mbit * 1_000_000
         self.bound = self.file_bytes * 8 / self.upload
         self.hosts_all = [host_name(i) for i in range(1, max(args.n) + 1)]
+        self.address = {ORIGIN: ORIGIN_IP, **{host_name(i): host_ip(i) for i in range(1, max(args.n) + 1)}}
         self.image_path = os.path.join(CACHE, f"image-{args.file_mib}mib.img")
         self.torrent_path = ""
         self.sha256 = ""
@@ -143,6 +176,12 @@ class Bench:
         self.testbed = Testbed(NETWORK, SUBNET, GATEWAY, LABEL, IMAGE)
         # The libtorrent variant being run: {"all": {...}, "origin": {...}} role-variable overrides.
         self.variant: dict = {}
+        self.image: dict = {}
+        self.catalogue_up = False  # the catalogue's nginx on the origin (http)
+        self.push_up = False  # receivers, key and host keys (scp_wave, scp_tsunami)
+        self.engines_quiet = False  # no rtorrent or seeder runs on any host (set by quiet_engines)
+        self.push_detail: list[dict] = []  # per round of the push being run: the slowest push, inside and out
+        self.promote_detail: list[dict] = []  # per promotion step: the slowest promotion inside the agent
 
     # containers ---------------------------------------------------------------
     def up(self) -> None:
@@ -214,6 +253,10 @@ class Bench:
     def tx_bytes(self, name: str) -> int:
         return int(pexec(name, "cat /sys/class/net/eth0/statistics/tx_bytes").strip())
 
+    def tx_all(self, names: list[str]) -> dict[str, int]:
+        """Every host's tx counter, read in parallel (one podman exec each: about a second under load)."""
+        return dict(zip(names, parallel(self.tx_bytes, names), strict=True))
+
     # the image ------------------------------------------------------------------
     def make_image(self) -> None:
         os.makedirs(CACHE, exist_ok=True)
@@ -239,8 +282,15 @@ class Bench:
         have = pexec(ORIGIN, f"sha256sum {ORIGIN_DIR}/bench.img 2>/dev/null | cut -d' ' -f1", check=False).strip()
         if have != self.sha256:
             run(["podman", "cp", self.image_path, f"{ORIGIN}:{ORIGIN_DIR}/bench.img"])
+        self.image = image_entry(self.file_bytes, self.sha256, self.info_hash)
+        image_json = os.path.join(CACHE, "image.json")
+        with open(image_json, "w") as out:
+            json.dump(self.image, out)
         for name in [ORIGIN, *self.hosts_all]:
             run(["podman", "cp", self.torrent_path, f"{name}:/opt/bd/bench.torrent"])
+            run(["podman", "cp", image_json, f"{name}:{IMAGE_JSON}"])
+        # The catalogue's copy (image_catalogue_root/images): what nginx serves and the push origin sends.
+        pexec(ORIGIN, f"mkdir -p {CATALOGUE_IMAGES} && ln -f {ORIGIN_DIR}/bench.img {CATALOGUE_IMAGES}/bench.img")
         log(f"image: {self.file_bytes} bytes, piece {self.piece_length // 1024} KiB, T* = {self.bound:.2f} s")
 
     # services on the origin -----------------------------------------------------
@@ -269,6 +319,7 @@ class Bench:
 
     def start_seeder(self, name: str, data_dir: str) -> None:
         """The collection's seeder service with the role's seeder.json (as root: the bench's containers)."""
+        self.engines_quiet = False
         overrides = dict(self.args.libtorrent)
         overrides.update(self.variant.get("all", {}))
         if name == ORIGIN:
@@ -296,6 +347,7 @@ class Bench:
         )
 
     def start_rtorrent(self, name: str, data_dir: str) -> None:
+        self.engines_quiet = False
         self.stop_seeder(name)
         overrides = dict(self.args.rtorrent)
         if name == ORIGIN:
@@ -315,6 +367,220 @@ class Bench:
     def agent(self, name: str, *argv: str) -> dict:
         out = run(["podman", "exec", name, "python3", "/opt/bd/distribution_agent.py", *argv])
         return json.loads(out.strip().splitlines()[-1])
+
+    def agent_argv(self, name: str, *argv: str) -> list[str]:
+        return ["podman", "exec", name, "python3", "/opt/bd/distribution_agent.py", *argv, "--image", IMAGE_JSON]
+
+    # the methods without an engine ------------------------------------------------
+    def quiet_engines(self) -> None:
+        """No BitTorrent daemon left from an earlier row seeds or burns CPU while another method runs."""
+        if self.engines_quiet:
+            return
+        names = [ORIGIN, *self.hosts_all]
+        parallel(lambda name: (self.stop_rtorrent(name), self.stop_seeder(name)), names)
+        self.engines_quiet = True
+
+    def clean_hosts(self, hosts: list[str]) -> None:
+        """Nothing of an earlier repetition on the hosts: an empty store, staging and push area."""
+        script = (
+            f"rm -rf {STORE} {STAGING} && mkdir -p {STORE} {STAGING}"
+            f" && if [ -d {PUSH_DIR} ]; then find {PUSH_DIR} -mindepth 1 -delete; fi"
+        )
+        parallel(lambda h: pexec(h, script), hosts)
+
+    def start_catalogue(self) -> None:
+        """nginx on the origin with the image_catalogue role's nginx.conf (its defaults, no TLS)."""
+        if self.catalogue_up:
+            return
+        values = role_values("image_catalogue")
+        values.update(_image_catalogue_tls=False, image_catalogue_root=CATALOGUE_ROOT,
+                      image_catalogue_http_port=CATALOGUE_PORT)  # fmt: skip
+        config = render_role_template("image_catalogue", "nginx.conf.j2", values)
+        run(["podman", "exec", "-i", ORIGIN, "sh", "-c", "cat > /etc/nginx/nginx.conf"], input=config.encode())
+        pexec(ORIGIN, "nginx -t -q && systemctl restart nginx")  # the role's validate:, then its handler
+        self.catalogue_up = True
+
+    def setup_push(self) -> None:
+        """What roles/hypervisor/tasks/push.yml installs, from its templates: the receiver (the collection's
+        _push and _errors), the push user whose root-owned authorized_keys lets the fleet key run only the
+        receiver, and on every sender (the origin too, push_sender.yml) the key and the receivers' host keys."""
+        if self.push_up:
+            return
+        key = os.path.join(CACHE, "push", "id_ed25519")
+        if not os.path.exists(key):
+            os.makedirs(os.path.dirname(key), exist_ok=True)
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vmcloud-push", "-f", key])
+        with open(key + ".pub") as handle:
+            public = handle.read().strip()
+        hostvars = {}
+        for name in [ORIGIN, *self.hosts_all]:
+            kind, text = pexec(name, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()[:2]
+            hostvars[name] = {"ansible_host": self.address[name], "ansible_ssh_host_key_ed25519_public": text,
+                              "ansible_ssh_host_key_ed25519_public_keytype": kind}  # fmt: skip
+        values = role_values("hypervisor")
+        library = values["_hypervisor_push_library_dir"]
+        package = f"{library}/ansible_collections/vmcloud/fleet/plugins/module_utils"
+        receiver = values["_hypervisor_push_receiver"]
+        values.update(hypervisor_push_dir=PUSH_DIR, _hypervisor_push_public_key=public, hostvars=hostvars,
+                      _hypervisor_push_peers=self.hosts_all)  # fmt: skip
+        files = {
+            "receiver": render_role_template("hypervisor", "vmcloud-push-receive.j2", values),
+            "authorized_keys": render_role_template("hypervisor", "push_authorized_keys.j2", values),
+            "known_hosts": render_role_template("hypervisor", "push_known_hosts.j2", values),
+        }
+        with open(key) as handle:
+            private = handle.read()
+        home = f"/var/lib/vmcloud/{PUSH_USER}"
+        mu = "/opt/bd/ansible_collections/vmcloud/fleet/plugins/module_utils"
+
+        def put(name: str, path: str, text: str, mode: str) -> None:
+            run(["podman", "exec", "-i", name, "sh", "-c", f"umask 077; cat > {path}.tmp && chmod {mode} {path}.tmp"
+                 f" && mv {path}.tmp {path}"], input=text.encode())  # fmt: skip
+
+        def sender(name: str) -> None:
+            pexec(name, f"install -d -o root -g root -m 0700 {PUSH_KEY_DIR}")
+            put(name, f"{PUSH_KEY_DIR}/id_ed25519", private, "0600")
+            put(name, f"{PUSH_KEY_DIR}/known_hosts", files["known_hosts"], "0644")
+            pexec(name, f"ssh-keygen -l -f {PUSH_KEY_DIR}/known_hosts >/dev/null")
+
+        def receiver_host(name: str) -> None:
+            pexec(name, f"mkdir -p /var/lib/vmcloud && (id -u {PUSH_USER} >/dev/null 2>&1 || useradd --system"
+                  f" --shell /bin/sh --home-dir {home} --create-home {PUSH_USER})"
+                  f" && install -d -o {PUSH_USER} -g root -m 0750 {PUSH_DIR}"
+                  f" && install -d -o root -g root -m 0755 {package} {home}/.ssh"
+                  f" && install -o root -g root -m 0644 {mu}/_errors.py {mu}/_push.py {package}/")  # fmt: skip
+            put(name, receiver, files["receiver"], "0755")
+            pexec(name, f"/usr/bin/python3 -I {receiver} --help 2>/dev/null")  # the role's validate:
+            put(name, f"{home}/.ssh/authorized_keys", files["authorized_keys"], "0644")
+            pexec(name, f"ssh-keygen -l -f {home}/.ssh/authorized_keys >/dev/null && systemctl is-active -q ssh")
+            sender(name)
+
+        sender(ORIGIN)
+        parallel(receiver_host, self.hosts_all)
+        self.push_up = True
+
+    def push_round(self, pairs: list[dict], chunk_size: int) -> dict[str, bool]:
+        """One round's pushes in parallel, each on its source (the playbook delegates image_push there)."""
+        holder_dir = f"{PUSH_DIR}/{self.info_hash}"
+
+        def one(pair: dict) -> tuple[str, bool]:
+            source = pair["source"]
+            if source == ORIGIN:
+                sources = [f"{CATALOGUE_IMAGES}/bench.img"]
+            else:
+                sources = [f"{holder_dir}/bench.img", f"{holder_dir}/.bench.img.part"]
+            argv = ["push", "--sources", *sources, "--destination", self.address[pair["destination"]]]
+            if "chunk" in pair:
+                argv += ["--chunk", str(pair["chunk"]), "--chunk-size", str(chunk_size)]
+            began = time.time()
+            proc = subprocess.run(self.agent_argv(source, *argv), capture_output=True, check=False, timeout=1800)
+            result = agent_result(source, proc.stdout, proc.stderr)
+            if not result["ok"]:
+                log(f"push {source} -> {pair['destination']} failed (planned again): {result['error']}")
+            # Inside: push_image on the sender (ssh, the wire, the receiver); outside: podman exec and Python.
+            return pair["destination"], bool(result["ok"]), result["finished"] - result["started"], time.time() - began
+
+        done = parallel(one, pairs)
+        self.push_detail.append({"push_inside_max": max(d[2] for d in done), "push_wall_max": max(d[3] for d in done)})
+        return {destination: ok for destination, ok, _inside, _wall in done}
+
+    def promote_pushed(self, receivers: list[str], method: str) -> dict[str, float | None]:
+        """Each receiver verifies and promotes what was pushed (the hypervisor role's sync.yml does it)."""
+
+        def one(host: str) -> tuple[str, float | None, float]:
+            proc = subprocess.run(self.agent_argv(host, "obtain", "--method", method), capture_output=True,
+                                  check=False, timeout=1800)  # fmt: skip
+            result = agent_result(host, proc.stdout, proc.stderr)
+            if not result["ok"]:
+                log(f"{host}: {method} promotion failed: {result['error']}")
+            return host, result["verified"] if result["ok"] else None, result["verified"] - result["started"]
+
+        done = parallel(one, receivers)
+        self.promote_detail.append({"promote_inside_max": max(d[2] for d in done)})
+        return {host: at for host, at, _inside in done}
+
+
+# ---------------------------------------------------------------------------- the push and pull methods
+
+
+def image_entry(file_bytes: int, sha256: str, info_hash: str, file: str = "bench.img") -> dict:
+    """The index entry of the bench's image, as the product's pull path and promotion read it."""
+    return {
+        "uuid": IMAGE_UUID,
+        "name": "bench-img",
+        "version": 1,
+        "file": file,
+        "size": file_bytes,
+        "sha256": sha256,
+        "compressed": False,
+        "torrent": {"info_hash": info_hash},
+    }
+
+
+def push_round_budget(method: str, n_lackers: int, chunks: int) -> int:
+    """How many rounds playbooks/tasks/push_image.yml runs: ceil(log2(N+1)), plus the chunks for a
+    tsunami, plus two spare rounds that retry failed pushes."""
+    rounds = wave_rounds(n_lackers) + 2
+    return rounds + (chunks if method == "scp_tsunami" else 0)
+
+
+@dataclasses.dataclass
+class PushOutcome:
+    """A push driven to its end: when each host held the verified image, and how it went."""
+
+    verified_at: dict[str, float]  # host -> wall-clock time its promotion succeeded
+    rounds: list[list[dict]]  # the pairs of every round that sent something
+    failed: list[dict]  # pairs whose push failed (planned again the next round)
+    timings: list[dict] = dataclasses.field(default_factory=list)  # per round: send and promote seconds
+
+
+def drive_push(
+    method: str,
+    origin: str,
+    hosts: list[str],
+    size: int,
+    chunk_size: int,
+    send: Callable[[list[dict]], dict[str, bool]],
+    promote: Callable[[list[str]], dict[str, float | None]],
+    clock: Callable[[], float] = time.time,
+) -> PushOutcome:
+    """playbooks/push.yml's rounds for one image and one method, over the product's planner (_push).
+
+    Each round is planned from who holds the image now (``next_round``); ``send(pairs)`` runs the
+    round's pushes in parallel and says, by destination, whether each arrived; for a wave the receivers
+    then promote (``promote(hosts)``: by host, the time its store verified the image, or None), and only
+    the verified ones are sources next round (``advance``). A tsunami promotes every receiver once, after
+    the last round. As in the playbook, the rounds stop at the budget (two spare rounds for failures).
+    """
+    state = push_state(method, [origin], hosts, size, chunk_size)
+    budget = push_round_budget(method, len(state["lackers"]), int(state["chunks"]))
+    verified_at: dict[str, float] = {}
+    rounds: list[list[dict]] = []
+    failed: list[dict] = []
+    timings: list[dict] = []
+    for _unused in range(budget):
+        pairs = next_round(state)
+        if not pairs:
+            break
+        rounds.append(pairs)
+        began = clock()
+        delivered = send(pairs)
+        sent = clock()
+        failed += [pair for pair in pairs if not delivered.get(pair["destination"])]
+        verified: dict[str, bool] = {}
+        if method == "scp_wave":
+            arrived = [pair["destination"] for pair in pairs if delivered.get(pair["destination"])]
+            times = promote(arrived) if arrived else {}
+            verified_at.update({host: at for host, at in times.items() if at is not None})
+            verified = {host: at is not None for host, at in times.items()}
+        timings.append({"pairs": len(pairs), "send_seconds": sent - began, "promote_seconds": clock() - sent})
+        state = advance(state, pairs, delivered, verified)
+    if method == "scp_tsunami":
+        began = clock()
+        times = promote(list(state["lackers"]))
+        verified_at.update({host: at for host, at in times.items() if at is not None})
+        timings.append({"pairs": 0, "send_seconds": 0.0, "promote_seconds": clock() - began})
+    return PushOutcome(verified_at, rounds, failed, timings)
 
 
 # ---------------------------------------------------------------------------- methods
@@ -368,7 +634,7 @@ def method_bittorrent_libtorrent(bench: Bench, hosts: list[str], repetition: int
 
 def swarm(bench: Bench, hosts: list[str], engine: str) -> MethodRun:
     """The origin seeds already: every host adds the torrent at one instant and waits for its verified copy."""
-    tx0 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+    tx0 = bench.tx_all([ORIGIN, *hosts])
     # Every host loads the torrent at the same wall-clock moment (plus --stagger s per host).
     start_at = time.time() + 2.0 + 0.4 * len(hosts)
     procs = {}
@@ -409,7 +675,7 @@ def swarm(bench: Bench, hosts: list[str], engine: str) -> MethodRun:
         if result["ready"] > start_at:
             late.append(host)
         seconds[host] = result["verified"] - start_at
-    tx1 = {h: bench.tx_bytes(h) for h in [ORIGIN, *hosts]}
+    tx1 = bench.tx_all([ORIGIN, *hosts])
     notes = {"late_starters": late, "piece_bytes": bench.piece_length}
     if probe:
         # Who sent what to whom: every host's per-peer totals once all are done.
@@ -418,9 +684,91 @@ def swarm(bench: Bench, hosts: list[str], engine: str) -> MethodRun:
     return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, notes)
 
 
-# name -> (method, engine, function). Other methods (http, scp_wave, scp_tsunami) register here.
+def method_http(bench: Bench, hosts: list[str], repetition: int) -> MethodRun:
+    """Every host at once from the catalogue's nginx (the image_catalogue role's nginx.conf), by the
+    product's pull path: `_methods.HttpMethod` (`_fetch.download_file`, ranges) then `ImageStore.promote`."""
+    bench.quiet_engines()
+    bench.start_catalogue()
+    bench.clean_hosts(hosts)
+    tx0 = bench.tx_all([ORIGIN, *hosts])
+    start_at = time.time() + 2.0 + 0.4 * len(hosts)
+    url = f"http://{ORIGIN_IP}:{CATALOGUE_PORT}/images"
+    procs = {
+        host: subprocess.Popen(
+            [*bench.agent_argv(host, "obtain", "--method", "http", "--http-url", url), "--start-at", str(start_at)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for host in hosts
+    }
+    seconds, late = {}, []
+    for host, proc in procs.items():
+        out, err = proc.communicate(timeout=1800)
+        result = agent_result(host, out, err)
+        if not result["ok"]:
+            raise RuntimeError(f"{host}: http did not end in the verified image: {result}")
+        if result["ready"] > start_at:
+            late.append(host)
+        seconds[host] = result["verified"] - start_at
+    tx1 = bench.tx_all([ORIGIN, *hosts])
+    return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, {"late_starters": late})
+
+
+def method_push(method: str) -> Callable[[Bench, list[str], int], MethodRun]:
+    def run_push(bench: Bench, hosts: list[str], repetition: int) -> MethodRun:
+        """playbooks/push.yml's rounds (drive_push over `_push`'s planner), each push what the image_push
+        module runs on its sender (`_push.push_image` over ssh to the restricted receiver), each promotion the
+        product's pull path for a push method (`_methods.PushedMethod`, `ImageStore.promote`)."""
+        bench.quiet_engines()
+        bench.setup_push()
+        bench.clean_hosts(hosts)
+        chunk_size = bench.args.chunk_mib << 20
+        bench.push_detail, bench.promote_detail = [], []
+        tx0 = bench.tx_all([ORIGIN, *hosts])
+        t0 = time.time()
+        outcome = drive_push(
+            method,
+            ORIGIN,
+            hosts,
+            bench.file_bytes,
+            chunk_size,
+            lambda pairs: bench.push_round(pairs, chunk_size),
+            lambda receivers: bench.promote_pushed(receivers, method),
+        )
+        tx1 = bench.tx_all([ORIGIN, *hosts])
+        missing = [h for h in hosts if h not in outcome.verified_at]
+        if missing:
+            raise RuntimeError(f"{method}: {missing} hold no verified image after {len(outcome.rounds)} rounds")
+        notes = {
+            "rounds": len(outcome.rounds),
+            "failed_pushes": outcome.failed,
+            "chunk_bytes": chunk_size if method == "scp_tsunami" else None,
+            # Where the time goes, per round: the round's wall time of sending and promoting, the slowest
+            # push_image inside its sender and with podman exec around it, the slowest promotion inside.
+            "round_seconds": [{k: round(v, 3) for k, v in t.items()} for t in outcome.timings],
+            "push_detail": [{k: round(v, 3) for k, v in d.items()} for d in bench.push_detail],
+            "promote_detail": [{k: round(v, 3) for k, v in d.items()} for d in bench.promote_detail],
+        }
+        seconds = {h: outcome.verified_at[h] - t0 for h in hosts}
+        return MethodRun(seconds, tx1[ORIGIN] - tx0[ORIGIN], {h: tx1[h] - tx0[h] for h in hosts}, notes)
+
+    run_push.__name__ = f"method_{method}"
+    return run_push
+
+
+def agent_result(host: str, out: bytes, err: bytes) -> dict:
+    lines = out.decode(errors="replace").strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"{host}: the agent printed nothing: {err.decode(errors='replace')}")
+    return json.loads(lines[-1])
+
+
+# name -> (method, engine, function). A new method registers here.
 METHODS: dict[str, tuple[str, str, Callable[[Bench, list[str], int], MethodRun]]] = {
     "sequential": ("sequential", "none", method_sequential),
+    "http": ("http", "none", method_http),
+    "scp_wave": ("scp_wave", "none", method_push("scp_wave")),
+    "scp_tsunami": ("scp_tsunami", "none", method_push("scp_tsunami")),
     "bittorrent": ("bittorrent", "rtorrent", method_bittorrent_rtorrent),
     "libtorrent": ("bittorrent", "libtorrent", method_bittorrent_libtorrent),
 }
@@ -467,6 +815,18 @@ def main() -> int:
         type=int,
         default=1,
         help="repetitions of the sequential baseline (deterministic: one shaped link at a time)",
+    )
+    parser.add_argument(
+        "--http-repeat",
+        type=int,
+        default=1,
+        help="repetitions of http (every host at once through the catalogue's one shaped upload: N x T*)",
+    )
+    parser.add_argument(
+        "--chunk-mib",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE >> 20,
+        help="scp_tsunami's chunk size (default: the product's, vmcloud_push_chunk_size)",
     )
     parser.add_argument("--piece-kib", type=int, default=0, help="torrent piece size (default: mktorrent's choice)")
     parser.add_argument(
@@ -535,7 +895,7 @@ def main() -> int:
         bench.make_image()
         for key in args.methods:
             method, engine, fn = METHODS[key]
-            repeat = args.sequential_repeat if key == "sequential" else args.repeat
+            repeat = {"sequential": args.sequential_repeat, "http": args.http_repeat}.get(key, args.repeat)
             # A/B within one run: the libtorrent row's variants run interleaved with it, repetition by
             # repetition, so that the machine's load drifts over all of them alike.
             arms = [(engine, {})] + (
@@ -557,6 +917,7 @@ def main() -> int:
                                 "n": n,
                                 "repetition": r,
                                 "seconds": round(last, 3),
+                                "end_to_end_seconds": result.end_to_end,
                                 "ratio_to_bound": round(last / bench.bound, 3),
                                 "origin_bytes": result.origin_bytes,
                                 "host_seconds": {h: round(s, 3) for h, s in result.host_seconds.items()},
@@ -571,24 +932,30 @@ def main() -> int:
                             f"{result.origin_bytes / bench.file_bytes:.2f} copies (load {os.getloadavg()[0]:.1f})"
                         )
                 for label, results in reps.items():
-                    median = statistics.median([max(x.host_seconds.values()) for x in results])
-                    rows.append(
-                        {
-                            "method": method,
-                            "engine": label,
-                            "n": n,
-                            "seconds": round(median, 3),
-                            "end_to_end_seconds": None,
-                            "bound_seconds": round(bench.bound, 3),
-                            "ratio_to_bound": round(median / bench.bound, 3),
-                            "origin_bytes": int(statistics.median([x.origin_bytes for x in results])),
-                        }
-                    )
+                    rows.append(summary_row(method, label, n, results, bench.bound))
     finally:
         if not args.keep:
             bench.down()
     write_results(bench, rows, runs, args, time.time() - started)
     return 0
+
+
+def summary_row(method: str, engine: str, n: int, results: list[MethodRun], bound: float) -> dict:
+    """One row of the result (issue 8's schema): the medians of the repetitions. ``seconds`` is the
+    transfer (told -> last verified copy); ``end_to_end_seconds`` is null unless every repetition
+    measured it (docs/performance.md says which methods cannot, and why)."""
+    median = statistics.median([max(x.host_seconds.values()) for x in results])
+    ends = [x.end_to_end for x in results]
+    return {
+        "method": method,
+        "engine": engine,
+        "n": n,
+        "seconds": round(median, 3),
+        "end_to_end_seconds": None if None in ends else round(statistics.median(ends), 3),
+        "bound_seconds": round(bound, 3),
+        "ratio_to_bound": round(median / bound, 3),
+        "origin_bytes": int(statistics.median([x.origin_bytes for x in results])),
+    }
 
 
 def machine() -> str:
@@ -621,6 +988,8 @@ def write_results(bench: Bench, rows: list, runs: list, args, elapsed: float) ->
             "burst": args.burst,
             "repeat": args.repeat,
             "sequential_repeat": args.sequential_repeat,
+            "http_repeat": args.http_repeat,
+            "chunk_bytes": args.chunk_mib << 20,
         },
         "elapsed_seconds": round(elapsed, 1),
         "runs": runs,
@@ -633,12 +1002,7 @@ def write_results(bench: Bench, rows: list, runs: list, args, elapsed: float) ->
         f"F = {bench.file_bytes} bytes, U = {args.upload_mbit} Mbit/s, T* = F/U = {bench.bound:.2f} s "
         f"(run took {elapsed / 60:.1f} min; {machine()})"
     )
-    print(f"{'method':<12} {'engine':<10} {'N':>3} {'seconds':>9} {'x T*':>6} {'origin bytes':>14} {'copies':>7}")
-    for row in rows:
-        print(
-            f"{row['method']:<12} {row['engine']:<10} {row['n']:>3} {row['seconds']:>9.1f} "
-            f"{row['ratio_to_bound']:>6.2f} {row['origin_bytes']:>14} {row['origin_bytes'] / bench.file_bytes:>7.2f}"
-        )
+    print(table(rows, bench.file_bytes))
     print(f"wrote {base}.json and {base}-runs.json")
     if not args.no_plot:
         plot(doc, base + ".png")
@@ -651,6 +1015,27 @@ def write_results(bench: Bench, rows: list, runs: list, args, elapsed: float) ->
         print(f"copied to {PUBLISHED}")
 
 
+def table(rows: list[dict], file_bytes: int) -> str:
+    """The printed table: one line per row of the JSON (end to end "-" where the bench cannot measure it)."""
+    lines = [
+        f"{'method':<12} {'engine':<10} {'N':>3} {'seconds':>9} {'x T*':>6} {'end to end':>10} "
+        f"{'origin bytes':>14} {'copies':>7}"
+    ]
+    for row in rows:
+        e2e = "-" if row["end_to_end_seconds"] is None else f"{row['end_to_end_seconds']:.1f}"
+        lines.append(
+            f"{row['method']:<12} {row['engine']:<10} {row['n']:>3} {row['seconds']:>9.1f} "
+            f"{row['ratio_to_bound']:>6.2f} {e2e:>10} {row['origin_bytes']:>14} "
+            f"{row['origin_bytes'] / file_bytes:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def series_label(row: dict) -> str:
+    """A plot line per method and engine: "bittorrent (libtorrent)", or the method alone without an engine."""
+    return row["method"] if row["engine"] == "none" else f"{row['method']} ({row['engine']})"
+
+
 def plot(doc: dict, path: str) -> None:
     import matplotlib
 
@@ -661,7 +1046,7 @@ def plot(doc: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list] = {}
     for row in doc["rows"]:
-        series.setdefault(f"{row['method']} ({row['engine']})", []).append((row["n"], row["seconds"]))
+        series.setdefault(series_label(row), []).append((row["n"], row["seconds"]))
     ns = sorted({row["n"] for row in doc["rows"]})
     for label, points in series.items():
         points.sort()

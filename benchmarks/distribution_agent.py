@@ -8,6 +8,15 @@ what bookworm ships. Prints one JSON line: wall-clock times (the containers shar
   distribution_agent.py torrent --engine rtorrent|libtorrent --torrent T --directory D --sha256 X --start-at EPOCH
   distribution_agent.py http --url URL --dest PATH --sha256 X
   distribution_agent.py seed --engine rtorrent|libtorrent --torrent T --directory D
+  distribution_agent.py obtain --method http|scp_wave|scp_tsunami --image IMAGE.json [--start-at EPOCH] ...
+  distribution_agent.py push --sources PATH.. --destination IP --image IMAGE.json [--chunk K --chunk-size B]
+
+``obtain`` and ``push`` are the product's own code paths, not copies: ``obtain`` is the pull path of a
+method other than bittorrent (``_sync._obtain_and_promote`` with ``_methods.method_for``: http downloads
+from the catalogue's nginx, a push method takes what was pushed into the push area, and either ends in
+``ImageStore.promote``, which verifies the SHA-256 while copying into the store); ``push`` is what the
+``image_push`` module runs on a sender (``_push.push_image`` through ``_push.ssh_command`` to the
+receiver's forced command, ``_push.receiver_main``).
 """
 
 from __future__ import annotations
@@ -155,6 +164,79 @@ def cmd_peers(args) -> dict:
     }
 
 
+def load_image(path: str) -> dict:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def cmd_obtain(args) -> dict:
+    """One image by a method other than bittorrent, through the product's pull path, into the store."""
+    from ansible_collections.vmcloud.fleet.plugins.module_utils import _sync
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._methods import method_for
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._store import ImageStore
+
+    image = load_image(args.image)
+    options = {
+        "distribution_method": args.method,
+        "staging_dir": args.staging_dir,
+        "store_dir": args.store_dir,
+        "push_dir": args.push_dir,
+        "push_user": args.push_user,
+        "http_url": args.http_url or None,
+        "engine_user": None,
+        "download_timeout": args.timeout,
+    }
+    os.makedirs(args.staging_dir, exist_ok=True)
+    os.makedirs(args.store_dir, exist_ok=True)
+    ready = time.time()
+    if args.start_at:
+        time.sleep(max(0.0, args.start_at - time.time()))
+    started = time.time()
+    store = ImageStore(args.store_dir)
+    outcome = _sync._outcome_for(store, image)
+    error = None
+    try:
+        _sync._obtain_and_promote(
+            options, method_for(options), store, image, outcome, time.monotonic() + args.timeout, time.monotonic
+        )
+    except Exception as exc:  # noqa: BLE001 - reported to the bench with its rule
+        error = {"rule": getattr(exc, "rule", type(exc).__name__), "message": str(exc)}
+    verified = time.time()
+    entry = store.manifest().get(image["uuid"]) or {}
+    return {
+        "ready": ready,
+        "started": started,
+        "verified": verified,
+        "store": outcome.store,
+        "ok": error is None and store.is_current(image) and entry.get("sha256") == image["sha256"],
+        "error": error,
+    }
+
+
+def cmd_push(args) -> dict:
+    """What the image_push module does on a sender: the image, or one chunk of it, to a receiver."""
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._push import push_image, ssh_command
+
+    image = load_image(args.image)
+    started = time.time()
+    error = None
+    result: dict = {}
+    try:
+        ssh = ssh_command(args.destination, 22, args.push_user, args.key, args.known_hosts)
+        result = push_image(
+            args.sources,
+            image["torrent"]["info_hash"],
+            image["file"],
+            int(image["size"]),
+            ssh,
+            chunk=args.chunk,
+            chunk_size=args.chunk_size,
+        )
+    except Exception as exc:  # noqa: BLE001 - a failed push is planned again (the playbook's failed_when: false)
+        error = {"rule": getattr(exc, "rule", type(exc).__name__), "message": str(exc)}
+    return {"started": started, "finished": time.time(), "ok": error is None, "error": error, **result}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,10 +254,36 @@ def main() -> int:
     p.add_argument("--url", required=True)
     p.add_argument("--dest", required=True)
     p.add_argument("--sha256", required=True)
+    p = sub.add_parser("obtain")
+    p.add_argument("--method", required=True, choices=("http", "scp_wave", "scp_tsunami"))
+    p.add_argument("--image", required=True, help="the index entry (JSON)")
+    p.add_argument("--staging-dir", default="/var/lib/vmcloud/staging")
+    p.add_argument("--store-dir", default="/var/lib/vmcloud/images")
+    p.add_argument("--push-dir", default="/var/lib/vmcloud/push")
+    p.add_argument("--push-user", default="vmcloud-push")
+    p.add_argument("--http-url", default="")
+    p.add_argument("--start-at", type=float, default=0.0)
+    p.add_argument("--timeout", type=float, default=900.0)
+    p = sub.add_parser("push")
+    p.add_argument("--sources", nargs="+", required=True)
+    p.add_argument("--destination", required=True)
+    p.add_argument("--image", required=True, help="the index entry (JSON)")
+    p.add_argument("--chunk", type=int, default=None)
+    p.add_argument("--chunk-size", type=int, default=32 << 20)
+    p.add_argument("--push-user", default="vmcloud-push")
+    p.add_argument("--key", default="/etc/vmcloud/push/id_ed25519")
+    p.add_argument("--known-hosts", default="/etc/vmcloud/push/known_hosts")
     args = parser.parse_args()
-    result = {"torrent": cmd_torrent, "seed": cmd_seed, "uploaded": cmd_uploaded, "http": cmd_http, "peers": cmd_peers}[
-        args.command
-    ](args)
+    commands = {
+        "torrent": cmd_torrent,
+        "seed": cmd_seed,
+        "uploaded": cmd_uploaded,
+        "http": cmd_http,
+        "peers": cmd_peers,
+        "obtain": cmd_obtain,
+        "push": cmd_push,
+    }
+    result = commands[args.command](args)
     print(json.dumps(result))
     return 0 if result.get("ok", True) else 1
 
