@@ -57,7 +57,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (  # no
     wave_rounds,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent  # noqa: E402
-from benchmarks._containers import IMAGE, Testbed, log, parallel, pexec, run  # noqa: E402
+from benchmarks._containers import IMAGE, CpuReading, Testbed, log, parallel, pexec, run  # noqa: E402
 
 NETWORK = "vmcloud-bench"
 SUBNET = "10.89.210.0/24"
@@ -907,7 +907,10 @@ def main() -> int:
                 for r in range(repeat):
                     for label, variant in arms:
                         bench.variant = variant
+                        cpu_before = CpuReading.take([ORIGIN, *hosts])
                         result = fn(bench, hosts, r)
+                        # The machine's CPU over the run (its setup included): near 1.0, the CPU limits it.
+                        result.notes["cpu"] = CpuReading.take([ORIGIN, *hosts]).since(cpu_before)
                         last = max(result.host_seconds.values())
                         reps[label].append(result)
                         runs.append(
@@ -955,6 +958,10 @@ def summary_row(method: str, engine: str, n: int, results: list[MethodRun], boun
         "bound_seconds": round(bound, 3),
         "ratio_to_bound": round(median / bound, 3),
         "origin_bytes": int(statistics.median([x.origin_bytes for x in results])),
+        # What the CPU did meanwhile (1.0 = both cores busy all the time): the limit, when near 1.0.
+        "cpu_busy_share": statistics.median([x.notes["cpu"]["busy_share"] for x in results])
+        if all("cpu" in x.notes for x in results)
+        else None,
     }
 
 
@@ -1019,14 +1026,15 @@ def table(rows: list[dict], file_bytes: int) -> str:
     """The printed table: one line per row of the JSON (end to end "-" where the bench cannot measure it)."""
     lines = [
         f"{'method':<12} {'engine':<10} {'N':>3} {'seconds':>9} {'x T*':>6} {'end to end':>10} "
-        f"{'origin bytes':>14} {'copies':>7}"
+        f"{'origin bytes':>14} {'copies':>7} {'CPU busy':>8}"
     ]
     for row in rows:
         e2e = "-" if row["end_to_end_seconds"] is None else f"{row['end_to_end_seconds']:.1f}"
+        busy = "-" if row.get("cpu_busy_share") is None else f"{row['cpu_busy_share']:.0%}"
         lines.append(
             f"{row['method']:<12} {row['engine']:<10} {row['n']:>3} {row['seconds']:>9.1f} "
             f"{row['ratio_to_bound']:>6.2f} {e2e:>10} {row['origin_bytes']:>14} "
-            f"{row['origin_bytes'] / file_bytes:>7.2f}"
+            f"{row['origin_bytes'] / file_bytes:>7.2f} {busy:>8}"
         )
     return "\n".join(lines)
 

@@ -176,7 +176,7 @@ def run_of(last, origin, end_to_end=None):
 def test_summary_row_is_the_issues_schema_with_medians():
     row = bench.summary_row("scp_wave", "none", 2, [run_of(30.0, 300), run_of(10.0, 100), run_of(20.0, 200)], 10.0)
     assert row == {"method": "scp_wave", "engine": "none", "n": 2, "seconds": 20.0, "end_to_end_seconds": None,
-                   "bound_seconds": 10.0, "ratio_to_bound": 2.0, "origin_bytes": 200}
+                   "bound_seconds": 10.0, "ratio_to_bound": 2.0, "origin_bytes": 200, "cpu_busy_share": None}
 
 
 def test_end_to_end_is_a_median_only_when_every_repetition_measured_it():
@@ -191,8 +191,19 @@ def test_table_prints_every_row_and_a_dash_for_no_end_to_end():
             bench.summary_row("scp_tsunami", "none", 16, [run_of(12.5, 150, 20.0)], 5.0)]
     lines = bench.table(rows, 100).splitlines()
     assert len(lines) == 3
-    assert lines[1].split() == ["http", "none", "2", "10.0", "2.00", "-", "100", "1.00"]
-    assert lines[2].split() == ["scp_tsunami", "none", "16", "12.5", "2.50", "20.0", "150", "1.50"]
+    assert lines[1].split() == ["http", "none", "2", "10.0", "2.00", "-", "100", "1.00", "-"]
+    assert lines[2].split() == ["scp_tsunami", "none", "16", "12.5", "2.50", "20.0", "150", "1.50", "-"]
+
+
+def test_the_cpu_busy_share_is_the_median_of_the_repetitions_and_printed():
+    results = [run_of(10.0, 100), run_of(11.0, 100), run_of(12.0, 100)]
+    for result, busy in zip(results, (0.5, 0.97, 0.9), strict=True):
+        result.notes["cpu"] = {"busy_share": busy, "testbed_share": busy, "container_cpu_seconds": {}}
+    row = bench.summary_row("bittorrent", "libtorrent", 8, results, 5.0)
+    assert row["cpu_busy_share"] == 0.9
+    assert bench.table([row], 100).splitlines()[1].split()[-1] == "90%"
+    results[0].notes.pop("cpu")
+    assert bench.summary_row("bittorrent", "libtorrent", 8, results, 5.0)["cpu_busy_share"] is None
 
 
 def test_plot_lines_are_one_per_method_and_engine():
