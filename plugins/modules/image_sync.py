@@ -141,7 +141,7 @@ options:
     description:
       - What to do with entries in O(store_dir) that nobody declared, in the same plan, under the same host lock,
         as the retirement (M(vmcloud.fleet.image_store)'s option of that name, so one task converges and
-        reconciles the store). V(report) lists them in RV(store.unknown); V(quarantine) moves each to
+        reconciles the store). V(report) lists them (RV(store), its C(unknown)); V(quarantine) moves each to
         C(.vmcloud/quarantine/) in the store; V(remove) deletes it.
     type: str
     choices: [report, quarantine, remove]
