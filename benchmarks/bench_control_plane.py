@@ -12,8 +12,9 @@ the SSH masters and `--repeat` rounds of, in turn:
   ansible-playbook site.yml -l <hypervisors>          (no-op: nothing changed since the converge)
   ansible-playbook playbooks/reconcile.yml -l <hypervisors>
 The medians go to benchmarks/results/control-plane-<date>.json as
-{"machine", "rows": [{"playbook", "n", "seconds", "ping_seconds", "ratio"}]}; ratio is
-seconds / ping_seconds of the same N in the same run. Every measured playbook run should report
+{"machine", "rows": [{"playbook", "n", "seconds", "ping_seconds", "ratio", "tasks_ok", "tasks_skipped"}]}; ratio is
+seconds / ping_seconds of the same N in the same run, and the task counts (the most any host ran and skipped, from
+the last run's recap) are what a loaded machine cannot blur. Every measured playbook run should report
 changed=0 on every host (a no-op); one that does not is listed under "not_noop" in the result.
 
 Ansible runs with the checkout's ansible.cfg, as a user's does (pipelining, forks, the SSH
@@ -146,7 +147,8 @@ def ansible(argv: list[str], env: dict | None = None, check: bool = True) -> tup
     return seconds, proc.stdout + proc.stderr
 
 
-RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)",
+                   re.MULTILINE)
 
 
 def changed_hosts(output: str) -> dict[str, int]:
@@ -154,6 +156,14 @@ def changed_hosts(output: str) -> dict[str, int]:
 
 
 NOT_NOOP: dict[str, list] = {}
+
+
+def task_counts(output: str) -> dict[str, int]:
+    """Most tasks any host ran (ok) and skipped in one run, from the recap: what the seconds cannot hide.
+    Each task a host runs is one SSH round trip or more (docs/performance.md says how to count them)."""
+    found = [(int(m.group(2)), int(m.group(6))) for m in RECAP.finditer(output)]
+    return {"tasks_ok": max((ok for ok, _unused in found), default=0),
+            "tasks_skipped": max((skipped for _unused, skipped in found), default=0)}
 
 
 def limit(n: int) -> str:
@@ -205,11 +215,13 @@ def measure(n: int, repeat: int, out_dir: str) -> list[dict]:
     """`repeat` rounds of ping, site.yml, reconcile.yml; the first ping opens the SSH masters."""
     ping(n)  # as any earlier command of a user would have (ControlPersist)
     times: dict[str, list[float]] = {"ping": [], **{name: [] for name in PLAYBOOKS}}
+    counts: dict[str, dict[str, int]] = {}
     for rep in range(repeat):
         times["ping"].append(ping(n))
         for name in PLAYBOOKS:
             seconds, output = playbook(name, n, env=PROFILE)
             times[name].append(seconds)
+            counts[name] = task_counts(output)
             with open(os.path.join(out_dir, f"{name.removesuffix('.yml')}-n{n}-run{rep + 1}.txt"), "w") as handle:
                 handle.write(output)
         log(f"N={n} round {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
@@ -217,7 +229,8 @@ def measure(n: int, repeat: int, out_dir: str) -> list[dict]:
     return [
         {"playbook": name, "n": n, "seconds": round(statistics.median(times[name]), 3),
          "ping_seconds": round(ping_seconds, 3), "ratio": round(statistics.median(times[name]) / ping_seconds, 2),
-         "runs": [round(t, 3) for t in times[name]], "ping_runs": [round(t, 3) for t in times["ping"]]}
+         "runs": [round(t, 3) for t in times[name]], "ping_runs": [round(t, 3) for t in times["ping"]],
+         **counts.get(name, {})}
         for name in PLAYBOOKS
     ]  # fmt: skip
 
@@ -233,9 +246,10 @@ def machine() -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| playbook | N | seconds | ping seconds | ratio |", "|---|---|---|---|---|"]
-    lines += [f"| {r['playbook']} | {r['n']} | {r['seconds']:.2f} | {r['ping_seconds']:.2f} | {r['ratio']:.1f}× |"
-              for r in rows]  # fmt: skip
+    lines = ["| playbook | N | seconds | ping seconds | ratio | tasks run / skipped a host |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['playbook']} | {r['n']} | {r['seconds']:.2f} | {r['ping_seconds']:.2f} | {r['ratio']:.1f}× "
+              f"| {r.get('tasks_ok')} / {r.get('tasks_skipped')} |" for r in rows]  # fmt: skip
     return "\n".join(lines)
 
 

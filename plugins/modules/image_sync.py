@@ -141,7 +141,7 @@ options:
     description:
       - What to do with entries in O(store_dir) that nobody declared, in the same plan, under the same host lock,
         as the retirement (M(vmcloud.fleet.image_store)'s option of that name, so one task converges and
-        reconciles the store). V(report) lists them in RV(store.unknown); V(quarantine) moves each to
+        reconciles the store). V(report) lists them (RV(store), its C(unknown)); V(quarantine) moves each to
         C(.vmcloud/quarantine/) in the store; V(remove) deletes it.
     type: str
     choices: [report, quarantine, remove]
@@ -422,10 +422,13 @@ def main() -> None:
     if quota.get("over_after"):
         module.warn(f"{params['store_dir']} stays over its quota after this run: only desired images, unknown "
                     "entries the policy keeps, the quarantine or held-open files are left; free space by hand")
-    # The images held, and the store's files around the reconciliation (what quarantine or remove takes away).
-    files = ((result["store"] or {}).get("diff") or {}).get
-    result["diff"] = {"before": {"held": report.held_before, **(files("before") or {})},
-                      "after": {"held": report.held, **(files("after") or {})}}
+    result["diff"] = {"before": {"held": report.held_before}, "after": {"held": report.held}}
+    # Entries nobody declared, when there are any: what quarantine or remove takes away (option unknown).
+    store = result["store"] or {}
+    if store.get("unknown"):
+        gone = set(store["quarantined"]) | set(store["removed"])
+        result["diff"]["before"]["unknown"] = store["unknown"]
+        result["diff"]["after"]["unknown"] = [path for path in store["unknown"] if path not in gone]
     if report.failures:
         first = report.failures[0]
         module.fail_json(

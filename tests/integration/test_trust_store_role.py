@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,37 @@ def test_a_stale_crl_is_refused_before_anything_is_copied(tmp_path):
     done = run_role(tmp_path, trust_store_crls=[str(controller / "new.crl")], **common)
     assert done.returncode == 2 and "crl-signature-invalid: " in done.stdout
     assert snapshot(host) == before
+
+
+RECAP = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)\s+skipped=(\d+)", re.M)
+
+
+def recap(done: subprocess.CompletedProcess) -> dict:
+    assert done.returncode == 0, done.stdout[-3000:]
+    ok, changed, failed, skipped = (int(value) for value in RECAP.search(done.stdout).groups())
+    return {"ok": ok, "changed": changed, "failed": failed, "skipped": skipped}
+
+
+def test_what_matches_is_skipped_and_what_differs_is_copied_again(tmp_path):
+    """One look at the trust store: a second run copies nothing (the copies are skipped, not run), and an
+    anchor changed on the host, in content or mode, is put back; one no longer configured is removed."""
+    ca = pki.make_ca("role test CA", not_before=NOW - 30 * DAY, not_after=NOW + 365 * DAY)
+    controller = tmp_path / "controller"
+    controller.mkdir()
+    (controller / "ca.pem").write_bytes(pki.pem(ca.cert))
+    (controller / "ca.crl").write_bytes(pki.pem(pki.make_crl(ca, [], last_update=NOW - DAY, next_update=NOW + DAY)))
+    host = tmp_path / "host"
+    settings = {"trust_store_dir": str(host), "trust_store_anchors": [str(controller / "ca.pem")],
+                "trust_store_crls": [str(controller / "ca.crl")], "trust_store_crl_urls": []}
+    assert recap(run_role(tmp_path, **settings))["changed"] == 3  # the directories, the anchor, the CRL
+    installed = snapshot(host)
+    second = run_role(tmp_path, **settings)
+    assert recap(second)["changed"] == 0
+    for name in ("anchors", "crl", str(controller / "ca.pem"), str(controller / "ca.crl")):
+        assert f"skipping: [localhost] => (item={name})" in second.stdout, second.stdout[-3000:]
+    (host / "anchors" / "ca.pem").write_bytes(b"changed on the host")
+    (host / "crl" / "ca.crl").chmod(0o600)
+    (host / "anchors" / "withdrawn.pem").write_bytes(b"no longer configured")
+    assert recap(run_role(tmp_path, **settings))["changed"] == 3
+    assert snapshot(host) == installed and oct((host / "crl" / "ca.crl").stat().st_mode & 0o777) == "0o644"
+    assert recap(run_role(tmp_path, **settings))["changed"] == 0

@@ -51,6 +51,26 @@ def test_check_apply_check_apply(run_module, world):
     assert results[3]["index"]["previous_version"] == 2
 
 
+def test_unknown_files_by_policy_with_check_and_diff(run_module, world):
+    """The image_store pass folded into the sync: check, apply, apply under unknown=quarantine."""
+    args = module_args(world)
+    run_module(image_sync, **args)
+    stray = os.path.join(world.host_path("images"), "stray.img")
+    with open(stray, "wb") as handle:
+        handle.write(b"nobody declared me")
+    reported = run_module(image_sync, _ansible_diff=True, **args)
+    assert reported["changed"] is False and reported["store"]["unknown"] == [stray]
+    assert reported["diff"]["before"]["unknown"] == reported["diff"]["after"]["unknown"] == [stray]
+    args["unknown"] = "quarantine"
+    results = [run_module(image_sync, _ansible_check_mode=True, _ansible_diff=True, **args),
+               run_module(image_sync, _ansible_diff=True, **args), run_module(image_sync, **args)]
+    assert [r["changed"] for r in results] == [True, True, False]
+    assert results[0]["diff"] == results[1]["diff"]
+    assert results[0]["diff"]["before"]["unknown"] == [stray] and results[0]["diff"]["after"]["unknown"] == []
+    assert results[1]["store"]["quarantined"] == [stray] and not os.path.exists(stray)
+    assert os.listdir(os.path.join(world.host_path("images"), ".vmcloud", "quarantine"))[0].endswith("-stray.img")
+
+
 def test_a_failed_image_fails_the_task_after_the_others(run_module, world):
     del world.engine.swarm[world.published["alma-9"].info_hash]
     result = run_module(image_sync, **module_args(world, download_timeout=0))
