@@ -458,7 +458,11 @@ def advance(state: Dict[str, object], pairs: Sequence[Dict[str, object]], delive
         done = [pair["destination"] for pair in pairs if delivered.get(pair["destination"])
                 and verified.get(pair["destination"])]
         state["holders"] += [host for host in done if host not in state["holders"]]
-        state["lackers"] = [host for host in state["lackers"] if host not in done]
+        # A receiver that failed this round goes to the back of the queue: planned first again, it would
+        # take a source every round while the hosts behind it never get one.
+        failed = [pair["destination"] for pair in pairs if pair["destination"] not in done]
+        state["lackers"] = [host for host in state["lackers"] if host not in done and host not in failed] + [
+            host for host in state["lackers"] if host in failed]
         return state
     for pair in pairs:
         destination = pair["destination"]

@@ -358,6 +358,17 @@ def test_push_state_a_host_that_does_not_verify_never_becomes_a_source():
     assert all(pair["source"] == "cat" for pair in next_round(state))
 
 
+def test_push_state_a_host_that_keeps_failing_does_not_starve_the_others():
+    # hv01's push or promotion fails every round: the origin must not spend every round on it while
+    # hv02 and hv03 wait (they would never get the image, and the run would end push-incomplete).
+    state = push_state("scp_wave", ["cat"], hosts(3), 10)
+    for _round in range(4):
+        pairs = next_round(state)
+        delivered = {pair["destination"]: pair["destination"] != "hv01" for pair in pairs}
+        state = advance(state, pairs, delivered, delivered)
+    assert sorted(state["holders"]) == ["cat", "hv02", "hv03"] and state["lackers"] == ["hv01"]
+
+
 def test_push_state_tsunami_counts_chunks_and_ends_when_every_lacker_holds_all():
     state = push_state("scp_tsunami", ["cat"], hosts(4), 5 * MIN_CHUNK_SIZE + 1, MIN_CHUNK_SIZE)
     assert state["chunks"] == 6
