@@ -13,7 +13,8 @@ What counts, per host (the keys of ``HostSummary.as_dict``):
 - ``corrupt``: desired images whose stored copy no longer matched what was verified: fetched and put back
   in this run (``store`` is ``repaired``), or still corrupt after it (``image_store`` ``corrupt``);
 - ``retired``: images removed because they are no longer desired (``image_sync`` and ``image_store``);
-- ``unknown``: entries of the store nobody declared (``image_store`` ``unknown``, whatever the policy did);
+- ``unknown``: entries of the store nobody declared (``image_store`` ``unknown``, or ``image_sync`` ``store.unknown``
+  when the sync ran that pass itself, whatever the policy did);
 - ``disabled``: the host was taken out with ``imgdist --disable`` (the hypervisor role's
   ``hypervisor_summary.disabled``), so the run left it alone;
 - ``failures``: per-image failures of ``image_sync`` and ``image_store``, every other failed task, and an
@@ -154,6 +155,10 @@ class RunSummary:
         _extend_unique(summary.retired, result.get("retired"))
         _extend_unique(summary.held_open, result.get("held_open"))
         summary.failures.extend(_sync_failures(task, result))
+        store = result.get("store")  # the image_store pass the sync ran in its own plan (option unknown)
+        if isinstance(store, Mapping):
+            for name in ("corrupt", "unknown", "quarantined", "removed"):
+                _extend_unique(getattr(summary, name), store.get(name))
 
     @staticmethod
     def _record_store(summary: HostSummary, task: str, result: Mapping[str, Any]) -> None:

@@ -49,6 +49,17 @@ def test_a_corrupt_copy_still_there_after_the_sync_is_listed_once():
     assert summary.as_dict()["hosts"]["hv01"]["corrupt"] == ["b-1", "d-1"]
 
 
+def test_the_store_pass_inside_the_sync_is_summarised_as_the_image_store_task_was():
+    """image_sync with unknown= (the hypervisor role's one module) carries image_store's result as store."""
+    summary = RunSummary("reconcile.yml")
+    summary.record("hv01", SYNC, "sync", sync_result(changed=True, store=store_result(
+        changed=True, unknown=["/s/stray.img", "/s/other"], quarantined=["/s/stray.img"], corrupt=["d-1"])))
+    host = summary.as_dict()["hosts"]["hv01"]
+    assert (host["unknown"], host["quarantined"], host["corrupt"]) == (["/s/stray.img", "/s/other"],
+                                                                       ["/s/stray.img"], ["d-1"])
+    assert host["status"] == "changed" and host["failures"] == []
+
+
 def test_a_failed_sync_reports_each_image_failure_with_its_rule_not_the_module_message():
     summary = RunSummary()
     failure = {"uuid": "a-1", "info_hash": "83f4", "step": "download", "rule": "download-timeout", "message": "late"}
