@@ -44,12 +44,18 @@ def snapshot(directory: Path) -> dict:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def test_a_stale_crl_is_refused_before_anything_is_copied(tmp_path):
+def controller_with_ca_and_crl(tmp_path: Path) -> tuple:
+    """The controller's side: a CA (ca.pem) and its current CRL (ca.crl) in tmp_path/controller."""
     ca = pki.make_ca("role test CA", not_before=NOW - 30 * DAY, not_after=NOW + 365 * DAY)
     controller = tmp_path / "controller"
     controller.mkdir()
     (controller / "ca.pem").write_bytes(pki.pem(ca.cert))
     (controller / "ca.crl").write_bytes(pki.pem(pki.make_crl(ca, [], last_update=NOW - DAY, next_update=NOW + DAY)))
+    return ca, controller
+
+
+def test_a_stale_crl_is_refused_before_anything_is_copied(tmp_path):
+    ca, controller = controller_with_ca_and_crl(tmp_path)
     host = tmp_path / "host"
     common = {"trust_store_dir": str(host), "trust_store_anchors": [str(controller / "ca.pem")],
               "trust_store_crl_urls": [{"url": "http://127.0.0.1:1/fetched.crl", "name": "fetched.crl"}]}
@@ -88,11 +94,7 @@ def recap(done: subprocess.CompletedProcess) -> dict:
 def test_what_matches_is_skipped_and_what_differs_is_copied_again(tmp_path):
     """One look at the trust store: a second run copies nothing (the copies are skipped, not run), and an
     anchor changed on the host, in content or mode, is put back; one no longer configured is removed."""
-    ca = pki.make_ca("role test CA", not_before=NOW - 30 * DAY, not_after=NOW + 365 * DAY)
-    controller = tmp_path / "controller"
-    controller.mkdir()
-    (controller / "ca.pem").write_bytes(pki.pem(ca.cert))
-    (controller / "ca.crl").write_bytes(pki.pem(pki.make_crl(ca, [], last_update=NOW - DAY, next_update=NOW + DAY)))
+    ca, controller = controller_with_ca_and_crl(tmp_path)
     host = tmp_path / "host"
     settings = {"trust_store_dir": str(host), "trust_store_anchors": [str(controller / "ca.pem")],
                 "trust_store_crls": [str(controller / "ca.crl")], "trust_store_crl_urls": []}
