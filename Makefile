@@ -26,7 +26,7 @@ help:
 	@echo "make bench  - benchmarks (figures land in benchmarks/results/)"
 	@echo "make test-faults - the fault suite (molecule scenario faults, docs/faults.md)"
 	@echo "make molecule-methods - every distribution method on real hosts (molecule scenario methods)"
-	@echo "make bench-distribution - image distribution to N=2..16 containers, every method (all rows: over an hour; BENCH_ARGS="--methods ... --n ..." to choose)"
+	@echo "make bench-distribution - image distribution to N=2..16 containers, every method (all rows: over an hour; BENCH_ARGS='--methods ... --n ...' to choose)"
 	@echo "make lab / make lab-down - start / remove the Podman lab"
 	@echo "make artifact - the hypervisor artifact dist/vmcloud-hypervisor-<version>.pyz"
 
