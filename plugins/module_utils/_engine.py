@@ -27,10 +27,10 @@ from typing import Any, Callable, Optional, Sequence
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError
 
 ENGINES = ("rtorrent", "libtorrent")
-# Each engine's control socket and the user its daemon runs as (the rtorrent and
-# libtorrent_seeder roles' defaults): what a caller gets when it names only the engine.
 # Seconds an engine call may take (rtorrent over SCGI, the vmcloud seeder over its socket).
 DEFAULT_RPC_TIMEOUT = 30.0
+# Each engine's control socket and the user its daemon runs as (the rtorrent and
+# libtorrent_seeder roles' defaults): what a caller gets when it names only the engine.
 DEFAULT_SOCKETS = {"rtorrent": "/run/rtorrent/rpc.socket", "libtorrent": "/run/vmcloud/seeder.socket"}
 DEFAULT_USERS = {"rtorrent": "rtorrent", "libtorrent": "vmcloud-seeder"}
 STATES = ("downloading", "seeding", "stopped", "checking", "error")
