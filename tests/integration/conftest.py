@@ -130,6 +130,12 @@ def port_open(port: int, address: str = LOOPBACK) -> bool:
         return probe.connect_ex((address, port)) == 0
 
 
+def _tracker_query(fields: dict) -> str:
+    """A tracker query string: every reserved byte as %XX. (urlencode's default writes a space as
+    '+', which opentracker does not decode: an info-hash holding 0x20 became another torrent's.)"""
+    return urllib.parse.urlencode(fields, quote_via=urllib.parse.quote)
+
+
 @dataclass
 class Tracker:
     """opentracker in whitelist mode, HTTP on loopback."""
@@ -176,29 +182,40 @@ class Tracker:
         wait_until(lambda: self.accepts(info_hash), START_TIMEOUT, f"opentracker to accept {info_hash}", 0.2)
 
     def accepts(self, info_hash: str) -> bool:
-        query = urllib.parse.urlencode(
-            {
-                "info_hash": bytes.fromhex(info_hash),
-                "peer_id": b"-VMCLOUD-PROBE-00000",
-                "port": 1,
-                "uploaded": 0,
-                "downloaded": 0,
-                "left": 0,
-                "event": "stopped",
-                "compact": 1,
-            }
-        )
-        try:
+        """Whether the tracker takes announces for ``info_hash`` now (its whitelist is loaded).
+
+        opentracker checks the whitelist on every event but 'stopped', so the probe announces a
+        leecher ('started', left=1) and then withdraws it ('stopped'): no seed or leecher stays."""
+
+        def probe(event: str) -> bytes:
+            query = _tracker_query(
+                {
+                    "info_hash": bytes.fromhex(info_hash),
+                    "peer_id": b"-VMCLOUD-PROBE-00000",
+                    "port": 1,
+                    "uploaded": 0,
+                    "downloaded": 0,
+                    "left": 1,
+                    "event": event,
+                    "compact": 1,
+                }
+            )
             with urllib.request.urlopen(f"{self.announce}?{query}", timeout=2) as answer:  # noqa: S310 - loopback
-                return b"failure reason" not in answer.read()
+                return answer.read()
+
+        try:
+            if b"failure reason" in probe("started"):
+                return False
+            probe("stopped")
         except (urllib.error.URLError, OSError):
             return False
+        return True
 
     def scrape(self, info_hash: str) -> dict:
         """The tracker's scrape entry for ``info_hash`` (``complete``: seeds, ``incomplete``: leechers)."""
         import fastbencode
 
-        query = urllib.parse.urlencode({"info_hash": bytes.fromhex(info_hash)})
+        query = _tracker_query({"info_hash": bytes.fromhex(info_hash)})
         scrape = self.announce.rsplit("/", 1)[0] + "/scrape"
         with urllib.request.urlopen(f"{scrape}?{query}", timeout=2) as answer:  # noqa: S310 - loopback
             files = fastbencode.bdecode(answer.read()).get(b"files", {})
