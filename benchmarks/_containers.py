@@ -151,6 +151,25 @@ class Testbed:
             run(["podman", "network", "rm", self.network])
 
 
+def container_pid(name: str) -> int:
+    return int(run(["podman", "inspect", "-f", "{{.State.Pid}}", name]).strip())
+
+
+def shape_upload(pid: int, bits_per_s: int, burst: str = "") -> None:
+    """Shape what the container of `pid` sends (eth0 egress) to `bits_per_s` with tbf.
+
+    The burst defaults to 10 ms of the rate, at least 64 KiB: big enough that tbf keeps the rate on a
+    busy machine, small enough that it is not a head start of many packets."""
+    burst = burst or f"{max(64 * 1024, bits_per_s // 8 // 100)}b"
+    tbf = ["tbf", "rate", f"{bits_per_s}bit", "burst", burst, "latency", "50ms"]
+    run(["nsenter", "-t", str(pid), "-n", "tc", "qdisc", "replace", "dev", "eth0", "root", *tbf])
+
+
+def unshape_upload(pid: int) -> None:
+    """Back to the kernel's default qdisc (deleting the root qdisc; nothing to delete is fine)."""
+    run(["nsenter", "-t", str(pid), "-n", "tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
+
+
 # ---------------------------------------------------------------------------- CPU accounting
 # What limits a transfer on this 2-core machine is often the CPU, not the shaped links: these
 # readings let a result say so from a measurement (the machine's busy share during the transfer,

@@ -57,7 +57,17 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (  # no
     wave_rounds,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent  # noqa: E402
-from benchmarks._containers import IMAGE, CpuReading, Testbed, log, parallel, pexec, run  # noqa: E402
+from benchmarks._containers import (  # noqa: E402
+    IMAGE,
+    CpuReading,
+    Testbed,
+    container_pid,
+    log,
+    parallel,
+    pexec,
+    run,
+    shape_upload,
+)
 
 NETWORK = "vmcloud-bench"
 SUBNET = "10.89.210.0/24"
@@ -188,7 +198,7 @@ class Bench:
         wanted = [(ORIGIN, ORIGIN_IP)] + [(host_name(i), host_ip(i)) for i in range(1, len(self.hosts_all) + 1)]
         names = self.testbed.up(wanted)
         for name in names:
-            self.pids[name] = int(run(["podman", "inspect", "-f", "{{.State.Pid}}", name]).strip())
+            self.pids[name] = container_pid(name)
         self.install_agent(names)
         for name in names:
             self.shape(name)
@@ -201,29 +211,7 @@ class Bench:
         log("testbed removed")
 
     def shape(self, name: str) -> None:
-        rate = f"{self.args.upload_mbit}mbit"
-        burst = self.args.burst or f"{max(64 * 1024, self.upload // 8 // 100)}b"
-        run(
-            [
-                "nsenter",
-                "-t",
-                str(self.pids[name]),
-                "-n",
-                "tc",
-                "qdisc",
-                "replace",
-                "dev",
-                "eth0",
-                "root",
-                "tbf",
-                "rate",
-                rate,
-                "burst",
-                burst,
-                "latency",
-                "50ms",
-            ]
-        )
+        shape_upload(self.pids[name], self.upload, self.args.burst)
 
     def install_agent(self, names: list[str]) -> None:
         tree = os.path.join(CACHE, "opt-bd")
@@ -872,6 +860,14 @@ def main() -> int:
         "'tcp:libtorrent_seeder_session_settings={enable_outgoing_utp: false}' or "
         "'super@origin:libtorrent_seeder_super_seeding=true'; several with one LABEL make one variant",
     )
+    parser.add_argument(
+        "--end-to-end",
+        nargs="+",
+        default=[],
+        choices=[key for key in METHODS if key != "sequential"],
+        help="also measure these rows end to end (benchmarks/bench_end_to_end.py: site.yml -l lxcloud on a "
+        "lab-shaped fleet, once this testbed is down), e.g. --end-to-end libtorrent",
+    )
     parser.add_argument("--stagger", type=float, default=0.0, help="seconds between the hosts' starts")
     parser.add_argument("--probe", action="store_true", help="record peer states (swarm analysis)")
     parser.add_argument("--tag", default="", help="suffix of the result files (tuning runs)")
@@ -939,8 +935,40 @@ def main() -> int:
     finally:
         if not args.keep:
             bench.down()
+    if args.end_to_end:
+        ends = end_to_end_rows(args, bench.upload)
+        fill_end_to_end(rows, ends)
+        runs += [{"end_to_end": row} for row in ends]
     write_results(bench, rows, runs, args, time.time() - started)
     return 0
+
+
+def end_to_end_rows(args, bits_per_s: int) -> list[dict]:
+    """The end-to-end figures of the rows named by --end-to-end, on bench_end_to_end's own fleet."""
+    import benchmarks.bench_end_to_end as end_to_end
+
+    out_dir = os.path.join(RESULTS, "end-to-end-runs")
+    os.makedirs(out_dir, exist_ok=True)
+    found = []
+    try:
+        for n in sorted(args.n):
+            for key in args.end_to_end:
+                method, engine, _unused = METHODS[key]
+                log(f"end to end: {key} N={n}")
+                found.append(end_to_end.measure(n, args.repeat, args.file_mib, bits_per_s, method, engine, out_dir))
+    finally:
+        if not args.keep:
+            end_to_end.FLEET.down()
+    return found
+
+
+def fill_end_to_end(rows: list[dict], ends: list[dict]) -> None:
+    """Set each transfer row's ``end_to_end_seconds`` from the end-to-end row of its method, engine and N."""
+    by_key = {(end["method"], end["engine"] or "none", end["n"]): end for end in ends}
+    for row in rows:
+        end = by_key.get((row["method"], row["engine"], row["n"]))
+        if end is not None:
+            row["end_to_end_seconds"] = end["end_to_end_seconds"]
 
 
 def summary_row(method: str, engine: str, n: int, results: list[MethodRun], bound: float) -> dict:

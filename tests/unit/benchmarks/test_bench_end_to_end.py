@@ -1,0 +1,57 @@
+"""The end-to-end benchmark's pure parts: the fleet's inventory, what it approves, how rows merge."""
+
+from __future__ import annotations
+
+import yaml
+
+from benchmarks import bench_distribution as distribution
+from benchmarks import bench_end_to_end as end_to_end
+from benchmarks._fleet import Fleet
+
+
+def fleet(tmp_path) -> Fleet:
+    return Fleet(prefix="tt", network="vmcloud-tt", net="10.89.250", state=str(tmp_path), label="vmcloud.test=1")
+
+
+def test_inventory_is_the_labs_shape_with_this_fleets_hosts_and_the_measured_settings(tmp_path):
+    tt = fleet(tmp_path)
+    tt.write_inventory(3, end_to_end.lxcloud_vars("scp_wave", "libtorrent"))
+    with open(tt.inventory) as handle:
+        lab = yaml.safe_load(handle)["all"]
+    assert lab["vars"]["vmcloud_index_url"] == "http://10.89.250.10/index.yaml"
+    assert lab["vars"]["vmcloud_trust_anchors"] == [f"{tmp_path}/endorser/ca.pem"]
+    groups = lab["children"]["lab"]["children"]
+    assert groups["catalogue"]["hosts"] == {"tt-catalogue": {"ansible_host": "10.89.250.10"}}
+    lxcloud = groups["lxcloud"]
+    assert lxcloud["children"]["sc_a"]["hosts"] == {"tt-hv01": {"ansible_host": "10.89.250.11"},
+                                                    "tt-hv03": {"ansible_host": "10.89.250.13"}}
+    assert lxcloud["children"]["sc_b"]["hosts"] == {"tt-hv02": {"ansible_host": "10.89.250.12"}}
+    assert lxcloud["vars"]["vmcloud_distribution_method"] == "scp_wave"
+    assert lxcloud["vars"]["vmcloud_engine"] == "libtorrent"
+    approved = {image["name"] for image in lxcloud["vars"]["vmcloud_approved_images"]}
+    assert approved == {"cernvm_demo-img", "slc5_demo-img", end_to_end.BENCH_IMAGE}
+
+
+def test_each_version_of_the_bench_image_is_a_new_file_of_random_bytes():
+    first, second = end_to_end.bench_image(7, 256), end_to_end.bench_image(8, 256)
+    assert first["name"] == second["name"] == end_to_end.BENCH_IMAGE
+    assert first["file"] != second["file"] and (first["version"], second["version"]) == (7, 8)
+    assert first["random_mib"] == 256 and first["zero_mib"] == 0 and first["compressed"] is False
+
+
+def test_end_to_end_figures_fill_the_transfer_rows_of_the_same_method_engine_and_n():
+    rows = [{"method": "bittorrent", "engine": "libtorrent", "n": 4, "end_to_end_seconds": None},
+            {"method": "bittorrent", "engine": "libtorrent", "n": 16, "end_to_end_seconds": None},
+            {"method": "bittorrent", "engine": "rtorrent", "n": 4, "end_to_end_seconds": None},
+            {"method": "scp_wave", "engine": "none", "n": 4, "end_to_end_seconds": None}]
+    ends = [{"method": "bittorrent", "engine": "libtorrent", "n": 4, "end_to_end_seconds": 61.5},
+            {"method": "scp_wave", "engine": None, "n": 4, "end_to_end_seconds": 140.0}]
+    distribution.fill_end_to_end(rows, ends)
+    assert [row["end_to_end_seconds"] for row in rows] == [61.5, None, None, 140.0]
+
+
+def test_the_table_names_method_engine_n_and_the_ratio():
+    row = {"method": "bittorrent", "engine": "libtorrent", "n": 4, "end_to_end_seconds": 64.4,
+           "ratio_to_bound": 3.0, "playbook_seconds": 70.2}
+    assert end_to_end.table([row]).splitlines()[2].split() == \
+        ["|", "bittorrent", "|", "libtorrent", "|", "4", "|", "64.4", "|", "3.00", "|", "70.2", "|"]
