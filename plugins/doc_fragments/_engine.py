@@ -14,9 +14,11 @@ options:
       - V(rtorrent) is rtorrent 0.9 (the vmcloud.fleet.rtorrent role); V(libtorrent) is the vmcloud
         seeder service holding a libtorrent-rasterbar session (the vmcloud.fleet.libtorrent_seeder role),
         which also uses the index entries' web seeds (BEP 19). See docs/distribution.md.
+      - The default is V(libtorrent), chosen by measurement (docs/performance.md), as the roles'
+        C(vmcloud_engine) is; a task that drives rtorrent sets O(engine=rtorrent).
     type: str
     choices: [rtorrent, libtorrent]
-    default: rtorrent
+    default: libtorrent
   socket:
     description:
       - Path of the engine's local control socket (for rtorrent, its SCGI unix socket,

@@ -7,7 +7,7 @@ Private to the collection; not a public API.
 
 from __future__ import annotations
 
-from ._engine import DEFAULT_RPC_TIMEOUT, ENGINES
+from ._engine import DEFAULT_ENGINE, DEFAULT_RPC_TIMEOUT, ENGINES
 from ._index import DEFAULT_CLOCK_SKEW, DEFAULT_MAX_SIZE
 from ._methods import METHODS_ARGSPEC
 from ._reconcile_plan import DEFAULT_RETIRE_MAX_PERCENT, NOT_DESIRED
@@ -58,7 +58,7 @@ FETCH_ARGSPEC = {
 
 # The BitTorrent engine a module talks to (documented in doc_fragments/_engine.py).
 ENGINE_ARGSPEC = {
-    "engine": {"type": "str", "choices": list(ENGINES), "default": "rtorrent"},
+    "engine": {"type": "str", "choices": list(ENGINES), "default": DEFAULT_ENGINE},
     "socket": {"type": "path"},  # default: the engine's (_engine.DEFAULT_SOCKETS)
     "rpc_timeout": {"type": "float", "default": DEFAULT_RPC_TIMEOUT},
 }

@@ -27,6 +27,10 @@ from typing import Any, Callable, Optional, Sequence
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError
 
 ENGINES = ("rtorrent", "libtorrent")
+# The engine a caller gets when it names none (the modules' ``engine`` option, imgdist.yml's
+# ``engine``): libtorrent, the vmcloud seeder, chosen by measurement (docs/performance.md), as the
+# roles' ``vmcloud_engine``. Its socket and user below are the libtorrent_seeder role's defaults.
+DEFAULT_ENGINE = "libtorrent"
 # Seconds an engine call may take (rtorrent over SCGI, the vmcloud seeder over its socket).
 DEFAULT_RPC_TIMEOUT = 30.0
 # Each engine's control socket and the user its daemon runs as (the rtorrent and

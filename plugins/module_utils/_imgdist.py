@@ -19,7 +19,7 @@ line). The commands ``status``, ``sync`` and ``check IMAGE`` run the collection'
 index offline, ``_selection`` for approval, ``ImageStore`` for the store. ``config-check``
 validates the configuration file (the agent role's ``validate:``); ``metrics`` prints the
 Prometheus text a sync writes to ``metrics_textfile_dir`` (``_metrics``, with ``last-sync.json``).
-Every read command takes ``--json`` (``metrics`` prints its text format anyway). Errors are one line
+Every read command takes ``--json`` (``metrics``: the same families as data). Errors are one line
 naming the rule; exit codes are in ``_imgdist_config.EXIT_CODES``.
 
 The configuration file (YAML, default ``/etc/vmcloud/imgdist.yml``) holds the keys of
@@ -64,6 +64,7 @@ from ._imgdist_status import (
     collect_status,
     enabled_state,
     human_bytes,
+    metrics_document,
     metrics_text,
     print_status,
     progress_bar,
@@ -84,7 +85,7 @@ USAGE_STATUS = "imgdist [-c CONFIG] status [--json]"
 USAGE_SYNC = "imgdist [-c CONFIG] sync [--check] [--json]"
 USAGE_CHECK = "imgdist [-c CONFIG] check IMAGE [--json]"
 USAGE_CONFIG_CHECK = "imgdist [-c CONFIG] config-check [--json]"
-USAGE_METRICS = "imgdist [-c CONFIG] metrics"
+USAGE_METRICS = "imgdist [-c CONFIG] metrics [--json]"
 USAGE_CRL_REFRESH = "imgdist [-c CONFIG] crl-refresh [--json]"
 USAGE_RESET_MARK = "imgdist [-c CONFIG] reset-mark [--url URL] --to-version N --confirm [--json]"
 USAGE = "\n       ".join((USAGE_SEED, USAGE_STATUS, USAGE_SYNC, USAGE_CHECK, USAGE_CONFIG_CHECK, USAGE_CRL_REFRESH,
@@ -385,7 +386,10 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print_status(report, out)
         return EXIT_OK
     if args.command == "metrics":
-        out.write(metrics_text(config))
+        if args.json:
+            write_line(json.dumps(metrics_document(config), indent=1, sort_keys=True), file=out)
+        else:
+            out.write(metrics_text(config))
         return EXIT_OK
     if args.command == "config-check":
         validate_config(config, path)

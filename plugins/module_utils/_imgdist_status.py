@@ -362,10 +362,20 @@ def print_status(report: Mapping[str, Any], out: TextIO) -> None:
         write_line(f"{row['uuid']:<{width}}  {row['state']:<11}  {_row_detail(row)}".rstrip(), file=out)
 
 
+def metrics_families(config: Mapping[str, Any]) -> List[_metrics.Family]:
+    """The metrics of this host (status, last-sync.json, run-guard denials)."""
+    return _metrics.families(collect_status(config), _metrics.read_last_sync(config["state_dir"]),
+                             _metrics.denial_count(config["state_dir"]))
+
+
 def metrics_text(config: Mapping[str, Any]) -> str:
-    """``imgdist metrics``: the Prometheus text of this host (status, last-sync.json, run-guard denials)."""
-    return _metrics.render(_metrics.families(collect_status(config), _metrics.read_last_sync(config["state_dir"]),
-                                             _metrics.denial_count(config["state_dir"])))
+    """``imgdist metrics``: the Prometheus text of this host."""
+    return _metrics.render(metrics_families(config))
+
+
+def metrics_document(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """``imgdist metrics --json``: the same metrics as data (``_metrics.document``)."""
+    return _metrics.document(metrics_families(config))
 
 
 def write_metrics(config: Mapping[str, Any], err: TextIO) -> None:

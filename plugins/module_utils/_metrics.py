@@ -75,15 +75,20 @@ def format_value(value: float) -> str:
     return repr(float(value))
 
 
-def render(families: Sequence[Family]) -> str:
-    """The text exposition of ``families``: HELP and TYPE lines, then the samples, one family after
-    another. A family without samples is left out (node_exporter then has nothing to say about it)."""
-    lines: List[str] = []
+def _exposed(families: Sequence[Family]) -> List[Family]:
+    """The families to expose, in order: a family without samples is left out (node_exporter then has
+    nothing to say about it); a type the format does not know is a ValueError."""
     for family in families:
         if family.kind not in TYPES:
             raise ValueError(f"metric type must be one of {', '.join(TYPES)}, got {family.kind!r}")
-        if not family.samples:
-            continue
+    return [family for family in families if family.samples]
+
+
+def render(families: Sequence[Family]) -> str:
+    """The text exposition of ``families``: HELP and TYPE lines, then the samples, one family after
+    another (those ``_exposed``)."""
+    lines: List[str] = []
+    for family in _exposed(families):
         name = PREFIX + family.name
         lines.append(f"# HELP {name} {_escape_help(family.help)}")
         lines.append(f"# TYPE {name} {family.kind}")
@@ -91,6 +96,25 @@ def render(families: Sequence[Family]) -> str:
             text = ",".join(f'{key}="{_escape_label(item)}"' for key, item in sorted(labels.items()))
             lines.append(f"{name}{{{text}}} {format_value(value)}" if text else f"{name} {format_value(value)}")
     return "".join(line + "\n" for line in lines)
+
+
+def json_value(value: float) -> float | str:
+    """A sample's value for JSON: the number, or the text format's NaN, +Inf, -Inf (JSON has none)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return format_value(value)
+    return value
+
+
+def document(families: Sequence[Family]) -> Dict[str, Any]:
+    """What ``render`` says, as data (``imgdist metrics --json``): the same families, names, types, help
+    texts, labels and values, in the same order."""
+    return {"metrics": [
+        {"name": PREFIX + family.name, "type": family.kind, "help": family.help,
+         "samples": [{"labels": dict(sorted(labels.items())), "value": json_value(value)}
+                     for labels, value in family.samples]}
+        for family in _exposed(families)]}
 
 
 # --------------------------------------------------------------------------- last-sync.json

@@ -34,7 +34,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
-from ._engine import DEFAULT_USERS
+from ._engine import DEFAULT_ENGINE, DEFAULT_USERS
 from ._errors import StoreError
 from ._inuse import Domains, libvirt_domains
 from ._io import fsync_directory, write_atomic
@@ -47,7 +47,7 @@ CHUNK = 1 << 20
 TEMP_PREFIX = ".promote-"  # _copy_verified's temporary files in the store
 TEMP_GRACE_SECONDS = 3600  # a temporary file older than this is an interrupted promotion's leftover
 DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
-DEFAULT_ENGINE_USER = DEFAULT_USERS["rtorrent"]  # who owns what the engine downloads (the rtorrent role's user)
+DEFAULT_ENGINE_USER = DEFAULT_USERS[DEFAULT_ENGINE]  # who owns what the default engine downloads (its role's user)
 GIB = 1 << 30
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
@@ -177,7 +177,8 @@ def unpacked_limit(image: Dict[str, Any]) -> Optional[int]:
 
 def engine_uids(owner: None | int | str) -> Set[int]:
     """The owners a staged file may have: root, this process's user, and the engine's user
-    (``owner``: a user name or uid; None: the rtorrent role's user, when it exists)."""
+    (``owner``: a user name or uid; None: the default engine's user, ``DEFAULT_ENGINE_USER``, when it
+    exists)."""
     uids = {0, os.geteuid()}
     if isinstance(owner, int) and not isinstance(owner, bool):
         return uids | {owner}
@@ -187,7 +188,7 @@ def engine_uids(owner: None | int | str) -> Set[int]:
         return uids | {pwd.getpwnam(owner or DEFAULT_ENGINE_USER).pw_uid}
     except KeyError as exc:
         if owner is None:
-            return uids  # no rtorrent user here: only root's (and our own) files are accepted
+            return uids  # no such user here: only root's (and our own) files are accepted
         raise StoreError("option-invalid", f"engine user {owner!r} does not exist; give the user the engine "
                          "runs as") from exc
 
@@ -456,7 +457,7 @@ class ImageStore:
 
         ``staging_dir``: the directory the engine downloads into; nothing below it is followed
         through a symlink (without it, no component of ``staged_path`` may be one). ``owner``: the
-        engine's user (name or uid; default ``rtorrent``); root's files are accepted too.
+        engine's user (name or uid; default ``DEFAULT_ENGINE_USER``); root's files are accepted too.
         ``torrent``: the verified .torrent bytes, required for a legacy entry (no ``sha256``),
         whose content is then checked against the torrent's piece hashes.
         """

@@ -56,9 +56,10 @@ options:
     description:
       - The user the engine runs as (name or uid). The staged file must be owned by it, by root or by
         the user running the module (rule C(staged-unsafe)).
-      - Default the rtorrent role's user, C(rtorrent); when no such user exists, only root's files (and
-        those of the user running the module) are accepted. A named user that does not exist is an error
-        (rule C(option-invalid)).
+      - Default the default engine's user, C(vmcloud-seeder) (libtorrent, as the vmcloud.fleet.libtorrent_seeder
+        role creates it); give C(rtorrent) for a file rtorrent downloaded. When no such user exists, only
+        root's files (and those of the user running the module) are accepted. A named user that does not
+        exist is an error (rule C(option-invalid)).
     type: str
   state_dir:
     description:

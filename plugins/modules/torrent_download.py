@@ -15,8 +15,8 @@ description:
   - Refuses a .torrent whose info-hash differs from O(info_hash) (rule C(torrent-info-hash-mismatch)).
   - With O(state=absent), drops the torrent from the engine; the data stays on disk unless
     O(delete_data=true). The image store's lifecycle belongs to the caller.
-  - Talks to the engine through the collection's engine interface; rtorrent is driven over
-    XML-RPC on its SCGI unix socket.
+  - Talks to the engine through the collection's engine interface; the default, libtorrent, over the
+    vmcloud seeder's unix socket; rtorrent over XML-RPC on its SCGI unix socket.
 author:
   - vmcloud team (@vmcloud)
 extends_documentation_fragment:

@@ -13,8 +13,8 @@ description:
     (state, completion, uploaded bytes, ratio, peers) together with totals over the engine.
   - Read-only; fails with rule C(engine-unreachable) when the engine does not answer, so it also
     serves as a health check of the engine's control socket.
-  - Talks to the engine through the collection's engine interface; rtorrent is driven over
-    XML-RPC on its SCGI unix socket.
+  - Talks to the engine through the collection's engine interface; the default, libtorrent, over the
+    vmcloud seeder's unix socket; rtorrent over XML-RPC on its SCGI unix socket.
 author:
   - vmcloud team (@vmcloud)
 extends_documentation_fragment:
@@ -36,13 +36,14 @@ seealso:
 EXAMPLES = r"""
 - name: Check that rtorrent answers on its socket
   vmcloud.fleet.torrent_info:
+    engine: rtorrent
     socket: /run/rtorrent/rpc.socket
   register: rtorrent_info
   retries: 10
   delay: 1
   until: rtorrent_info is succeeded
 
-- name: Read the upload counter of one image
+- name: Read the upload counter of one image (from the default engine, libtorrent)
   vmcloud.fleet.torrent_info:
     info_hashes: [83f4e6f8cb70e0b6d8cbf31afbab911ef2ca3095]
   register: image_torrent

@@ -216,6 +216,7 @@ def test_torrent_download_module_end_to_end(leecher, seeding, torrent, tmp_path)
     torrent_path.write_bytes(torrent.data)
     staging = os.path.join(leecher.data, "staging")
     args = {
+        "engine": "rtorrent",  # the modules' default engine is libtorrent
         "socket": leecher.socket,
         "torrent": str(torrent_path),
         "info_hash": torrent.info.info_hash,
@@ -236,7 +237,7 @@ def test_torrent_download_module_end_to_end(leecher, seeding, torrent, tmp_path)
     assert done["complete"] is True and done["completed_bytes"] == IMAGE_SIZE and done["progress"] == 1.0
     assert sha256_of(os.path.join(staging, "lab-image.raw")) == torrent.content_sha256
 
-    absent = {"socket": leecher.socket, "info_hash": torrent.info.info_hash, "state": "absent"}
+    absent = {"engine": "rtorrent", "socket": leecher.socket, "info_hash": torrent.info.info_hash, "state": "absent"}
     removed = run_module("vmcloud.fleet.torrent_download", absent)
     assert removed["changed"] is True
     assert run_module("vmcloud.fleet.torrent_download", absent)["changed"] is False

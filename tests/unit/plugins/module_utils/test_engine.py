@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import inspect
 import os
+from pathlib import Path
 
 import pytest
+import yaml
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils._argspec import ENGINE_ARGSPEC
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
+    DEFAULT_ENGINE,
+    DEFAULT_SOCKETS,
+    DEFAULT_USERS,
     DownloadTimeout,
     TorrentEngine,
     TorrentStatus,
@@ -25,6 +31,8 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_rtorrent imp
     engine_state,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError, VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import CONFIG_KEYS
+from ansible_collections.vmcloud.fleet.plugins.module_utils._store import DEFAULT_ENGINE_USER
 from tests.unit.fake_rtorrent import INFO_HASH, TORRENT, FakeRtorrent
 
 
@@ -71,6 +79,27 @@ def test_directory_command_refuses(bad):
 
 def test_directory_command_quotes():
     assert directory_command("/srv/a dir,x") == 'd.directory.set="/srv/a dir,x"'
+
+
+ROLES = Path(__file__).resolve().parents[4] / "roles"
+
+
+def role_defaults(role: str) -> dict:
+    return yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())
+
+
+def test_one_default_engine_with_its_roles_socket_and_user():
+    """The default engine is the roles' vmcloud_engine, and each engine's socket and user are its role's
+    defaults, so a module, imgdist.yml and the store given no engine all mean the host the roles set up."""
+    assert DEFAULT_ENGINE == "libtorrent" == role_defaults("vmcloud")["vmcloud_engine"]
+    assert ENGINE_ARGSPEC["engine"]["default"] == DEFAULT_ENGINE
+    assert CONFIG_KEYS["engine"].default == DEFAULT_ENGINE
+    seeder, rtorrent = role_defaults("libtorrent_seeder"), role_defaults("rtorrent")
+    assert DEFAULT_SOCKETS["libtorrent"] == seeder["libtorrent_seeder_socket"]
+    assert DEFAULT_SOCKETS["rtorrent"] == rtorrent["rtorrent_socket"]
+    assert DEFAULT_USERS["libtorrent"] == seeder["libtorrent_seeder_user"]
+    assert DEFAULT_USERS["rtorrent"] == rtorrent["rtorrent_user"]
+    assert DEFAULT_ENGINE_USER == DEFAULT_USERS[DEFAULT_ENGINE] == "vmcloud-seeder"
 
 
 def test_engine_for():

@@ -1041,6 +1041,24 @@ def test_a_sync_writes_the_textfile_and_last_sync(world):
     assert json.loads(imgdist("-c", config, "status", "--json")[1])["last_sync"] == record
 
 
+def test_metrics_json_prints_the_same_metrics_as_json(world):
+    """``imgdist metrics --json``: JSON, as every read command with --json, holding what the text holds."""
+    from tests.unit.plugins.module_utils.test_metrics import parse
+
+    config = write_imgdist_config(world)
+    assert imgdist("-c", config, "sync")[0] == EXIT_OK
+    code, text, _err = imgdist("-c", config, "metrics")
+    assert code == EXIT_OK
+    code, out, _err = imgdist("-c", config, "metrics", "--json")
+    assert code == EXIT_OK
+    document = json.loads(out)
+    assert [family["name"] for family in document["metrics"]] == list(parse(text))
+    assert {family["name"]: {"type": family["type"], "help": family["help"],
+                             "samples": {frozenset(sample["labels"].items()): sample["value"]
+                                         for sample in family["samples"]}}
+            for family in document["metrics"]} == parse(text)
+
+
 def test_a_failed_sync_keeps_the_last_success_and_names_the_rule(world):
     from tests.unit.plugins.module_utils.test_metrics import parse, value
 

@@ -77,6 +77,24 @@ def value(families: dict, metric: str, **labels: str) -> float:
 # --------------------------------------------------------------------------- the format
 
 
+def test_the_json_document_holds_what_the_text_holds_and_is_strict_json():
+    families = [
+        Family("image_present", "gauge", "present").add(1, version="9", name="alma").add(True, name="slc", version="5"),
+        Family("images_missing", "gauge", "never sampled"),
+        Family("index_expiry_timestamp_seconds", "gauge", "expiry").add(math.nan).add(math.inf, which="up"),
+    ]
+    document = _metrics.document(families)
+    assert json.loads(json.dumps(document, allow_nan=False)) == {"metrics": [
+        {"name": "vmcloud_imgdist_image_present", "type": "gauge", "help": "present",
+         "samples": [{"labels": {"name": "alma", "version": "9"}, "value": 1},
+                     {"labels": {"name": "slc", "version": "5"}, "value": 1}]},
+        {"name": "vmcloud_imgdist_index_expiry_timestamp_seconds", "type": "gauge", "help": "expiry",
+         "samples": [{"labels": {}, "value": "NaN"}, {"labels": {"which": "up"}, "value": "+Inf"}]},
+    ]}
+    with pytest.raises(ValueError):
+        _metrics.document([Family("x", "histogram", "no")])
+
+
 def test_labels_and_help_are_escaped_and_read_back():
     tricky = 'a "quoted" \\ back\nslash'
     text = _metrics.render([

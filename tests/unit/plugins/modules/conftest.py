@@ -18,6 +18,7 @@ import yaml
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_rtorrent import RtorrentEngine
+from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import EngineError
 from tests.unit import index_factory as factory
 from tests.unit import pki
 from tests.unit.fake_rtorrent import FakeRtorrent
@@ -130,13 +131,16 @@ def index_args(trust: Mapping[str, Any], src: Any, state_dir: Any, **extra: Any)
 
 
 def fake_rtorrent_behind(monkeypatch, module: ModuleType) -> FakeRtorrent:
-    """A FakeRtorrent behind the real RtorrentEngine as ``module``'s engine; ``fake.made`` lists each
-    (engine name, options) the module asked for."""
+    """A FakeRtorrent behind the real RtorrentEngine as ``module``'s engine for O(engine=rtorrent);
+    ``fake.made`` lists each (engine name, options) the module asked for. Any other engine (the
+    default, libtorrent, among them) is unreachable: the fake is an rtorrent only."""
     fake = FakeRtorrent()
     made: List[tuple] = []
 
     def engine_for(name: str, **options: Any) -> RtorrentEngine:
         made.append((name, options))
+        if name != "rtorrent":
+            raise EngineError("engine-unreachable", f"no {name} engine in this test (the fake is an rtorrent)")
         return RtorrentEngine(proxy=fake, **options)
 
     monkeypatch.setattr(module, "engine_for", engine_for)

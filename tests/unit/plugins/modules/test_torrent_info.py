@@ -31,15 +31,22 @@ def seeding(fake):
 
 
 def test_empty_engine(run_module, fake):
-    result = run_module(torrent_info)
+    result = run_module(torrent_info, engine="rtorrent")
     assert result["changed"] is False
     assert result["torrents"] == [] and result["missing"] == []
     assert result["engine"]["name"] == "rtorrent" and result["engine"]["torrents"] == 0
     assert fake.made == [("rtorrent", {"socket": "/run/rtorrent/rpc.socket", "timeout": 30.0})]
 
 
-def test_lists_status_and_totals(run_module, seeding):
+def test_default_engine_is_libtorrent_at_the_seeders_socket(run_module, fake):
+    """No engine given: the module asks for libtorrent (DEFAULT_ENGINE) at the libtorrent_seeder role's socket."""
     result = run_module(torrent_info)
+    assert fake.made == [("libtorrent", {"socket": "/run/vmcloud/seeder.socket", "timeout": 30.0})]
+    assert result["failed"] is True and result["rule"] == "engine-unreachable"
+
+
+def test_lists_status_and_totals(run_module, seeding):
+    result = run_module(torrent_info, engine="rtorrent")
     assert [t["info_hash"] for t in result["torrents"]] == [INFO_HASH]
     torrent = result["torrents"][0]
     assert torrent["state"] == "seeding" and torrent["complete"] is True
@@ -52,28 +59,28 @@ def test_lists_status_and_totals(run_module, seeding):
 
 
 def test_selection_reports_missing_and_keeps_engine_totals(run_module, seeding):
-    result = run_module(torrent_info, info_hashes=[OTHER_HASH.upper()])
+    result = run_module(torrent_info, engine="rtorrent", info_hashes=[OTHER_HASH.upper()])
     assert result["torrents"] == []
     assert result["missing"] == [OTHER_HASH]
     assert result["engine"]["torrents"] == 1
-    selected = run_module(torrent_info, info_hashes=[INFO_HASH.upper(), OTHER_HASH])
+    selected = run_module(torrent_info, engine="rtorrent", info_hashes=[INFO_HASH.upper(), OTHER_HASH])
     assert [t["info_hash"] for t in selected["torrents"]] == [INFO_HASH]
     assert selected["missing"] == [OTHER_HASH]
 
 
 def test_read_only_in_check_mode(run_module, seeding):
     before = len(seeding.calls)
-    result = run_module(torrent_info, _ansible_check_mode=True)
+    result = run_module(torrent_info, engine="rtorrent", _ansible_check_mode=True)
     assert result["changed"] is False and len(result["torrents"]) == 1
     assert [call[0] for call in seeding.calls[before:]] == ["d.multicall2"]
 
 
 def test_malformed_info_hash(run_module, fake):
-    result = run_module(torrent_info, info_hashes=["not-a-hash"])
+    result = run_module(torrent_info, engine="rtorrent", info_hashes=["not-a-hash"])
     assert result["failed"] is True and result["rule"] == "info-hash-malformed"
 
 
 def test_unreachable_engine(run_module, tmp_path):
-    result = run_module(torrent_info, socket=str(tmp_path / "no.socket"), rpc_timeout=2)
+    result = run_module(torrent_info, engine="rtorrent", socket=str(tmp_path / "no.socket"), rpc_timeout=2)
     assert result["failed"] is True and result["rule"] == "engine-unreachable"
     assert "no.socket" in result["msg"]
