@@ -64,7 +64,7 @@ class Scheduler:
 
     def __init__(self, n_chunks: int, holders: Sequence[str], lackers: Sequence[str],
                  held: Optional[Dict[str, Iterable[int]]] = None, upload_slots: int = 1, download_slots: int = 1,
-                 max_failures: int = 2) -> None:
+                 max_failures: int = 2, dead_senders: Iterable[str] = ()) -> None:
         if n_chunks < 1 or upload_slots < 1 or download_slots < 1:
             raise VmcloudError("option-invalid", "a tsunami needs at least one chunk, one upload and one download slot")
         self.everything = frozenset(range(n_chunks))
@@ -76,7 +76,7 @@ class Scheduler:
             self.order.append(host)
         self.upload_slots, self.download_slots, self.max_failures = upload_slots, download_slots, max_failures
         self.in_flight: List[Transfer] = []
-        self.dead_senders: Set[str] = set()
+        self.dead_senders: Set[str] = set(dead_senders)
         self.failures: Dict[str, int] = {}
         self.given_up: Set[str] = set()  # receivers that failed max_failures times
         if self.wanting() and not self._live_senders():
@@ -168,10 +168,12 @@ class Scheduler:
 
 
 def plan_queues(n_chunks: int, holders: Sequence[str], lackers: Sequence[str],
-                held: Optional[Dict[str, Iterable[int]]] = None,
-                upload_slots: int = 1, download_slots: int = 1) -> Dict[str, List[Tuple[str, int]]]:
-    """Each sender's queue of (destination, chunk): the scheduler run with every transfer one time unit."""
-    scheduler = Scheduler(n_chunks, holders, lackers, held, upload_slots, download_slots)
+                held: Optional[Dict[str, Iterable[int]]] = None, upload_slots: int = 1, download_slots: int = 1,
+                dead_senders: Iterable[str] = ()) -> Dict[str, List[Tuple[str, int]]]:
+    """Each sender's queue of (destination, chunk): the scheduler run with every transfer one time unit.
+    ``held``: what the receivers hold already (a repair pass); ``dead_senders``: hosts that send nothing."""
+    scheduler = Scheduler(n_chunks, holders, lackers, held, upload_slots, download_slots,
+                          dead_senders=dead_senders)
     queues: Dict[str, List[Tuple[str, int]]] = {}
     while not scheduler.done:
         started = scheduler.assign()

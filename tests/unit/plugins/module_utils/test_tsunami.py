@@ -220,3 +220,10 @@ def test_serve_skips_a_failed_destination_and_leaves_what_never_arrives():
     assert [(f["destination"], f["chunk"], f["rule"]) for f in result["failed"]] == [("hv02", 0, "push-failed")]
     assert result["left"] == [["hv02", 1], ["hv03", 5]]
     assert 10 < clock.now < 11
+
+
+def test_a_repair_pass_sends_nothing_from_a_dead_sender():
+    queues = plan_queues(4, ["origin"], ["hv01", "hv02"], held={"hv01": [0, 1, 2, 3], "hv02": [0]},
+                         dead_senders=["hv01"])
+    assert list(queues) == ["origin"]
+    assert sorted(chunk for _dst, chunk in queues["origin"]) == [1, 2, 3]
