@@ -591,9 +591,41 @@ def push_state(method: str, holders: Sequence[str], lackers: Sequence[str], size
     """The state a push carries from round to round (playbooks/push.yml): plain data, for set_fact."""
     if method not in ("scp_wave", "scp_tsunami"):
         raise VmcloudError("option-invalid", f"push method {method!r} is not scp_wave or scp_tsunami")
-    return {"method": method, "holders": list(dict.fromkeys(holders)),
-            "lackers": [host for host in dict.fromkeys(lackers) if host not in set(holders)],
-            "chunks": chunk_count(size, chunk_size) if method == "scp_tsunami" else 1, "held": {}}
+    lacking = [host for host in dict.fromkeys(lackers) if host not in set(holders)]
+    if not chunk_size:  # 0: chosen from the image's size and the number of receivers
+        from ._tsunami import choose_chunk_size  # noqa: PLC0415 - the receiver's hosts need only this file
+
+        chunk_size = choose_chunk_size(size, len(lacking))
+    return {"method": method, "holders": list(dict.fromkeys(holders)), "lackers": lacking,
+            "chunks": chunk_count(size, chunk_size) if method == "scp_tsunami" else 1, "held": {},
+            "chunk_size": int(chunk_size), "dead": []}
+
+
+def pass_queues(state: Dict[str, object], addresses: Optional[Dict[str, str]] = None) -> Dict[str, List[Dict]]:
+    """A pipelined tsunami pass (playbooks/tasks/push_pass.yml): every sender's queue of ``{destination, address,
+    chunk}``, planned (``_tsunami.plan_queues``) from what the receivers hold now, the dead senders excluded;
+    {} when nobody lacks a chunk or nobody left can send what is missing (the final check names the hosts)."""
+    from ._tsunami import plan_queues  # noqa: PLC0415 - the receiver's hosts need only this file
+
+    addresses = addresses or {}
+    try:
+        queues = plan_queues(int(state["chunks"]), state["holders"], state["lackers"], held=state["held"],
+                             dead_senders=state.get("dead", []))
+    except VmcloudError:
+        if not state["held"]:
+            raise  # the first pass: no host holds the image at all (push-no-source)
+        return {}
+    return {sender: [{"destination": dst, "address": addresses.get(dst) or dst, "chunk": chunk} for dst, chunk in queue]
+            for sender, queue in queues.items()}
+
+
+def record_pass(state: Dict[str, object], held: Dict[str, Sequence[int]],
+                dead: Sequence[str] = ()) -> Dict[str, object]:
+    """The state after a pass: what each receiver said it holds now (its receiver acknowledged those chunks;
+    a host that said nothing keeps what it held before), and the senders whose run failed as a whole (they
+    send nothing in the next pass)."""
+    now = {host: sorted({int(c) for c in chunks}) for host, chunks in dict(held).items()}
+    return {**state, "held": {**dict(state["held"]), **now}, "dead": sorted(set(state.get("dead", [])) | set(dead))}
 
 
 def next_round(state: Dict[str, object]) -> List[Dict[str, object]]:

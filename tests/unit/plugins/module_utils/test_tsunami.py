@@ -9,7 +9,12 @@ import math
 import pytest
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._push import plan_tsunami
+from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
+    pass_queues,
+    plan_tsunami,
+    push_state,
+    record_pass,
+)
 from ansible_collections.vmcloud.fleet.plugins.module_utils._tsunami import (
     MIB,
     Scheduler,
@@ -227,3 +232,27 @@ def test_a_repair_pass_sends_nothing_from_a_dead_sender():
                          dead_senders=["hv01"])
     assert list(queues) == ["origin"]
     assert sorted(chunk for _dst, chunk in queues["origin"]) == [1, 2, 3]
+
+
+def test_the_playbooks_passes_plan_queues_then_repair_what_is_missing():
+    state = push_state("scp_tsunami", ["cat"], ["hv01", "hv02"], 4 * MIB, MIB)
+    queues = pass_queues(state, {"hv01": "10.0.0.1"})
+    assert {item["address"] for item in queues["cat"] if item["destination"] == "hv01"} == {"10.0.0.1"}
+    state = record_pass(state, {"hv01": [0, 1, 2, 3], "hv02": [1]}, dead=["hv01"])
+    repair = pass_queues(state)
+    assert list(repair) == ["cat"] and sorted(i["chunk"] for i in repair["cat"]) == [0, 2, 3]
+    state = record_pass(state, {"hv01": [0, 1, 2, 3], "hv02": [0, 1, 2, 3]})
+    assert pass_queues(state) == {} and state["dead"] == ["hv01"]
+
+
+def test_a_pass_with_no_sender_left_plans_nothing_and_the_first_refuses():
+    state = push_state("scp_tsunami", ["cat"], ["hv01"], 2 * MIB, MIB)
+    assert pass_queues(record_pass(state, {"hv01": [0]}, dead=["cat"])) == {}
+    with pytest.raises(VmcloudError) as caught:
+        pass_queues(push_state("scp_tsunami", [], ["hv01"], 2 * MIB, MIB))
+    assert caught.value.rule == "push-no-source"
+
+
+def test_chunk_size_zero_is_chosen_from_the_size_and_the_receivers():
+    state = push_state("scp_tsunami", ["cat"], HOSTS, 256 * MIB, 0)
+    assert state["chunk_size"] == 7 * MIB and state["chunks"] == 37
