@@ -551,7 +551,7 @@ class StreamSession:
 
 def serve_queue(sources: Sequence[str], queue: Sequence[Tuple[str, int]], ssh_for: Callable[[str], List[str]],
                 info_hash: str, name: str, size: int, chunk_size: int, stall_seconds: float = 120.0,
-                poll_seconds: float = 0.05) -> Dict[str, object]:
+                poll_seconds: float = 0.1) -> Dict[str, object]:
     """One sender's part of a pipelined tsunami (``_tsunami.serve``): its queue of (destination, chunk), each
     sent as soon as this host holds the chunk, over one kept ``StreamSession`` per destination."""
     from ._tsunami import serve  # noqa: PLC0415 - the receiver's hosts need only this file and _errors
@@ -569,6 +569,12 @@ def serve_queue(sources: Sequence[str], queue: Sequence[Tuple[str, int]], ssh_fo
                 session.close()
             raise
 
+    # Every session opens now, in the background (ssh's handshake and the receiver's start overlap with the
+    # first sends and the wait for the first chunks), not on the path of each destination's first chunk. One
+    # that cannot open is opened again, and its failure reported, when its first chunk is sent.
+    for destination in dict.fromkeys(destination for destination, _chunk in queue):
+        with contextlib.suppress(VmcloudError, OSError):
+            sessions[destination] = StreamSession(ssh_for(destination), info_hash, name, size, chunk_size)
     try:
         result = serve(queue, lambda chunk: _chunk_source(sources, name, chunk) is not None, send_one,
                        stall_seconds=stall_seconds, poll_seconds=poll_seconds)
