@@ -290,7 +290,7 @@ def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List
                 os.close(chunk_fd)
             if digest.hexdigest() != expected:
                 raise ChunkMismatch("push-refused", f"chunk {index} of {info_hash}/{name} has SHA-256 "
-                                  f"{digest.hexdigest()}, the sender announced {expected}; not kept")
+                                    f"{digest.hexdigest()}, the sender announced {expected}; not kept")
             chunk_fd = os.open(chunk_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
             # The staging's peak for this chunk: the (sparse) part file and the verified chunk, not merged yet.
             disk = (os.fstat(part_fd).st_blocks + os.fstat(chunk_fd).st_blocks) * 512

@@ -130,7 +130,7 @@ def test_no_lock_step_a_slow_pair_does_not_hold_the_others():
 
 def test_a_failed_receiver_keeps_what_it_holds_and_is_given_up_after_max_failures():
     scheduler = Scheduler(4, ["origin"], ["hv01", "hv02"], held={"hv01": [0, 1]}, max_failures=2)
-    for _ in range(2):
+    for _attempt in range(2):
         transfer = next(t for t in scheduler.assign() if t.receiver == "hv01")
         scheduler.finished(transfer, False, "receiver")
         for other in list(scheduler.in_flight):

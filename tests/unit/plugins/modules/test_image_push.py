@@ -19,8 +19,8 @@ def run(capsys, **args: Any) -> Dict[str, Any]:
 
 
 def test_a_queue_in_check_mode_says_what_it_would_push_and_sends_nothing(capsys):
-    result = run(capsys, _ansible_check_mode=True, transfers=[{"address": "hv02", "chunk": 0},
-                                                               {"address": "hv03", "chunk": 0}])
+    queue = [{"address": "hv02", "chunk": 0}, {"address": "hv03", "chunk": 0}]
+    result = run(capsys, _ansible_check_mode=True, transfers=queue)
     assert result["changed"] and result["sent"] == [] and result["failures"] == []
     assert result["diff"]["after"] == f"pushed hv02:{IH}/x.img#0\npushed hv03:{IH}/x.img#0\n"
 
