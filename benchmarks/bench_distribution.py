@@ -49,14 +49,19 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "collections"), ROOT]
 
+from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError  # noqa: E402
 from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (  # noqa: E402
-    DEFAULT_CHUNK_SIZE,
     advance,
+    chunk_count,
     next_round,
     push_state,
     wave_rounds,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._torrent import create_torrent  # noqa: E402
+from ansible_collections.vmcloud.fleet.plugins.module_utils._tsunami import (  # noqa: E402
+    choose_chunk_size,
+    plan_queues,
+)
 from benchmarks._containers import (  # noqa: E402
     IMAGE,
     CpuReading,
@@ -472,6 +477,48 @@ class Bench:
         self.push_detail.append({"push_inside_max": max(d[2] for d in done), "push_wall_max": max(d[3] for d in done)})
         return {destination: ok for destination, ok, _inside, _wall in done}
 
+    def serve_queues(self, queues: dict[str, list], chunk_size: int) -> dict[str, dict | None]:
+        """One pipelined tsunami pass: every sender works through its queue at once, each in one agent run
+        (what the playbook's one image_push task per sender runs: `_push.serve_queue`); None for a sender
+        whose run failed as a whole."""
+        holder_dir = f"{PUSH_DIR}/{self.info_hash}"
+        by_address = {address: name for name, address in self.address.items()}
+
+        def one(sender: str) -> tuple[str, dict | None, float]:
+            if sender == ORIGIN:
+                sources = [f"{CATALOGUE_IMAGES}/bench.img"]
+            else:
+                sources = [f"{holder_dir}/bench.img", f"{holder_dir}/.bench.img.part"]
+            queue = [[self.address[destination], chunk] for destination, chunk in queues[sender]]
+            argv = ["serve", "--sources", *sources, "--queue", json.dumps(queue), "--chunk-size", str(chunk_size)]
+            proc = subprocess.run(self.agent_argv(sender, *argv), capture_output=True, check=False, timeout=3600)
+            try:
+                result = agent_result(sender, proc.stdout, proc.stderr)
+            except (RuntimeError, ValueError) as exc:
+                log(f"serve on {sender} failed as a whole: {exc}")
+                return sender, None, 0.0
+            for item in result.get("failed", []):
+                log(f"push {sender} -> {by_address.get(item['destination'])} #{item['chunk']}: {item['msg']}")
+            for key in ("sent", "left"):
+                result[key] = [[by_address.get(d, d), c] for d, c in result.get(key, [])]
+            for item in result.get("failed", []):
+                item["destination"] = by_address.get(item["destination"], item["destination"])
+            return sender, result, result["finished"] - result["started"]
+
+        done = parallel(one, list(queues))
+        self.push_detail.append({"push_inside_max": max(d[2] for d in done)})
+        return {sender: result for sender, result, _inside in done}
+
+    def held_by(self, hosts: list[str], chunk_size: int) -> dict[str, list[int]]:
+        """The chunks each receiver holds (`_push.held_chunks` on the host)."""
+
+        def one(host: str) -> list[int]:
+            argv = ["held", "--chunk-size", str(chunk_size)]
+            proc = subprocess.run(self.agent_argv(host, *argv), capture_output=True, check=False, timeout=600)
+            return agent_result(host, proc.stdout, proc.stderr)["held"]
+
+        return dict(zip(hosts, parallel(one, hosts), strict=True))
+
     def promote_pushed(self, receivers: list[str], method: str) -> dict[str, float | None]:
         """Each receiver verifies and promotes what was pushed (the hypervisor role's sync.yml does it)."""
 
@@ -568,6 +615,54 @@ def drive_push(
         times = promote(list(state["lackers"]))
         verified_at.update({host: at for host, at in times.items() if at is not None})
         timings.append({"pairs": 0, "send_seconds": 0.0, "promote_seconds": clock() - began})
+    return PushOutcome(verified_at, rounds, failed, timings)
+
+
+TSUNAMI_PASSES = 3  # the first pass and two repair passes (playbooks/tasks/push_image.yml)
+
+
+def drive_tsunami(
+    origin: str,
+    hosts: list[str],
+    size: int,
+    chunk_size: int,
+    serve: Callable[[dict[str, list]], dict[str, dict | None]],
+    held: Callable[[list[str]], dict[str, list[int]]],
+    promote: Callable[[list[str]], dict[str, float | None]],
+    clock: Callable[[], float] = time.time,
+) -> PushOutcome:
+    """playbooks/tasks/push_image.yml's pipelined tsunami for one image: each pass plans every sender's queue
+    (``_tsunami.plan_queues``) from what the hosts hold, ``serve(queues)`` runs every sender's queue at once
+    (by sender, what was sent, failed and left, or None when the sender failed as a whole: it sends nothing in
+    the next pass), ``held(hosts)`` says what each host holds afterwards; a repair pass plans what is still
+    missing (at most two). Then every host that holds every chunk promotes, once."""
+    chunks = chunk_count(size, chunk_size)
+    holdings: dict[str, list[int]] = {}
+    dead: set[str] = set()
+    rounds: list[list[dict]] = []
+    failed: list[dict] = []
+    timings: list[dict] = []
+    for _unused in range(TSUNAMI_PASSES):
+        lacking = [h for h in hosts if len(holdings.get(h, [])) < chunks]
+        if not lacking:
+            break
+        try:
+            queues = plan_queues(chunks, [origin], hosts, held=holdings, dead_senders=dead)
+        except VmcloudError as exc:
+            log(f"scp_tsunami: no repair pass: {exc}")
+            break
+        rounds.append([{"source": s, "destination": d, "chunk": c} for s, q in queues.items() for d, c in q])
+        began = clock()
+        results = serve(queues)
+        dead |= {sender for sender, result in results.items() if result is None}
+        failed += [{"source": s, **f} for s, r in results.items() if r for f in r.get("failed", [])]
+        holdings = held(hosts)
+        timings.append({"pairs": len(rounds[-1]), "send_seconds": clock() - began, "promote_seconds": 0.0})
+    complete = [h for h in hosts if len(holdings.get(h, [])) >= chunks]
+    began = clock()
+    times = promote(complete) if complete else {}
+    timings.append({"pairs": 0, "send_seconds": 0.0, "promote_seconds": clock() - began})
+    verified_at = {host: at for host, at in times.items() if at is not None}
     return PushOutcome(verified_at, rounds, failed, timings)
 
 
@@ -710,19 +805,30 @@ def method_push(method: str) -> Callable[[Bench, list[str], int], MethodRun]:
         bench.quiet_engines()
         bench.setup_push()
         bench.clean_hosts(hosts)
-        chunk_size = bench.args.chunk_mib << 20
+        chunk_size = (bench.args.chunk_mib << 20) or choose_chunk_size(bench.file_bytes, len(hosts))
         bench.push_detail, bench.promote_detail = [], []
         tx0 = bench.tx_all([ORIGIN, *hosts])
         t0 = time.time()
-        outcome = drive_push(
-            method,
-            ORIGIN,
-            hosts,
-            bench.file_bytes,
-            chunk_size,
-            lambda pairs: bench.push_round(pairs, chunk_size),
-            lambda receivers: bench.promote_pushed(receivers, method),
-        )
+        if method == "scp_tsunami":
+            outcome = drive_tsunami(
+                ORIGIN,
+                hosts,
+                bench.file_bytes,
+                chunk_size,
+                lambda queues: bench.serve_queues(queues, chunk_size),
+                lambda receivers: bench.held_by(receivers, chunk_size),
+                lambda receivers: bench.promote_pushed(receivers, method),
+            )
+        else:
+            outcome = drive_push(
+                method,
+                ORIGIN,
+                hosts,
+                bench.file_bytes,
+                chunk_size,
+                lambda pairs: bench.push_round(pairs, chunk_size),
+                lambda receivers: bench.promote_pushed(receivers, method),
+            )
         tx1 = bench.tx_all([ORIGIN, *hosts])
         missing = [h for h in hosts if h not in outcome.verified_at]
         if missing:
@@ -813,8 +919,9 @@ def main() -> int:
     parser.add_argument(
         "--chunk-mib",
         type=int,
-        default=DEFAULT_CHUNK_SIZE >> 20,
-        help="scp_tsunami's chunk size (default: the product's, vmcloud_push_chunk_size)",
+        default=0,
+        help="scp_tsunami's chunk size in MiB (default 0: the product's choice from F and N, "
+        "_tsunami.choose_chunk_size, as vmcloud_push_chunk_size 0 does)",
     )
     parser.add_argument("--piece-kib", type=int, default=0, help="torrent piece size (default: mktorrent's choice)")
     parser.add_argument(

@@ -10,6 +10,8 @@ what bookworm ships. Prints one JSON line: wall-clock times (the containers shar
   distribution_agent.py seed --engine rtorrent|libtorrent --torrent T --directory D
   distribution_agent.py obtain --method http|scp_wave|scp_tsunami --image IMAGE.json [--start-at EPOCH] ...
   distribution_agent.py push --sources PATH.. --destination IP --image IMAGE.json [--chunk K --chunk-size B]
+  distribution_agent.py serve --sources PATH.. --queue '[[IP, K], ...]' --image IMAGE.json --chunk-size B
+  distribution_agent.py held --image IMAGE.json --chunk-size B
 
 ``obtain`` and ``push`` are the product's own code paths, not copies: ``obtain`` is the pull path of a
 method other than bittorrent (``_sync._obtain_and_promote`` with ``_methods.method_for``: http downloads
@@ -237,6 +239,35 @@ def cmd_push(args) -> dict:
     return {"started": started, "finished": time.time(), "ok": error is None, "error": error, **result}
 
 
+def cmd_serve(args) -> dict:
+    """What the image_push module does on a sender of a pipelined tsunami: its whole queue at once, each chunk
+    as soon as this host holds it, over one stream session per destination (``_push.serve_queue``)."""
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._push import serve_queue, ssh_command
+
+    image = load_image(args.image)
+    started = time.time()
+    result = serve_queue(
+        args.sources,
+        [(destination, int(chunk)) for destination, chunk in json.loads(args.queue)],
+        lambda destination: ssh_command(destination, 22, args.push_user, args.key, args.known_hosts),
+        image["torrent"]["info_hash"],
+        image["file"],
+        int(image["size"]),
+        args.chunk_size,
+        stall_seconds=args.stall_seconds,
+    )
+    return {"started": started, "finished": time.time(), "ok": True, **result}
+
+
+def cmd_held(args) -> dict:
+    """The chunks this host's push area holds of the image (``_push.held_chunks``)."""
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._push import held_chunks
+
+    image = load_image(args.image)
+    info_hash, name, size = image["torrent"]["info_hash"], image["file"], int(image["size"])
+    return {"held": held_chunks(args.push_dir, info_hash, name, size, args.chunk_size)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -273,8 +304,23 @@ def main() -> int:
     p.add_argument("--push-user", default="vmcloud-push")
     p.add_argument("--key", default="/etc/vmcloud/push/id_ed25519")
     p.add_argument("--known-hosts", default="/etc/vmcloud/push/known_hosts")
+    p = sub.add_parser("serve")
+    p.add_argument("--sources", nargs="+", required=True)
+    p.add_argument("--queue", required=True, help="JSON: [[destination, chunk], ...]")
+    p.add_argument("--image", required=True, help="the index entry (JSON)")
+    p.add_argument("--chunk-size", type=int, required=True)
+    p.add_argument("--stall-seconds", type=float, default=120.0)
+    p.add_argument("--push-user", default="vmcloud-push")
+    p.add_argument("--key", default="/etc/vmcloud/push/id_ed25519")
+    p.add_argument("--known-hosts", default="/etc/vmcloud/push/known_hosts")
+    p = sub.add_parser("held")
+    p.add_argument("--image", required=True, help="the index entry (JSON)")
+    p.add_argument("--chunk-size", type=int, required=True)
+    p.add_argument("--push-dir", default="/var/lib/vmcloud/push")
     args = parser.parse_args()
     commands = {
+        "serve": cmd_serve,
+        "held": cmd_held,
         "torrent": cmd_torrent,
         "seed": cmd_seed,
         "uploaded": cmd_uploaded,

@@ -40,7 +40,13 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._push import advance, next_round, push_state
+from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
+    advance,
+    next_round,
+    pass_queues,
+    push_state,
+    record_pass,
+)
 
 
 def _wrapped(function):
@@ -52,7 +58,7 @@ def _wrapped(function):
     return call
 
 
-def _state(method, holders, lackers, size, chunk_size=33554432):
+def _state(method, holders, lackers, size, chunk_size=0):
     return push_state(method, list(holders), list(lackers), int(size), int(chunk_size))
 
 
@@ -63,4 +69,6 @@ def _advance(state, pairs, delivered, verified):
 class FilterModule:
     def filters(self):
         return {"push_state": _wrapped(_state), "push_round": _wrapped(lambda state: next_round(dict(state))),
-                "push_advance": _wrapped(_advance)}
+                "push_advance": _wrapped(_advance),
+                "push_queues": _wrapped(lambda state, addresses=None: pass_queues(dict(state), dict(addresses or {}))),
+                "push_record": _wrapped(lambda state, held, dead=(): record_pass(dict(state), dict(held), list(dead)))}

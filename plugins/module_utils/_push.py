@@ -53,6 +53,10 @@ class PushRefused(VmcloudError):
     """The receiver refuses a request (rule ``push-refused``) or it did not arrive in full."""
 
 
+class ChunkMismatch(PushRefused):
+    """A chunk arrived in full but its SHA-256 is not the announced one; nothing of it was kept."""
+
+
 # --------------------------------------------------------------------------- planners
 
 
@@ -151,11 +155,14 @@ def _number(value: str, what: str, low: int, high: int) -> int:
     return int(value)
 
 
+_ARGUMENTS = {"put": 3, "chunk": 6, "stream": 4}
+
+
 def _parse(command: str) -> Tuple[str, str, str, List[str]]:
     words = command.split()
-    if not words or words[0] not in ("put", "chunk"):
-        raise _refuse(f"unknown request {command[:80]!r} (put or chunk)")
-    expected = 4 if words[0] == "put" else 7
+    if not words or words[0] not in _ARGUMENTS:
+        raise _refuse(f"unknown request {command[:80]!r} (put, chunk or stream)")
+    expected = _ARGUMENTS[words[0]] + 1
     if len(words) != expected:
         raise _refuse(f"{words[0]} takes {expected - 1} arguments, got {len(words) - 1}")
     verb, info_hash, name = words[0], words[1], words[2]
@@ -182,7 +189,7 @@ def _open_image_dir(root: str, info_hash: str) -> int:
         os.close(root_fd)
 
 
-def _copy_in(stdin: BinaryIO, fd: int, length: int, digest=None) -> None:
+def _copy_in(stdin: BinaryIO, fd: int, length: int, digest=None, exact_end: bool = True) -> None:
     left = length
     while left:
         data = stdin.read(min(BLOCK, left))
@@ -193,7 +200,7 @@ def _copy_in(stdin: BinaryIO, fd: int, length: int, digest=None) -> None:
         if digest is not None:
             digest.update(data)
         left -= len(data)
-    if stdin.read(1):
+    if exact_end and stdin.read(1):
         raise _refuse(f"the sender sent more than the {length} bytes it announced")
     os.fsync(fd)
 
@@ -204,8 +211,10 @@ def _new_file(name: str, dir_fd: int) -> int:
     return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
 
 
-def receive(root: str, command: str, stdin: BinaryIO, max_size: int = MAX_IMAGE_BYTES) -> str:
-    """Carry out one request of the forced command; return what was done (one line)."""
+def receive(root: str, command: str, stdin: BinaryIO, max_size: int = MAX_IMAGE_BYTES,
+            answer: Optional[Callable[[str], None]] = None) -> str:
+    """Carry out one request of the forced command; return what was done (one line). A ``stream`` answers
+    each chunk through ``answer`` (the receiver's stdout, read by ``StreamSession``)."""
     verb, info_hash, name, rest = _parse(command or "")
     size = _number(rest[0], "size", 0, max_size)
     dir_fd = _open_image_dir(root, info_hash)
@@ -223,12 +232,42 @@ def receive(root: str, command: str, stdin: BinaryIO, max_size: int = MAX_IMAGE_
             os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             os.fsync(dir_fd)
             return f"received {info_hash}/{name} ({size} bytes)"
+        if verb == "stream":
+            return _receive_stream(dir_fd, info_hash, name, size, rest[1], stdin, answer or (lambda line: None))
         return _receive_chunk(dir_fd, info_hash, name, size, rest[1:], stdin)
     finally:
         os.close(dir_fd)
 
 
-def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List[str], stdin: BinaryIO) -> str:
+_STREAM_HEADER = 120  # "<index> <sha256>\n" is at most 11 + 1 + 64 + 1 bytes
+
+
+def _receive_stream(dir_fd: int, info_hash: str, name: str, size: int, chunk_size: str, stdin: BinaryIO,
+                    answer: Callable[[str], None]) -> str:
+    """Many chunks over one session: each is a line ``<index> <sha256>`` then exactly its bytes, handled as
+    a ``chunk`` request (same checks, same staging) and answered with one line, ``ok <what was done>`` or
+    ``refused <rule>: <why>`` (a chunk whose SHA-256 differs is not kept; the stream goes on). It ends at
+    the end of the input between two chunks; a chunk cut short ends it with nothing of that chunk kept."""
+    received = refused = 0
+    while True:
+        header = stdin.readline(_STREAM_HEADER)
+        if not header:
+            return f"stream of {info_hash}/{name} ended: {received} chunks received, {refused} refused"
+        words = header.decode("ascii", "replace").split()
+        if not header.endswith(b"\n") or len(words) != 2:
+            raise _refuse(f"stream header {header[:80]!r} is not '<index> <sha256>'")
+        try:
+            message = _receive_chunk(dir_fd, info_hash, name, size, [chunk_size, *words], stdin, exact_end=False)
+        except ChunkMismatch as exc:  # its bytes were read: the next header follows
+            refused += 1
+            answer(f"refused {exc}")
+            continue
+        received += 1
+        answer(f"ok {message}")
+
+
+def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List[str], stdin: BinaryIO,
+                   exact_end: bool = True) -> str:
     chunk_size = _number(rest[0], "chunk size", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
     total = chunk_count(size, chunk_size)
     index = _number(rest[1], "chunk", 0, total - 1)
@@ -246,12 +285,12 @@ def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List
         try:
             digest = hashlib.sha256()
             try:
-                _copy_in(stdin, chunk_fd, length, digest)
+                _copy_in(stdin, chunk_fd, length, digest, exact_end)
             finally:
                 os.close(chunk_fd)
             if digest.hexdigest() != expected:
-                raise PushRefused("push-refused", f"chunk {index} of {info_hash}/{name} has SHA-256 "
-                                  f"{digest.hexdigest()}, the sender announced {expected}; not kept")
+                raise ChunkMismatch("push-refused", f"chunk {index} of {info_hash}/{name} has SHA-256 "
+                                    f"{digest.hexdigest()}, the sender announced {expected}; not kept")
             chunk_fd = os.open(chunk_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
             # The staging's peak for this chunk: the (sparse) part file and the verified chunk, not merged yet.
             disk = (os.fstat(part_fd).st_blocks + os.fstat(chunk_fd).st_blocks) * 512
@@ -314,26 +353,36 @@ def _syslog(message: str) -> None:
 
 
 def receiver_main(argv: Optional[Sequence[str]] = None, environ=None, stdin=None, stderr=None,
-                  log: Optional[Callable[[str], None]] = None) -> int:
+                  log: Optional[Callable[[str], None]] = None, stdout=None) -> int:
     """``vmcloud-push-receive <root>``: the forced command; the request is $SSH_ORIGINAL_COMMAND.
-    Each request's answer goes back to the sender (stderr) and to ``log`` (syslog, tag
-    ``vmcloud-push-receive``) with the sender's address from $SSH_CONNECTION."""
+    Each request's answer goes back to the sender (stderr; a stream's per-chunk answers on stdout) and
+    to ``log`` (syslog, tag ``vmcloud-push-receive``) with the sender's address from $SSH_CONNECTION."""
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
     stderr = stderr or sys.stderr
+    stdout = stdout or sys.stdout
     log = log or _syslog
     sender = (environ.get("SSH_CONNECTION") or "?").split()[0]
     if argv == ["--help"]:
         stderr.write("usage: vmcloud-push-receive /absolute/staging/area (the request is $SSH_ORIGINAL_COMMAND: "
                      "put <info_hash> <file> <size> | chunk <info_hash> <file> <size> <chunk_size> <index> "
-                     "<sha256>)\n")
+                     "<sha256> | stream <info_hash> <file> <size> <chunk_size>, then per chunk a line "
+                     "'<index> <sha256>' and its bytes)\n")
         return 0
     if len(argv) != 1 or not os.path.isabs(argv[0]):
         stderr.write("push-refused: usage: vmcloud-push-receive /absolute/staging/area\n")
         return 2
     code = 0
+
+    def answer(line: str) -> None:
+        stdout.write(line + "\n")
+        stdout.flush()
+        with contextlib.suppress(OSError):
+            log(f"from {sender}: {line.split(' ', 1)[1] if line.startswith('ok ') else line}")
+
     try:
-        message = receive(argv[0], environ.get("SSH_ORIGINAL_COMMAND", ""), stdin or sys.stdin.buffer)
+        message = receive(argv[0], environ.get("SSH_ORIGINAL_COMMAND", ""), stdin or sys.stdin.buffer,
+                          answer=answer)
     except VmcloudError as exc:
         message, code = str(exc), 1
     except OSError as exc:
@@ -424,6 +473,122 @@ def push_image(sources: Sequence[str], info_hash: str, name: str, size: int, ssh
     return {"source": source, "bytes": length, "answer": answer}
 
 
+def _chunk_source(sources: Sequence[str], name: str, chunk: int) -> Optional[str]:
+    """The file of ``sources`` that holds ``chunk`` now: a complete image, else a partial ``.part`` whose
+    receiver acknowledged the chunk (``.<file>.have/<chunk>``)."""
+    for path in sources:
+        if os.path.basename(path) == f".{name}.part":
+            if os.path.exists(os.path.join(os.path.dirname(path), f".{name}.have", str(chunk))) and \
+                    os.path.isfile(path):
+                return path
+        elif os.path.isfile(path):
+            return path
+    return None
+
+
+def _read_chunk(source: str, offset: int, length: int, chunk: int) -> bytes:
+    with open(source, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(length)
+    if len(data) != length:
+        raise VmcloudError("staged-missing", f"{source} ends before chunk {chunk}; not pushed")
+    return data
+
+
+class StreamSession:
+    """One ssh session to one receiver that carries many chunks (``stream``): no new connection, key
+    exchange or receiver start per chunk. ``send(chunk)`` returns the receiver's answer or raises
+    ``push-failed`` (the session is gone: the receiver, its host or the link failed) or ``push-refused``
+    (the receiver refused this chunk; the session goes on)."""
+
+    def __init__(self, ssh: Sequence[str], info_hash: str, name: str, size: int, chunk_size: int) -> None:
+        _parse(f"stream {info_hash} {name} {size} {chunk_size}")  # refused before connecting, as the receiver would
+        self.ssh, self.name, self.size, self.chunk_size = list(ssh), name, size, chunk_size
+        self.destination = ssh[-1] if ssh else "?"
+        self.process = subprocess.Popen([*ssh, f"stream {info_hash} {name} {size} {chunk_size}"],  # noqa: S603
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def _gone(self, what: str) -> VmcloudError:
+        with contextlib.suppress(OSError, ValueError):
+            self.process.stdin.close()
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        answer = self.process.stderr.read().decode("utf-8", "replace").strip()
+        return VmcloudError("push-failed", f"stream to {self.destination} failed {what}: "
+                            f"{answer or 'exit ' + str(code)}")
+
+    def send(self, sources: Sequence[str], chunk: int) -> str:
+        source = _chunk_source(sources, self.name, chunk)
+        if source is None:
+            raise VmcloudError("staged-missing", f"none of {', '.join(sources)} holds chunk {chunk}; not pushed")
+        offset = chunk * self.chunk_size
+        data = _read_chunk(source, offset, min(self.chunk_size, self.size - offset), chunk)
+        try:
+            self.process.stdin.write(f"{chunk} {hashlib.sha256(data).hexdigest()}\n".encode("ascii"))
+            self.process.stdin.write(data)
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            raise self._gone(f"at chunk {chunk}") from exc
+        line = self.process.stdout.readline().decode("utf-8", "replace").strip()
+        if line.startswith("ok "):
+            return line[3:]
+        if line.startswith("refused "):
+            raise VmcloudError("push-refused", f"{self.destination} refused chunk {chunk}: {line[8:]}")
+        raise self._gone(f"at chunk {chunk}")
+
+    def close(self) -> str:
+        with contextlib.suppress(OSError, ValueError):
+            self.process.stdin.close()
+        code = self.process.wait()
+        answer = self.process.stderr.read().decode("utf-8", "replace").strip()
+        if code != 0:
+            raise VmcloudError("push-failed", f"stream to {self.destination} ended with exit {code}: {answer}")
+        return answer
+
+
+def serve_queue(sources: Sequence[str], queue: Sequence[Tuple[str, int]], ssh_for: Callable[[str], List[str]],
+                info_hash: str, name: str, size: int, chunk_size: int, stall_seconds: float = 120.0,
+                poll_seconds: float = 0.1) -> Dict[str, object]:
+    """One sender's part of a pipelined tsunami (``_tsunami.serve``): its queue of (destination, chunk), each
+    sent as soon as this host holds the chunk, over one kept ``StreamSession`` per destination."""
+    from ._tsunami import serve  # noqa: PLC0415 - the receiver's hosts need only this file and _errors
+
+    sessions: Dict[str, StreamSession] = {}
+
+    def send_one(destination: str, chunk: int) -> None:
+        if destination not in sessions:
+            sessions[destination] = StreamSession(ssh_for(destination), info_hash, name, size, chunk_size)
+        try:
+            sessions[destination].send(sources, chunk)
+        except VmcloudError:
+            session = sessions.pop(destination)
+            with contextlib.suppress(VmcloudError, OSError):
+                session.close()
+            raise
+
+    # Every session opens now, in the background (ssh's handshake and the receiver's start overlap with the
+    # first sends and the wait for the first chunks), not on the path of each destination's first chunk. One
+    # that cannot open is opened again, and its failure reported, when its first chunk is sent.
+    for destination in dict.fromkeys(destination for destination, _chunk in queue):
+        with contextlib.suppress(VmcloudError, OSError):
+            sessions[destination] = StreamSession(ssh_for(destination), info_hash, name, size, chunk_size)
+    try:
+        result = serve(queue, lambda chunk: _chunk_source(sources, name, chunk) is not None, send_one,
+                       stall_seconds=stall_seconds, poll_seconds=poll_seconds)
+    finally:
+        closing_errors = []
+        for destination, session in sessions.items():
+            try:
+                session.close()
+            except VmcloudError as exc:
+                closing_errors.append({"destination": destination, "rule": exc.rule, "msg": str(exc)})
+    result["closing"] = closing_errors
+    return result
+
+
 # --------------------------------------------------------------------------- round bookkeeping
 
 
@@ -432,9 +597,41 @@ def push_state(method: str, holders: Sequence[str], lackers: Sequence[str], size
     """The state a push carries from round to round (playbooks/push.yml): plain data, for set_fact."""
     if method not in ("scp_wave", "scp_tsunami"):
         raise VmcloudError("option-invalid", f"push method {method!r} is not scp_wave or scp_tsunami")
-    return {"method": method, "holders": list(dict.fromkeys(holders)),
-            "lackers": [host for host in dict.fromkeys(lackers) if host not in set(holders)],
-            "chunks": chunk_count(size, chunk_size) if method == "scp_tsunami" else 1, "held": {}}
+    lacking = [host for host in dict.fromkeys(lackers) if host not in set(holders)]
+    if not chunk_size:  # 0: chosen from the image's size and the number of receivers
+        from ._tsunami import choose_chunk_size  # noqa: PLC0415 - the receiver's hosts need only this file
+
+        chunk_size = choose_chunk_size(size, len(lacking))
+    return {"method": method, "holders": list(dict.fromkeys(holders)), "lackers": lacking,
+            "chunks": chunk_count(size, chunk_size) if method == "scp_tsunami" else 1, "held": {},
+            "chunk_size": int(chunk_size), "dead": []}
+
+
+def pass_queues(state: Dict[str, object], addresses: Optional[Dict[str, str]] = None) -> Dict[str, List[Dict]]:
+    """A pipelined tsunami pass (playbooks/tasks/push_pass.yml): every sender's queue of ``{destination, address,
+    chunk}``, planned (``_tsunami.plan_queues``) from what the receivers hold now, the dead senders excluded;
+    {} when nobody lacks a chunk or nobody left can send what is missing (the final check names the hosts)."""
+    from ._tsunami import plan_queues  # noqa: PLC0415 - the receiver's hosts need only this file
+
+    addresses = addresses or {}
+    try:
+        queues = plan_queues(int(state["chunks"]), state["holders"], state["lackers"], held=state["held"],
+                             dead_senders=state.get("dead", []))
+    except VmcloudError:
+        if not state["held"]:
+            raise  # the first pass: no host holds the image at all (push-no-source)
+        return {}
+    return {sender: [{"destination": dst, "address": addresses.get(dst) or dst, "chunk": chunk} for dst, chunk in queue]
+            for sender, queue in queues.items()}
+
+
+def record_pass(state: Dict[str, object], held: Dict[str, Sequence[int]],
+                dead: Sequence[str] = ()) -> Dict[str, object]:
+    """The state after a pass: what each receiver said it holds now (its receiver acknowledged those chunks;
+    a host that said nothing keeps what it held before), and the senders whose run failed as a whole (they
+    send nothing in the next pass)."""
+    now = {host: sorted({int(c) for c in chunks}) for host, chunks in dict(held).items()}
+    return {**state, "held": {**dict(state["held"]), **now}, "dead": sorted(set(state.get("dead", [])) | set(dead))}
 
 
 def next_round(state: Dict[str, object]) -> List[Dict[str, object]]:

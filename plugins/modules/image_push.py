@@ -32,9 +32,36 @@ options:
     elements: path
     required: true
   destination:
-    description: The receiving host (name or address).
+    description: The receiving host (name or address). One of O(destination) and O(transfers) is required.
     type: str
-    required: true
+  transfers:
+    description:
+      - C(scp_tsunami), pipelined. This sender's whole queue of one pass (C(playbooks/tasks/push_pass.yml), from the
+        filter C(vmcloud.fleet.push_queues)). Each item is sent as soon as this host holds its chunk (the receiver
+        here acknowledged it), without waiting for any other host; one SSH session per destination carries all
+        its chunks (the receiver's C(stream) request).
+      - A destination whose transfer fails gets nothing more from this sender in this pass; what it lacks is
+        planned again in the next pass from what every host then holds.
+    type: list
+    elements: dict
+    suboptions:
+      address:
+        description: The receiver's host name or address.
+        type: str
+        required: true
+      chunk:
+        description: The chunk to send.
+        type: int
+        required: true
+      destination:
+        description: The receiver's inventory name (only reported back).
+        type: str
+  stall_timeout:
+    description:
+      - With O(transfers), how long (seconds) to wait for a chunk this host has not received yet since the last
+        progress (a chunk arrived here, or one was sent). What is still waiting then is left for the next pass.
+    type: float
+    default: 120
   port:
     description: The receiver's SSH port.
     type: int
@@ -95,6 +122,24 @@ answer:
   description: What the receiver said.
   returned: changed
   type: str
+sent:
+  description: With O(transfers), the [address, chunk] pairs that arrived (the receiver checked their SHA-256).
+  returned: always with O(transfers)
+  type: list
+  elements: list
+  sample: [["10.0.0.12", 0], ["10.0.0.13", 0]]
+failures:
+  description: With O(transfers), the transfers that failed, with their rule (C(push-failed), C(push-refused), ...).
+  returned: always with O(transfers)
+  type: list
+  elements: dict
+  sample: [{"destination": "10.0.0.14", "chunk": 3, "rule": "push-failed", "msg": "push-failed: stream ..."}]
+left:
+  description: With O(transfers), the [address, chunk] pairs not sent because the chunk never arrived here.
+  returned: always with O(transfers)
+  type: list
+  elements: list
+  sample: []
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -105,12 +150,19 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
     DEFAULT_KEY,
     DEFAULT_KNOWN_HOSTS,
     push_image,
+    serve_queue,
     ssh_command,
 )
 
 ARGUMENT_SPEC = {
     "sources": {"type": "list", "elements": "path", "required": True},
-    "destination": {"type": "str", "required": True},
+    "destination": {"type": "str"},
+    "transfers": {"type": "list", "elements": "dict", "options": {
+        "address": {"type": "str", "required": True},
+        "chunk": {"type": "int", "required": True},
+        "destination": {"type": "str"},
+    }},
+    "stall_timeout": {"type": "float", "default": 120},
     "port": {"type": "int", "default": 22},
     "user": {"type": "str", "default": "vmcloud-push"},
     "key": {"type": "path", "default": DEFAULT_KEY},
@@ -124,8 +176,12 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                           required_one_of=[("destination", "transfers")],
+                           mutually_exclusive=[("destination", "transfers")])
     params = module.params
+    if params["transfers"] is not None:
+        serve_transfers(module, params)
     target = f"{params['destination']}:{params['info_hash']}/{params['file']}"
     if params["chunk"] is not None:
         target += f"#{params['chunk']}"
@@ -140,6 +196,26 @@ def main() -> None:
     except VmcloudError as exc:
         module.fail_json(msg=str(exc), rule=exc.rule)
     module.exit_json(changed=True, diff=diff, **result)
+
+
+def serve_transfers(module: AnsibleModule, params: dict) -> None:
+    queue = [(item["address"], item["chunk"]) for item in params["transfers"]]
+    target = f"{params['info_hash']}/{params['file']}"
+    diff = {"before": "", "after": "".join(f"pushed {address}:{target}#{chunk}\n" for address, chunk in queue)}
+    try:
+        for address in {address for address, _chunk in queue}:
+            ssh_command(address, params["port"], params["user"], params["key"], params["known_hosts"])
+        if module.check_mode:
+            module.exit_json(changed=bool(queue), diff=diff, sent=[], failures=[], left=[])
+        result = serve_queue(params["sources"], queue,
+                             lambda address: ssh_command(address, params["port"], params["user"], params["key"],
+                                                         params["known_hosts"]),
+                             params["info_hash"], params["file"], params["size"], params["chunk_size"],
+                             stall_seconds=params["stall_timeout"])
+    except VmcloudError as exc:
+        module.fail_json(msg=str(exc), rule=exc.rule)
+    result["failures"] = result.pop("failed") + result.pop("closing")  # "failed" is Ansible's own key
+    module.exit_json(changed=bool(result["sent"]), diff=diff, **result)
 
 
 if __name__ == "__main__":

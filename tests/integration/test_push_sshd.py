@@ -7,9 +7,12 @@ key with its own receiver root (one sshd stands in for the fleet). Needs openssh
 
 from __future__ import annotations
 
+import hashlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,14 +22,18 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import Vmclo
 from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
     MIN_CHUNK_SIZE,
     chunk_count,
+    held_chunks,
     plan_tsunami,
     plan_wave,
     push_image,
+    serve_queue,
     ssh_command,
 )
+from ansible_collections.vmcloud.fleet.plugins.module_utils._tsunami import plan_queues
 from tests.integration.conftest import free_port, port_open, require, start_daemon, stop_daemon, wait_until
 
 IH = "cd" * 20
+IH2 = "ef" * 20
 HOSTS = ["hv01", "hv02", "hv03"]
 
 
@@ -115,6 +122,112 @@ def test_a_tsunami_over_sshd_relays_chunks(fleet, tmp_path):
             push_image(sources(src), IH, "t.img", size, ssh_to(fleet, dst), chunk=chunk, chunk_size=MIN_CHUNK_SIZE)
     for host in HOSTS:
         assert (fleet["roots"][host] / IH / "t.img").read_bytes() == origin.read_bytes()
+
+
+def tsunami_sources(fleet, origin, host, name):
+    if host == "origin":
+        return [str(origin)]
+    return [str(fleet["roots"][host] / IH2 / name), str(fleet["roots"][host] / IH2 / f".{name}.part")]
+
+
+def run_pass(fleet, origin, name, size, queues, serving, stall=8.0, during=None):
+    """One pipelined pass: every sender in ``serving`` works through its queue at once (as the playbook's
+    one image_push task per sender does), each over one stream session per destination."""
+    results, threads = {}, []
+
+    def one(sender):
+        results[sender] = serve_queue(tsunami_sources(fleet, origin, sender, name), queues.get(sender, []),
+                                      lambda destination: ssh_to(fleet, destination), IH2, name, size,
+                                      MIN_CHUNK_SIZE, stall_seconds=stall, poll_seconds=0.02)
+
+    for sender in serving:
+        threads.append(threading.Thread(target=one, args=(sender,)))
+        threads[-1].start()
+    if during:
+        during()
+    for thread in threads:
+        thread.join(120)
+    return results
+
+
+def held(fleet, name, size):
+    return {host: held_chunks(str(fleet["roots"][host]), IH2, name, size, MIN_CHUNK_SIZE) for host in HOSTS}
+
+
+def test_a_pipelined_tsunami_over_sshd_streams_many_chunks_per_session(fleet, tmp_path):
+    origin = tmp_path / "origin.img"
+    origin.write_bytes(os.urandom(6 * MIN_CHUNK_SIZE + 7))
+    size, chunks = origin.stat().st_size, 7
+    queues = plan_queues(chunks, ["origin"], HOSTS)
+    assert set(queues) > {"origin"}  # the hosts relay
+    results = run_pass(fleet, origin, "p.img", size, queues, ["origin", *HOSTS])
+    for host in HOSTS:
+        assert (fleet["roots"][host] / IH2 / "p.img").read_bytes() == origin.read_bytes()
+        assert not (fleet["roots"][host] / IH2 / ".p.img.part").exists()
+    assert all(not r["failed"] and not r["left"] and not r["closing"] for r in results.values())
+    assert sum(len(r["sent"]) for r in results.values()) == chunks * len(HOSTS)
+
+
+def receivers_of(root):
+    """The receiver processes this test's sshd runs for one host (found by their root, ended by pid)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    words = handle.read().split(b"\0")
+            except OSError:
+                continue
+            if any(w.endswith(b"vmcloud-push-receive") for w in words) and str(root).encode() in words:
+                pids.append(int(entry))
+    return pids
+
+
+def test_a_tsunami_survives_a_receiver_that_fails_midway_and_a_sender_that_dies(fleet, tmp_path):
+    origin = tmp_path / "origin.img"
+    origin.write_bytes(os.urandom(8 * MIN_CHUNK_SIZE))
+    size, chunks = origin.stat().st_size, 8
+    queues = plan_queues(chunks, ["origin"], HOSTS)
+    dead = "hv02"  # never serves its queue: what it should have relayed is left missing
+    assert queues.get(dead)
+    victim = fleet["roots"]["hv03"]
+    killed = []
+
+    def kill_hv03_midway():
+        wait_until(lambda: len(held(fleet, "f.img", size)["hv03"]) >= 1, 60, "hv03's first chunk")
+        for pid in receivers_of(victim):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    results = run_pass(fleet, origin, "f.img", size, queues, ["origin", "hv01", "hv03"], during=kill_hv03_midway)
+    after_first = held(fleet, "f.img", size)
+    assert killed and 1 <= len(after_first["hv03"]) < chunks
+    failed = [f for r in results.values() for f in r["failed"]]
+    assert all(f["rule"] in ("push-failed", "push-refused") for f in failed)
+    # The repair pass: planned from what each host holds now, the dead sender excluded.
+    repair = plan_queues(chunks, ["origin"], HOSTS, held=after_first, dead_senders=[dead])
+    assert dead not in repair
+    assert sorted(c for q in repair.values() for d, c in q if d == "hv03") == sorted(
+        set(range(chunks)) - set(after_first["hv03"]))  # what hv03 held is kept, not sent again
+    run_pass(fleet, origin, "f.img", size, repair, ["origin", "hv01", "hv03"])
+    for host in HOSTS:
+        assert (fleet["roots"][host] / IH2 / "f.img").read_bytes() == origin.read_bytes()
+
+
+def test_a_stream_refuses_a_chunk_whose_hash_differs_and_goes_on(fleet, tmp_path):
+    data = os.urandom(2 * MIN_CHUNK_SIZE)
+    process = subprocess.Popen([*ssh_to(fleet, "hv01"), f"stream {IH2} r.img {len(data)} {MIN_CHUNK_SIZE}"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first, second = data[:MIN_CHUNK_SIZE], data[MIN_CHUNK_SIZE:]
+    process.stdin.write(f"0 {'0' * 64}\n".encode() + first)
+    process.stdin.flush()
+    assert process.stdout.readline().startswith(b"refused push-refused: chunk 0")
+    process.stdin.write(f"1 {hashlib.sha256(second).hexdigest()}\n".encode() + second)
+    process.stdin.flush()
+    assert process.stdout.readline().startswith(b"ok received chunk 1")
+    process.stdin.close()
+    assert process.wait(30) == 0
+    assert held_chunks(str(fleet["roots"]["hv01"]), IH2, "r.img", len(data), MIN_CHUNK_SIZE) == [1]
 
 
 def test_the_forced_command_refuses_paths_outside_staging(fleet, tmp_path):

@@ -97,26 +97,94 @@ def test_wave_host_that_does_not_verify_is_never_a_source():
     assert len(outcome.rounds) == bench.push_round_budget("scp_wave", 4, 1)
 
 
-@pytest.mark.parametrize(("n", "chunks"), [(2, 4), (4, 4), (8, 8), (16, 8), (3, 1)])
-def test_tsunami_reaches_every_host_and_promotes_once_at_the_end(n, chunks):
+class Pipeline:
+    """Hosts of a pipelined tsunami: each sender's queue runs until it needs a chunk it does not hold."""
+
+    def __init__(self, hosts, chunks, dead=(), refusing=()):
+        self.hosts, self.chunks = list(hosts), chunks
+        self.dead = set(dead)  # senders whose whole run fails
+        self.refusing = set(refusing)  # receivers that refuse every chunk in the first pass
+        self.held = {host: set() for host in self.hosts}
+        self.passes = []
+        self.before = []  # what each host held when each pass began
+        self.promoted = []
+
+    def holds(self, host, chunk):
+        return host == ORIGIN or chunk in self.held[host]
+
+    def serve(self, queues):
+        self.passes.append({s: list(q) for s, q in queues.items()})
+        self.before.append({host: set(chunks) for host, chunks in self.held.items()})
+        results = {s: {"sent": [], "failed": [], "left": []} for s in queues if s not in self.dead}
+        pending = {s: list(q) for s, q in queues.items() if s not in self.dead}
+        moved = True
+        while moved:
+            moved = False
+            for sender, queue in pending.items():
+                if queue and self.holds(sender, queue[0][1]):
+                    destination, chunk = queue.pop(0)
+                    if destination in self.refusing and len(self.passes) == 1:
+                        results[sender]["failed"].append({"destination": destination, "chunk": chunk,
+                                                          "rule": "push-refused", "msg": "refused"})
+                    else:
+                        self.held[destination].add(chunk)
+                        results[sender]["sent"].append([destination, chunk])
+                    moved = True
+        for sender, queue in pending.items():
+            results[sender]["left"] = [list(item) for item in queue]
+        return {**results, **{s: None for s in queues if s in self.dead}}
+
+    def held_by(self, hosts):
+        return {host: sorted(self.held[host]) for host in hosts}
+
+    def promote(self, hosts):
+        self.promoted.append(list(hosts))
+        return {host: 1.0 for host in hosts}
+
+
+def pipelined(world, size, chunk_size):
+    return bench.drive_tsunami(ORIGIN, world.hosts, size, chunk_size, world.serve, world.held_by, world.promote)
+
+
+@pytest.mark.parametrize(("n", "chunks"), [(2, 4), (4, 4), (8, 8), (16, 40), (3, 1)])
+def test_tsunami_reaches_every_host_in_one_pass_and_promotes_once_at_the_end(n, chunks):
     hosts = [f"hv{i:02d}" for i in range(1, n + 1)]
-    world = World(hosts, chunks=chunks)
-    outcome = drive("scp_tsunami", world, chunks * 10 - 3, 10)
+    world = Pipeline(hosts, chunks)
+    outcome = pipelined(world, chunks * 10 - 3, 10)
     assert sorted(outcome.verified_at) == hosts
-    assert world.promoted == [(len(outcome.rounds), hosts)]
-    # Each host received every chunk exactly once.
-    for host in hosts:
-        assert sorted(c for _r, _s, dst, c in world.sent if dst == host) == list(range(chunks))
-    assert len(outcome.rounds) <= bench.push_round_budget("scp_tsunami", n, chunks)
+    assert world.promoted == [hosts]
+    assert len(world.passes) == 1
+    for host in hosts:  # each host received every chunk exactly once
+        assert sorted(c for q in world.passes[0].values() for d, c in q if d == host) == list(range(chunks))
 
 
-def test_tsunami_retries_a_failed_chunk():
-    hosts = ["hv01", "hv02"]
-    world = World(hosts, chunks=3, fail={(1, "hv01")})
-    outcome = drive("scp_tsunami", world, 30, 10)
+def test_tsunami_repairs_what_a_dead_sender_left_from_another_holder():
+    hosts = ["hv01", "hv02", "hv03", "hv04"]
+    first = bench.plan_queues(8, [ORIGIN], hosts)
+    dead = next(h for h in hosts if first.get(h))
+    world = Pipeline(hosts, 8, dead={dead})
+    outcome = pipelined(world, 80, 10)
     assert sorted(outcome.verified_at) == hosts
-    assert len(outcome.failed) == 1
-    assert sorted(c for _r, _s, dst, c in world.sent if dst == "hv01" and (_r, dst) != (1, "hv01")) == [0, 1, 2]
+    assert len(world.passes) == 2 and dead not in world.passes[1]
+
+
+def test_tsunami_repairs_a_refusing_receiver_without_resending_what_it_holds():
+    hosts = ["hv01", "hv02", "hv03"]
+    world = Pipeline(hosts, 6, refusing={"hv02"})
+    outcome = pipelined(world, 60, 10)
+    assert sorted(outcome.verified_at) == hosts
+    assert outcome.failed and all(f["rule"] == "push-refused" for f in outcome.failed)
+    assert len(world.passes) == 2
+    for host in hosts:  # the repair pass sends each host exactly what it lacked after the first
+        repaired = sorted(c for q in world.passes[1].values() for d, c in q if d == host)
+        assert repaired == sorted(set(range(6)) - world.before[1][host])
+
+
+def test_tsunami_promotes_only_the_complete_hosts_when_no_holder_is_left():
+    hosts = ["hv01"]
+    world = Pipeline(hosts, 2, dead={ORIGIN})
+    outcome = pipelined(world, 20, 10)
+    assert outcome.verified_at == {} and world.promoted == []
 
 
 def test_a_push_that_never_arrives_ends_at_the_budget_without_the_host():
@@ -157,16 +225,13 @@ def test_every_method_of_the_issue_has_a_row():
 
 def test_timings_say_how_long_each_round_sent_and_promoted():
     hosts = ["hv01", "hv02", "hv03"]
-    world = World(hosts, chunks=2)
+    world = Pipeline(hosts, 2)
     ticks = iter(range(100))
-    outcome = bench.drive_push("scp_tsunami", ORIGIN, hosts, 20, 10, world.send, world.promote,
-                               clock=lambda: float(next(ticks)))
-    # One entry per round that sent (1 s of sending, 1 s of nothing promoted: the fake clock ticks once per
-    # call), then the one promotion of a tsunami.
-    assert len(outcome.timings) == len(outcome.rounds) + 1
-    assert all(t == {"pairs": len(p), "send_seconds": 1.0, "promote_seconds": 1.0}
-               for t, p in zip(outcome.timings, outcome.rounds, strict=False))
-    assert outcome.timings[-1] == {"pairs": 0, "send_seconds": 0.0, "promote_seconds": 1.0}
+    outcome = bench.drive_tsunami(ORIGIN, hosts, 20, 10, world.serve, world.held_by, world.promote,
+                                  clock=lambda: float(next(ticks)))
+    # One entry per pass (1 s of sending on the fake clock, which ticks once per call), then the one promotion.
+    assert outcome.timings == [{"pairs": 6, "send_seconds": 1.0, "promote_seconds": 0.0},
+                               {"pairs": 0, "send_seconds": 0.0, "promote_seconds": 1.0}]
 
 
 def run_of(last, origin, end_to_end=None):

@@ -406,3 +406,35 @@ def test_a_chunk_needs_one_chunk_of_disk_beyond_what_arrived(root):
                          io.BytesIO(pieces[index]))
         disk = int(re.search(r"staging held (\d+) bytes", answer).group(1))
         assert MIN_CHUNK_SIZE <= disk <= (held + 1) * MIN_CHUNK_SIZE + 65536, answer
+
+
+def test_a_stream_carries_many_chunks_and_answers_each(tmp_path):
+    chunk = MIN_CHUNK_SIZE
+    data = os.urandom(2 * chunk + 5)
+    body = b""
+    for index in (2, 0, 1):
+        piece = data[index * chunk:(index + 1) * chunk]
+        digest = hashlib.sha256(piece).hexdigest() if index != 0 else "0" * 64
+        body += f"{index} {digest}\n".encode() + piece
+    answers = []
+    message = receive(str(tmp_path), f"stream {IH} s.img {len(data)} {chunk}", io.BytesIO(body),
+                      answer=answers.append)
+    assert [a.split()[0] for a in answers] == ["ok", "refused", "ok"]  # chunk 0's hash differs: not kept
+    assert "2 chunks received, 1 refused" in message
+    assert held_chunks(str(tmp_path), IH, "s.img", len(data), chunk) == [1, 2]
+
+
+def test_a_stream_cut_inside_a_chunk_keeps_nothing_of_it(tmp_path):
+    chunk = MIN_CHUNK_SIZE
+    piece = os.urandom(chunk)
+    body = f"0 {hashlib.sha256(piece).hexdigest()}\n".encode() + piece[:100]
+    with pytest.raises(VmcloudError) as caught:
+        receive(str(tmp_path), f"stream {IH} c.img {2 * chunk} {chunk}", io.BytesIO(body), answer=print)
+    assert caught.value.rule == "push-refused"
+    assert held_chunks(str(tmp_path), IH, "c.img", 2 * chunk, chunk) == []
+
+
+def test_a_stream_header_that_is_not_index_and_hash_is_refused(tmp_path):
+    with pytest.raises(VmcloudError) as caught:
+        receive(str(tmp_path), f"stream {IH} h.img 10 {MIN_CHUNK_SIZE}", io.BytesIO(b"../x\n"), answer=print)
+    assert caught.value.rule == "push-refused"
