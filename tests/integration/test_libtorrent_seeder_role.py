@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import engine_for
-from tests.integration.conftest import COLLECTIONS, free_port, require_libtorrent, start_daemon, stop_daemon, wait_until
+from ansible_collections.vmcloud.fleet.plugins.plugin_utils import _artifact
+from tests.integration.conftest import (
+    COLLECTIONS,
+    free_port,
+    require,
+    require_libtorrent,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
@@ -41,6 +53,7 @@ PLAY = """\
         validate: "{{{{ _libtorrent_seeder_verify_unit }}}}"
 """
 MODULE = "ansible_collections.vmcloud.fleet.plugins.module_utils._seeder"
+IMAGE = os.environ.get("VMCLOUD_LAB_IMAGE", "localhost/vmcloud-lab:bookworm")
 
 
 def render(base: Path, **variables) -> subprocess.CompletedProcess:
@@ -109,20 +122,109 @@ def test_role_validate_refuses_a_setting_libtorrent_does_not_know(short_tmp):
     assert config["session_settings"] == {"choking_algorithm": 2} and config["super_seeding"] is True
 
 
-def test_the_roles_library_files_are_all_the_seeder_imports(tmp_path):
-    """The role copies a list of module_utils files to the host: the seeder must start from those alone
-    (a constant moved to another file once left the service unable to import, found only on hosts)."""
-    import yaml
-
-    role_vars = yaml.safe_load((REPO / "roles" / "libtorrent_seeder" / "vars" / "main.yml").read_text())
-    package = tmp_path / "ansible_collections" / "vmcloud" / "fleet" / "plugins" / "module_utils"
-    package.mkdir(parents=True)
-    for name in role_vars["_libtorrent_seeder_sources"]:
-        (package / name).write_bytes((REPO / "plugins" / "module_utils" / name).read_bytes())
+def test_the_seeder_starts_from_the_hypervisor_artifact_alone(tmp_path):
+    """The unit runs the seeder from the hypervisor artifact on its PYTHONPATH (the role's one copy task):
+    the seeder must start from that file alone, with Debian's python3 and nothing else of the collection."""
+    artifact = _artifact.build(tmp_path / "vmcloud-hypervisor.pyz")
     result = subprocess.run(
         ["/usr/bin/python3", "-s", "-m", MODULE, "--help"],
-        cwd=tmp_path, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path)},
+        cwd=tmp_path, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(artifact)},
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "--config" in result.stdout
+
+
+# ------------------------------------------------------------------ the whole role on a systemd host
+# A container from the lab image (systemd as PID 1, python3-libtorrent baked in) without any network
+# (the seeder listens inside the container's own namespace), reached through podman's connection.
+ROLE_PLAY = """\
+- name: The libtorrent_seeder role on a systemd host
+  hosts: all
+  gather_facts: false
+  roles:
+    - role: vmcloud.fleet.libtorrent_seeder
+"""
+LABEL = "vmcloud.test=libtorrent-seeder-role"
+OLD_LIBRARY = "/usr/lib/vmcloud-seeder/ansible_collections/vmcloud/fleet/plugins/module_utils"
+
+
+def podman(*argv: str, check: bool = True) -> str:
+    done = subprocess.run(["podman", *argv], capture_output=True, text=True, timeout=300, check=False)
+    assert not check or done.returncode == 0, f"podman {' '.join(argv)}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def systemd_host():
+    require("podman")
+    subprocess.run([str(REPO / "lab" / "build-image")], check=True, capture_output=True, timeout=1800)
+    name = f"vmcloud-test-seeder-role-{os.getpid()}"
+    podman("run", "-d", "--name", name, "--hostname", name, "--network", "none", "--systemd=always",
+           "--label", LABEL, IMAGE, "/sbin/init")
+    try:
+        wait_until(lambda: podman("exec", name, "sh", "-c", "systemctl is-system-running 2>/dev/null; true",
+                                  check=False).strip() in ("running", "degraded"), 120, f"{name} booted")
+        yield name
+    finally:
+        podman("rm", "-f", "-t", "0", name, check=False)
+
+
+def exists(host: str, path: str) -> bool:
+    return podman("exec", host, "sh", "-c", 'test -e "$1" && echo yes || echo no', "sh", path).strip() == "yes"
+
+
+def converge(base: Path, host: str, *options: str) -> subprocess.CompletedProcess:
+    (base / "role.yml").write_text(ROLE_PLAY)
+    (base / "role-vars.json").write_text(json.dumps({"ansible_python_interpreter": "/usr/bin/python3",
+                                                     "vmcloud_staging_dir": "/var/lib/vmcloud/staging"}))
+    return subprocess.run(
+        [str(PLAYBOOK_BIN) if PLAYBOOK_BIN.exists() else "ansible-playbook", "-i", f"{host},",
+         "-c", "containers.podman.podman", str(base / "role.yml"), "-e", f"@{base / 'role-vars.json'}", *options],
+        cwd=REPO, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+
+
+def recap(done: subprocess.CompletedProcess, host: str) -> dict:
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith(host) and "changed=" in line)
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def test_role_converges_in_check_mode_then_changes_nothing(systemd_host, short_tmp):
+    base = Path(short_tmp)
+    host = systemd_host
+    # What an earlier version of the role left: the library copied file by file.
+    podman("exec", host, "sh", "-c", f"mkdir -p {OLD_LIBRARY} && touch {OLD_LIBRARY}/_seeder.py")
+
+    first_check = recap(converge(base, host, "--check", "--diff"), host)
+    assert first_check["changed"] > 0 and first_check["failed"] == 0
+    assert not exists(host, "/etc/vmcloud/seeder.json")
+
+    first = recap(converge(base, host), host)
+    assert first["changed"] > 0
+    assert podman("exec", host, "systemctl", "is-active", "vmcloud-seeder.service").strip() == "active"
+    unit = podman("exec", host, "cat", "/etc/systemd/system/vmcloud-seeder.service")
+    assert "Environment=PYTHONPATH=/usr/lib/vmcloud-seeder/vmcloud-hypervisor.pyz\n" in unit
+    assert not exists(host, "/usr/lib/vmcloud-seeder/ansible_collections")
+    started = podman("exec", host, "systemctl", "show", "-P", "ActiveEnterTimestampMonotonic", "vmcloud-seeder.service")
+
+    # Nothing to do: one look at the kept paths, every write skipped, the service neither restarted nor
+    # asked to start twice; the same in check mode (with --diff: no diff to show).
+    for options in (("--check", "--diff"), ()):
+        again = converge(base, host, *options)
+        counts = recap(again, host)
+        assert counts["changed"] == 0, again.stdout[-6000:]
+        # Run: two argument specs, the settings check, one look (user, group, unit, packages), one find, the
+        # socket check. Skipped: apt, group, user, 8 files and directories, enable-and-start.
+        assert (counts["ok"], counts["skipped"]) == (6, 12), again.stdout[-6000:]
+    assert podman("exec", host, "systemctl", "show", "-P", "ActiveEnterTimestampMonotonic",
+                  "vmcloud-seeder.service") == started
+
+    # A changed configuration is written and restarts the service once; the next run changes nothing.
+    changed = converge(base, host, "-e", "libtorrent_seeder_max_peers=60")
+    assert recap(changed, host)["changed"] == 1 + 1, changed.stdout[-6000:]  # the file and the restart
+    assert podman("exec", host, "systemctl", "show", "-P", "ActiveEnterTimestampMonotonic",
+                  "vmcloud-seeder.service") != started
+    assert recap(converge(base, host, "-e", "libtorrent_seeder_max_peers=60"), host)["changed"] == 0
