@@ -26,7 +26,7 @@ help:
 	@echo "make bench  - benchmarks (figures land in benchmarks/results/)"
 	@echo "make test-faults - the fault suite (molecule scenario faults, docs/faults.md)"
 	@echo "make molecule-methods - every distribution method on real hosts (molecule scenario methods)"
-	@echo "make bench-distribution - image distribution to N=2..16 containers, every method (all rows: over an hour; BENCH_ARGS='--methods ... --n ...' to choose)"
+	@echo "make bench-distribution - every method against T* = F/U (default rows: about 20 min, docs/performance.md; BENCH_ARGS='--methods ... --n ...' to choose)"
 	@echo "make lab / make lab-down - start / remove the Podman lab"
 	@echo "make artifact - the hypervisor artifact dist/vmcloud-hypervisor-<version>.pyz"
 
@@ -116,8 +116,9 @@ bench: setup
 	lab/build-image
 	python benchmarks/bench_control_plane.py $(CP_BENCH_ARGS)
 
-# One image to N = 2, 4, 8, 16 containers of the lab image (its own names and network, not the
-# lab's), every upload shaped with tc tbf; each method; table, JSON and PNG (docs/performance.md).
+# One image to N = 2..16 containers of the lab image (its own names and network, not the lab's),
+# every upload shaped with tc tbf; each method at the N of its target, then the default engine's end
+# to end (site.yml on a lab-shaped fleet); table, JSON and PNG (docs/performance.md).
 # BENCH_ARGS="--publish" also copies the run to benchmarks/published/ (committed).
 bench-distribution: setup
 	lab/setup

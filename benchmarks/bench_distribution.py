@@ -26,8 +26,10 @@ The methods without an engine run the product's own code on the hosts (benchmark
 `_push.push_state`/`next_round`/`advance`), each push being what the image_push module runs on its sender
 (`_push.push_image` over `_push.ssh_command`) into the receiver the hypervisor role installs from its
 templates (the forced command `_push.receiver_main` of a restricted authorized_keys entry), and each
-promotion the pull path of a push method (`_methods.PushedMethod`, `ImageStore.promote`). What the bench
-leaves out is Ansible itself (the playbook's task overhead per round): `end_to_end_seconds` is null.
+promotion the pull path of a push method (`_methods.PushedMethod`, `ImageStore.promote`). What the transfer
+leaves out is Ansible itself: `--end-to-end ROW..` (default: the libtorrent row, at `--end-to-end-n`) then runs
+benchmarks/bench_end_to_end.py (site.yml on a lab-shaped fleet, to the last verified copy) and fills the row's
+`end_to_end_seconds`; rows not measured end to end keep null.
 """
 
 from __future__ import annotations
@@ -182,8 +184,9 @@ class Bench:
         self.file_bytes = args.file_mib << 20
         self.upload = args.upload_mbit * 1_000_000
         self.bound = self.file_bytes * 8 / self.upload
-        self.hosts_all = [host_name(i) for i in range(1, max(args.n) + 1)]
-        self.address = {ORIGIN: ORIGIN_IP, **{host_name(i): host_ip(i) for i in range(1, max(args.n) + 1)}}
+        most = max(n for ns in args.planned.values() for n in ns)
+        self.hosts_all = [host_name(i) for i in range(1, most + 1)]
+        self.address = {ORIGIN: ORIGIN_IP, **{host_name(i): host_ip(i) for i in range(1, most + 1)}}
         self.image_path = os.path.join(CACHE, f"image-{args.file_mib}mib.img")
         self.torrent_path = ""
         self.sha256 = ""
@@ -867,6 +870,20 @@ METHODS: dict[str, tuple[str, str, Callable[[Bench, list[str], int], MethodRun]]
     "libtorrent": ("bittorrent", "libtorrent", method_bittorrent_libtorrent),
 }
 
+# The default run (`make bench-distribution`, about 20 minutes here): every method, at the N where its
+# target is stated (issue 8), the default engine's swarm at every N and three times (its target is
+# flatness in N). The others once: sequential and http are one shaped link at a time or all through the
+# origin's one upload (deterministic, N x T*), the push methods and rtorrent are the comparisons.
+DEFAULT_ROWS = {"sequential": (4,), "http": (4,), "scp_wave": (16,), "scp_tsunami": (16,), "bittorrent": (8,),
+                "libtorrent": (2, 4, 8, 16)}  # fmt: skip
+DEFAULT_REPEAT = {"libtorrent": 3}
+DEFAULT_END_TO_END_N = (4,)
+
+
+def planned_rows(methods: list[str], n: list[int] | None) -> dict[str, tuple[int, ...]]:
+    """method key -> the N it runs at, ascending: `--n` for every method when given, else DEFAULT_ROWS."""
+    return {key: tuple(sorted(set(n))) if n else DEFAULT_ROWS[key] for key in methods}
+
 
 # ---------------------------------------------------------------------------- main
 
@@ -898,24 +915,12 @@ def parse_variant(text: str) -> tuple[str, str, str, object]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--n", type=int, nargs="+", help="every chosen method at these N (default: DEFAULT_ROWS)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--file-mib", type=int, default=128)
-    parser.add_argument("--upload-mbit", type=int, default=200)
+    parser.add_argument("--file-mib", type=int, default=256)
+    parser.add_argument("--upload-mbit", type=int, default=100)
     parser.add_argument("--burst", default="", help="tbf burst (default: 10 ms of U, at least 64 KiB)")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument(
-        "--sequential-repeat",
-        type=int,
-        default=1,
-        help="repetitions of the sequential baseline (deterministic: one shaped link at a time)",
-    )
-    parser.add_argument(
-        "--http-repeat",
-        type=int,
-        default=1,
-        help="repetitions of http (every host at once through the catalogue's one shaped upload: N x T*)",
-    )
+    parser.add_argument("--repeat", type=int, help="repetitions of every row (default: DEFAULT_REPEAT)")
     parser.add_argument(
         "--chunk-mib",
         type=int,
@@ -970,11 +975,13 @@ def main() -> int:
     parser.add_argument(
         "--end-to-end",
         nargs="+",
-        default=[],
-        choices=[key for key in METHODS if key != "sequential"],
-        help="also measure these rows end to end (benchmarks/bench_end_to_end.py: site.yml -l lxcloud on a "
-        "lab-shaped fleet, once this testbed is down), e.g. --end-to-end libtorrent",
+        default=["libtorrent"],
+        choices=["none", *(key for key in METHODS if key != "sequential")],
+        help="also measure these rows end to end (benchmarks/bench_end_to_end.py: site.yml on a lab-shaped "
+        "fleet, once this testbed is down; default: libtorrent; 'none': no end-to-end figure)",
     )
+    parser.add_argument("--end-to-end-n", type=int, nargs="+", default=list(DEFAULT_END_TO_END_N),
+                        help="the N of the end-to-end runs")
     parser.add_argument("--stagger", type=float, default=0.0, help="seconds between the hosts' starts")
     parser.add_argument("--probe", action="store_true", help="record peer states (swarm analysis)")
     parser.add_argument("--tag", default="", help="suffix of the result files (tuning runs)")
@@ -987,6 +994,7 @@ def main() -> int:
     for label, where, key, value in args.variant:
         args.variants.setdefault(label, {"all": {}, "origin": {}})[where][key] = value
 
+    args.planned = planned_rows(args.methods, args.n)
     bench = Bench(args)
     if args.down:
         bench.down()
@@ -998,13 +1006,13 @@ def main() -> int:
         bench.make_image()
         for key in args.methods:
             method, engine, fn = METHODS[key]
-            repeat = {"sequential": args.sequential_repeat, "http": args.http_repeat}.get(key, args.repeat)
+            repeat = args.repeat or DEFAULT_REPEAT.get(key, 1)
             # A/B within one run: the libtorrent row's variants run interleaved with it, repetition by
             # repetition, so that the machine's load drifts over all of them alike.
             arms = [(engine, {})] + (
                 [(f"{engine} {label}", v) for label, v in args.variants.items()] if key == "libtorrent" else []
             )
-            for n in sorted(args.n):
+            for n in args.planned[key]:
                 hosts = bench.hosts_all[:n]
                 reps: dict[str, list[MethodRun]] = {label: [] for label, _unused in arms}
                 for r in range(repeat):
@@ -1042,6 +1050,7 @@ def main() -> int:
     finally:
         if not args.keep:
             bench.down()
+    args.end_to_end = [key for key in args.end_to_end if key != "none"]
     if args.end_to_end:
         ends = end_to_end_rows(args, bench.upload)
         fill_end_to_end(rows, ends)
@@ -1058,11 +1067,12 @@ def end_to_end_rows(args, bits_per_s: int) -> list[dict]:
     os.makedirs(out_dir, exist_ok=True)
     found = []
     try:
-        for n in sorted(args.n):
+        for n in sorted(args.end_to_end_n):
             for key in args.end_to_end:
                 method, engine, _unused = METHODS[key]
                 log(f"end to end: {key} N={n}")
-                found.append(end_to_end.measure(n, args.repeat, args.file_mib, bits_per_s, method, engine, out_dir))
+                repeat = args.repeat or DEFAULT_REPEAT.get(key, 1)
+                found.append(end_to_end.measure(n, repeat, args.file_mib, bits_per_s, method, engine, out_dir))
     finally:
         if not args.keep:
             end_to_end.FLEET.down()
@@ -1128,9 +1138,7 @@ def write_results(bench: Bench, rows: list, runs: list, args, elapsed: float) ->
             "piece_bytes": bench.piece_length,
             "stagger": args.stagger,
             "burst": args.burst,
-            "repeat": args.repeat,
-            "sequential_repeat": args.sequential_repeat,
-            "http_repeat": args.http_repeat,
+            "repeat_of": {key: args.repeat or DEFAULT_REPEAT.get(key, 1) for key in args.methods},
             "chunk_bytes": args.chunk_mib << 20,
         },
         "elapsed_seconds": round(elapsed, 1),

@@ -55,3 +55,16 @@ def test_the_table_names_method_engine_n_and_the_ratio():
            "ratio_to_bound": 3.0, "playbook_seconds": 70.2}
     assert end_to_end.table([row]).splitlines()[2].split() == \
         ["|", "bittorrent", "|", "libtorrent", "|", "4", "|", "64.4", "|", "3.00", "|", "70.2", "|"]
+
+
+def test_the_default_run_has_every_method_at_the_n_of_its_target():
+    planned = distribution.planned_rows(list(distribution.METHODS), None)
+    assert planned["libtorrent"] == (2, 4, 8, 16)  # the default engine: flat in N is its target
+    assert planned["scp_wave"] == planned["scp_tsunami"] == (16,)
+    assert planned["bittorrent"] == (8,) and planned["sequential"] == planned["http"] == (4,)
+    assert distribution.DEFAULT_REPEAT == {"libtorrent": 3}
+
+
+def test_n_given_runs_every_chosen_method_at_those_n_once_each_ascending():
+    planned = distribution.planned_rows(["scp_wave", "http"], [8, 2, 8])
+    assert planned == {"scp_wave": (2, 8), "http": (2, 8)}
