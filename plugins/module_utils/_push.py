@@ -569,12 +569,6 @@ def serve_queue(sources: Sequence[str], queue: Sequence[Tuple[str, int]], ssh_fo
                 session.close()
             raise
 
-    # Every session opens now, in the background (ssh's handshake and the receiver's start overlap with the
-    # first sends and the wait for the first chunks), not on the path of each destination's first chunk. One
-    # that cannot open is opened again, and its failure reported, when its first chunk is sent.
-    for destination in dict.fromkeys(destination for destination, _chunk in queue):
-        with contextlib.suppress(VmcloudError, OSError):
-            sessions[destination] = StreamSession(ssh_for(destination), info_hash, name, size, chunk_size)
     try:
         result = serve(queue, lambda chunk: _chunk_source(sources, name, chunk) is not None, send_one,
                        stall_seconds=stall_seconds, poll_seconds=poll_seconds)
