@@ -9,7 +9,9 @@ the hosts converged with site.yml, as `make demo` does. Ansible runs with the ch
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import datetime
 import glob
 import json
 import os
@@ -27,6 +29,7 @@ BIN = os.path.join(ROOT, ".venv", "bin")
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)",
                    re.MULTILINE)  # fmt: skip
 MAX_HYPERVISORS = 16
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 # Each playbook run reports its tasks' times (profile_tasks; a timestamp per task, nothing more): what
 # costs what is read from the measured runs themselves. ping runs without it (ad-hoc commands load no
@@ -77,6 +80,29 @@ def task_counts(output: str) -> dict[str, int]:
     found = [(int(m.group(2)), int(m.group(6))) for m in RECAP.finditer(output)]
     return {"tasks_ok": max((ok for ok, _unused in found), default=0),
             "tasks_skipped": max((skipped for _unused, skipped in found), default=0)}  # fmt: skip
+
+
+def add_fleet_arguments(parser: argparse.ArgumentParser, repeat: int) -> None:
+    """The options every fleet benchmark takes: --n, --repeat, --tag, --keep, --down."""
+    parser.add_argument("--n", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--repeat", type=int, default=repeat)
+    parser.add_argument("--tag", default="", help="suffix of the result file")
+    parser.add_argument("--keep", action="store_true", help="leave the containers running (next run reuses them)")
+    parser.add_argument("--down", action="store_true", help="only remove the containers and the network")
+
+
+def results_base(kind: str, tag: str) -> str:
+    """benchmarks/results/<kind>-<date>[-<tag>]: the result is this path + .json; the directory (made here)
+    holds each measured run's output."""
+    base = os.path.join(RESULTS, f"{kind}-{datetime.date.today().isoformat()}{('-' + tag) if tag else ''}")
+    os.makedirs(base, exist_ok=True)
+    return base
+
+
+def write_result(base: str, result: dict) -> None:
+    with open(base + ".json", "w") as handle:
+        json.dump(result, handle, indent=2)
+        handle.write("\n")
 
 
 def machine() -> dict:

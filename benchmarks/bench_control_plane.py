@@ -25,8 +25,6 @@ times, is kept in benchmarks/results/control-plane-<date>/ (not committed).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import statistics
 import sys
@@ -39,15 +37,17 @@ from benchmarks._fleet import (  # noqa: E402
     MAX_HYPERVISORS,
     PROFILE,
     Fleet,
+    add_fleet_arguments,
     ansible,
     changed_hosts,
     machine,
+    results_base,
     task_counts,
+    write_result,
 )
 
 FLEET = Fleet(prefix="cp", network="vmcloud-cp", net="10.89.221", state=os.path.join(ROOT, ".cache", "control-plane"),
               label="vmcloud.bench.control-plane=1")
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
 # The demo's two images (one gzip-compressed, one targeted at subcluster sc-b), a few MiB each:
 # the control plane's cost does not grow with image size once nothing is copied or hashed again.
 SAMPLES = [
@@ -120,13 +120,9 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=[4, 16])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--tag", default="", help="suffix of the result file (e.g. before)")
+    add_fleet_arguments(parser, repeat=3)
     parser.add_argument("--no-converge", action="store_true",
                         help="do not converge hosts kept from an earlier run with the same tree again")
-    parser.add_argument("--keep", action="store_true", help="leave the containers running (next run reuses them)")
-    parser.add_argument("--down", action="store_true", help="only remove the containers and the network")
     args = parser.parse_args()
     if args.down:
         FLEET.down()
@@ -134,11 +130,8 @@ def main() -> int:
     if max(args.n) > MAX_HYPERVISORS:
         parser.error(f"at most {MAX_HYPERVISORS} hypervisors (cp-hv01..cp-hv{MAX_HYPERVISORS})")
     prepare_host()
-    os.makedirs(RESULTS, exist_ok=True)
-    stamp = datetime.date.today().isoformat()
-    base = os.path.join(RESULTS, f"control-plane-{stamp}{('-' + args.tag) if args.tag else ''}")
+    base = results_base("control-plane", args.tag)
     rows: list[dict] = []
-    os.makedirs(base, exist_ok=True)  # each measured run's output, with its task times
     try:
         for n in sorted(args.n):
             converge(n, again=not args.no_converge)
@@ -147,9 +140,7 @@ def main() -> int:
         if not args.keep:
             FLEET.down()
     result = {"machine": machine(), "repeat": args.repeat, "rows": rows, "not_noop": NOT_NOOP}
-    with open(base + ".json", "w") as handle:
-        json.dump(result, handle, indent=2)
-        handle.write("\n")
+    write_result(base, result)
     print(table(rows))
     log(f"wrote {base}.json")
     return 0

@@ -26,8 +26,6 @@ Results (median of the repetitions) go to benchmarks/results/end-to-end-<date>.j
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import shutil
 import statistics
@@ -46,11 +44,19 @@ from benchmarks._containers import (  # noqa: E402
     shape_upload,
     unshape_upload,
 )
-from benchmarks._fleet import MAX_HYPERVISORS, PROFILE, Fleet, changed_hosts, machine  # noqa: E402
+from benchmarks._fleet import (  # noqa: E402
+    MAX_HYPERVISORS,
+    PROFILE,
+    Fleet,
+    add_fleet_arguments,
+    changed_hosts,
+    machine,
+    results_base,
+    write_result,
+)
 
 FLEET = Fleet(prefix="e2e", network="vmcloud-e2e", net="10.89.222", state=os.path.join(ROOT, ".cache", "end-to-end"),
               label="vmcloud.bench.end-to-end=1")  # fmt: skip
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
 PUBLISHED = os.path.join(ROOT, "benchmarks", "published")
 STORE = "/var/lib/vmcloud/images"  # roles/vmcloud's vmcloud_store_dir
 SAMPLES = [
@@ -149,16 +155,12 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=[4, 16])
+    add_fleet_arguments(parser, repeat=1)
     parser.add_argument("--methods", nargs="+", default=["bittorrent"], choices=METHODS)
     parser.add_argument("--engine", default="libtorrent", choices=["libtorrent", "rtorrent"])
     parser.add_argument("--file-mib", type=int, default=256)
     parser.add_argument("--upload-mbit", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--tag", default="", help="suffix of the result file")
     parser.add_argument("--publish", action="store_true", help="also copy the result to benchmarks/published/")
-    parser.add_argument("--keep", action="store_true", help="leave the containers running (next run reuses them)")
-    parser.add_argument("--down", action="store_true", help="only remove the containers and the network")
     args = parser.parse_args()
     if args.down:
         FLEET.down()
@@ -166,10 +168,7 @@ def main() -> int:
     if max(args.n) > MAX_HYPERVISORS:
         parser.error(f"at most {MAX_HYPERVISORS} hypervisors")
     prepare_host()
-    os.makedirs(RESULTS, exist_ok=True)
-    stamp = datetime.date.today().isoformat()
-    base = os.path.join(RESULTS, f"end-to-end-{stamp}{('-' + args.tag) if args.tag else ''}")
-    os.makedirs(base, exist_ok=True)  # each measured run's output
+    base = results_base("end-to-end", args.tag)
     bits_per_s = args.upload_mbit * 1_000_000
     rows: list[dict] = []
     try:
@@ -181,9 +180,7 @@ def main() -> int:
             FLEET.down()
     result = {"machine": machine(), "file_bytes": args.file_mib << 20, "upload_bits_per_s": bits_per_s,
               "repeat": args.repeat, "rows": rows}  # fmt: skip
-    with open(base + ".json", "w") as handle:
-        json.dump(result, handle, indent=2)
-        handle.write("\n")
+    write_result(base, result)
     if args.publish:
         os.makedirs(PUBLISHED, exist_ok=True)
         shutil.copy(base + ".json", PUBLISHED)
