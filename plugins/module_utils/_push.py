@@ -31,14 +31,18 @@ import fcntl
 import hashlib
 import math
 import os
+import random
 import re
 import subprocess
 import sys
+import time
 from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ._errors import VmcloudError
 
 DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024
+# A stream session turned away before its first answer is opened again once, after 0.5-1 s (serve_queue).
+REOPEN_PAUSE_SECONDS = 0.5
 MIN_CHUNK_SIZE = 1024 * 1024
 MAX_CHUNK_SIZE = 1024 * 1024 * 1024
 MAX_IMAGE_BYTES = 1 << 40
@@ -557,17 +561,29 @@ def serve_queue(sources: Sequence[str], queue: Sequence[Tuple[str, int]], ssh_fo
     from ._tsunami import serve  # noqa: PLC0415 - the receiver's hosts need only this file and _errors
 
     sessions: Dict[str, StreamSession] = {}
+    answered: Set[str] = set()  # destinations whose session answered a chunk
+    reopened: Set[str] = set()
 
     def send_one(destination: str, chunk: int) -> None:
         if destination not in sessions:
             sessions[destination] = StreamSession(ssh_for(destination), info_hash, name, size, chunk_size)
         try:
             sessions[destination].send(sources, chunk)
-        except VmcloudError:
+        except VmcloudError as exc:
             session = sessions.pop(destination)
             with contextlib.suppress(VmcloudError, OSError):
                 session.close()
-            raise
+            # A session gone before its first answer was most likely turned away at the handshake: sshd's
+            # MaxStartups refuses connections beyond its limit when many senders reach one receiver at once.
+            # Opened once more after a short, spread pause; a host that is really down fails again.
+            if exc.rule != "push-failed" or destination in answered or destination in reopened:
+                raise
+            reopened.add(destination)
+            time.sleep(REOPEN_PAUSE_SECONDS * (1 + random.random()))  # noqa: S311 - spreading, not secrecy
+            sessions[destination] = StreamSession(ssh_for(destination), info_hash, name, size, chunk_size)
+            send_one(destination, chunk)
+            return
+        answered.add(destination)
 
     try:
         result = serve(queue, lambda chunk: _chunk_source(sources, name, chunk) is not None, send_one,

@@ -30,6 +30,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
     receive,
     receiver_main,
     send,
+    serve_queue,
     ssh_command,
     wave_rounds,
 )
@@ -438,3 +439,44 @@ def test_a_stream_header_that_is_not_index_and_hash_is_refused(tmp_path):
     with pytest.raises(VmcloudError) as caught:
         receive(str(tmp_path), f"stream {IH} h.img 10 {MIN_CHUNK_SIZE}", io.BytesIO(b"../x\n"), answer=print)
     assert caught.value.rule == "push-refused"
+
+
+@pytest.fixture
+def busy_fleet(tmp_path):
+    """A stand-in for ssh whose sshd turns away each host's first connection, as sshd's MaxStartups does
+    when too many handshakes arrive at once (exit 255, before the forced command runs)."""
+    base = tmp_path / "hosts"
+    base.mkdir()
+    fake_ssh = tmp_path / "busy-ssh"
+    library = str(Path(os.path.abspath(_push.__file__)).parents[5])
+    fake_ssh.write_text(
+        f"#!{sys.executable}\nimport os, sys\nsys.path.insert(0, {library!r})\n"
+        "from ansible_collections.vmcloud.fleet.plugins.module_utils._push import receiver_main\n"
+        f"root = os.path.join({str(base)!r}, sys.argv[-2])\nos.makedirs(root, exist_ok=True)\n"
+        "mark = os.path.join(root, '.turned-away')\n"
+        "if not os.path.exists(mark):\n"
+        "    open(mark, 'w').close()\n"
+        "    sys.stderr.write('kex_exchange_identification: Connection closed by remote host\\n')\n"
+        "    sys.exit(255)\n"
+        "os.environ['SSH_ORIGINAL_COMMAND'] = sys.argv[-1]\nsys.exit(receiver_main([root]))\n"
+    )
+    fake_ssh.chmod(0o755)
+    return base, str(fake_ssh)
+
+
+def test_a_stream_turned_away_at_the_handshake_is_opened_again_and_delivers(busy_fleet, tmp_path):
+    # At N = 16 every sender opening its sessions at once had sshd refuse 13 handshakes; their chunks then
+    # waited out the stall timeout (bench: 12 x T*). A session that fails before its first answer is opened
+    # once more (after a short pause) and the chunk sent again.
+    base, fake_ssh = busy_fleet
+    origin = tmp_path / "origin.img"
+    origin.write_bytes(os.urandom(3 * MIN_CHUNK_SIZE + 5))
+    size = origin.stat().st_size
+    chunks = chunk_count(size, MIN_CHUNK_SIZE)
+    queue = [(host, chunk) for chunk in range(chunks) for host in ("hv01", "hv02")]
+    result = serve_queue([str(origin)], queue, lambda host: ssh_command(host, ssh=fake_ssh), IH, "img.raw", size,
+                         MIN_CHUNK_SIZE, stall_seconds=5)
+    assert result["failed"] == [] and result["left"] == [] and result["closing"] == []
+    assert sorted(map(tuple, result["sent"])) == sorted(queue)
+    for host in ("hv01", "hv02"):
+        assert (base / host / IH / "img.raw").read_bytes() == origin.read_bytes()
