@@ -84,8 +84,6 @@ def converge(n: int, again: bool = True) -> None:
     log(f"converged in {seconds:.1f} s")
 
 
-
-
 def measure(n: int, repeat: int, out_dir: str) -> list[dict]:
     """`repeat` rounds of ping, site.yml, reconcile.yml; the first ping opens the SSH masters."""
     FLEET.ping(n)  # as any earlier command of a user would have (ControlPersist)
