@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -26,8 +27,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import engine_for
 from ansible_collections.vmcloud.fleet.plugins.module_utils._engine_rtorrent import RtorrentEngine
@@ -456,3 +459,22 @@ def libtorrent_factory(short_tmp) -> Iterator[Callable[..., LibtorrentSeeder]]:
     finally:
         for daemon in reversed(started):
             daemon.stop()
+
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
+
+
+def run_local_play(directory: Path, play: list, inventory: dict, check: bool = True) -> subprocess.CompletedProcess:
+    """Write ``play`` and ``inventory`` (YAML) into ``directory`` and run ansible-playbook on them from the
+    checkout, with its ansible.cfg (no colour); with ``check``, a failed run fails the test with its output."""
+    (directory / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    (directory / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    done = subprocess.run(
+        [str(PLAYBOOK_BIN) if PLAYBOOK_BIN.exists() else "ansible-playbook", "-i", str(directory / "inventory.yml"),
+         str(directory / "play.yml")],
+        cwd=REPO, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert not check or done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done

@@ -11,15 +11,11 @@ variables shaped as the playbooks register them (image_store_info's ``images``, 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from tests.integration.conftest import REPO, run_local_play
 
-REPO = Path(__file__).resolve().parents[2]
-PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
 LONG_UUID = "cern-it-alma9-x86_64-2026-12-03-build-4711-hardened-b1946ac9-2fb8-4c06-9b9d-0c7e6a1f2e3d"
 SHORT_UUID = "slc5"
 LONG_HOST = "hypervisor-with-a-long-name-17"
@@ -37,17 +33,8 @@ def render(tmp_path: Path, template: str, hosts: dict) -> list:
         "name": "Render", "run_once": True, "ansible.builtin.copy": {
             "content": "{{ lookup('ansible.builtin.template', '" + str(REPO / "playbooks" / "templates" / template)
                        + "') }}", "dest": str(out), "mode": "0644"}}]}]
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    inventory = {"all": {"vars": common, "hosts": hosts}}
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
-    done = subprocess.run(
-        [str(PLAYBOOK_BIN) if PLAYBOOK_BIN.exists() else "ansible-playbook", "-i", str(tmp_path / "inventory.yml"),
-         str(tmp_path / "play.yml")],
-        cwd=REPO, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
-        capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    run_local_play(tmp_path, play, {"all": {"vars": common, "hosts": hosts}})
     return [line for line in out.read_text().splitlines() if line]
 
 

@@ -14,9 +14,7 @@ rtorrent.rc of the rtorrent role and the unit of the libtorrent_seeder role.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,9 +22,8 @@ import pytest
 import yaml
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import load_config, options_from
+from tests.integration.conftest import REPO, run_local_play
 
-REPO = Path(__file__).resolve().parents[2]
-PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
 ROLES = ("hypervisor", "vmic_agent", "rtorrent", "libtorrent_seeder")
 # (role, template, output file)
 TEMPLATES = (
@@ -68,19 +65,10 @@ def render(tmp_path: Path, hosts: dict) -> dict:
              "gather_facts": False, "vars": {"ansible_managed": "test"},
              "roles": [{"role": f"vmcloud.fleet.{role}", "when": False} for role in ROLES],
              "tasks": tasks}]
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
               "vmcloud_index_url": "https://catalogue.example/index.yaml", "vmcloud_trust_anchors": [],
               "vmcloud_approved_images": []}
-    inventory = {"all": {"vars": common, "hosts": hosts}}
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    done = subprocess.run(
-        [str(PLAYBOOK_BIN) if PLAYBOOK_BIN.exists() else "ansible-playbook", "-i", str(tmp_path / "inventory.yml"),
-         str(tmp_path / "play.yml")],
-        cwd=REPO, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
-        capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    run_local_play(tmp_path, play, {"all": {"vars": common, "hosts": hosts}})
     found = {}
     for host in hosts:
         files = {dest: (tmp_path / host / dest).read_text() for _role, _template, dest in TEMPLATES}

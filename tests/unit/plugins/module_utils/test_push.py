@@ -246,21 +246,34 @@ def test_send_drives_the_receiver_through_a_stand_in_for_ssh(root, tmp_path):
     assert caught.value.rule == "push-failed" and "push-refused" in caught.value.message
 
 
-@pytest.fixture
-def fleet(tmp_path):
-    """A stand-in for ssh that runs each host's receiver on its own directory <tmp>/hosts/<host>."""
+def stand_in_ssh(tmp_path, turn_away_first: bool = False):
+    """A stand-in for ssh that runs each host's receiver on its own directory <tmp>/hosts/<host>. With
+    ``turn_away_first``, each host's first connection is refused before the forced command runs (exit 255),
+    as sshd's MaxStartups does when too many handshakes arrive at once."""
     base = tmp_path / "hosts"
     base.mkdir()
     fake_ssh = tmp_path / "fleet-ssh"
     library = str(Path(os.path.abspath(_push.__file__)).parents[5])
+    turn_away = (
+        "mark = os.path.join(root, '.turned-away')\n"
+        "if not os.path.exists(mark):\n"
+        "    open(mark, 'w').close()\n"
+        "    sys.stderr.write('kex_exchange_identification: Connection closed by remote host\\n')\n"
+        "    sys.exit(255)\n"
+    ) if turn_away_first else ""
     fake_ssh.write_text(
         f"#!{sys.executable}\nimport os, sys\nsys.path.insert(0, {library!r})\n"
         "from ansible_collections.vmcloud.fleet.plugins.module_utils._push import receiver_main\n"
         f"root = os.path.join({str(base)!r}, sys.argv[-2])\nos.makedirs(root, exist_ok=True)\n"
-        "os.environ['SSH_ORIGINAL_COMMAND'] = sys.argv[-1]\nsys.exit(receiver_main([root]))\n"
+        + turn_away + "os.environ['SSH_ORIGINAL_COMMAND'] = sys.argv[-1]\nsys.exit(receiver_main([root]))\n"
     )
     fake_ssh.chmod(0o755)
     return base, str(fake_ssh)
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    return stand_in_ssh(tmp_path)
 
 
 def test_a_wave_between_directories_reaches_every_host(fleet, tmp_path):
@@ -443,25 +456,7 @@ def test_a_stream_header_that_is_not_index_and_hash_is_refused(tmp_path):
 
 @pytest.fixture
 def busy_fleet(tmp_path):
-    """A stand-in for ssh whose sshd turns away each host's first connection, as sshd's MaxStartups does
-    when too many handshakes arrive at once (exit 255, before the forced command runs)."""
-    base = tmp_path / "hosts"
-    base.mkdir()
-    fake_ssh = tmp_path / "busy-ssh"
-    library = str(Path(os.path.abspath(_push.__file__)).parents[5])
-    fake_ssh.write_text(
-        f"#!{sys.executable}\nimport os, sys\nsys.path.insert(0, {library!r})\n"
-        "from ansible_collections.vmcloud.fleet.plugins.module_utils._push import receiver_main\n"
-        f"root = os.path.join({str(base)!r}, sys.argv[-2])\nos.makedirs(root, exist_ok=True)\n"
-        "mark = os.path.join(root, '.turned-away')\n"
-        "if not os.path.exists(mark):\n"
-        "    open(mark, 'w').close()\n"
-        "    sys.stderr.write('kex_exchange_identification: Connection closed by remote host\\n')\n"
-        "    sys.exit(255)\n"
-        "os.environ['SSH_ORIGINAL_COMMAND'] = sys.argv[-1]\nsys.exit(receiver_main([root]))\n"
-    )
-    fake_ssh.chmod(0o755)
-    return base, str(fake_ssh)
+    return stand_in_ssh(tmp_path, turn_away_first=True)
 
 
 def test_a_stream_turned_away_at_the_handshake_is_opened_again_and_delivers(busy_fleet, tmp_path):
