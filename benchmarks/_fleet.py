@@ -219,10 +219,9 @@ class Fleet:
     def published(self) -> bool:
         return os.path.exists(os.path.join(self.state, "catalogue", "index.yaml"))
 
-    def site(self, n: int | None = None, env: dict | None = None) -> tuple[float, str]:
-        """ansible-playbook site.yml (-l the first N hypervisors when N is given); (seconds, output)."""
-        argv = ["ansible-playbook", "-i", self.inventory, "site.yml"]
-        return ansible(argv + (["-l", self.limit(n)] if n else []), env=env)
+    def site(self, env: dict | None = None) -> tuple[float, str]:
+        """ansible-playbook site.yml on the whole inventory (catalogue, tracker, hypervisors); (seconds, output)."""
+        return ansible(["ansible-playbook", "-i", self.inventory, "site.yml"], env=env)
 
     def push(self, n: int, key: str, env: dict | None = None) -> tuple[float, str]:
         """ansible-playbook playbooks/push.yml -l the first N hypervisors, with the fleet-internal key `key`
