@@ -123,9 +123,6 @@ class MethodRun:
     origin_bytes: int
     peer_bytes: dict[str, int]  # host -> bytes it sent (to other hosts) during the run
     notes: dict = dataclasses.field(default_factory=dict)
-    # From the start of the deployment (playbook run, index publication) to the last verified copy; None
-    # where this bench cannot measure it (docs/performance.md).
-    end_to_end: float | None = None
 
 
 # ---------------------------------------------------------------------------- rtorrent config
@@ -1031,7 +1028,6 @@ def main() -> int:
                                 "n": n,
                                 "repetition": r,
                                 "seconds": round(last, 3),
-                                "end_to_end_seconds": result.end_to_end,
                                 "ratio_to_bound": round(last / bench.bound, 3),
                                 "origin_bytes": result.origin_bytes,
                                 "host_seconds": {h: round(s, 3) for h, s in result.host_seconds.items()},
@@ -1090,16 +1086,15 @@ def fill_end_to_end(rows: list[dict], ends: list[dict]) -> None:
 
 def summary_row(method: str, engine: str, n: int, results: list[MethodRun], bound: float) -> dict:
     """One row of the result (issue 8's schema): the medians of the repetitions. ``seconds`` is the
-    transfer (told -> last verified copy); ``end_to_end_seconds`` is null unless every repetition
-    measured it (docs/performance.md says which methods cannot, and why)."""
+    transfer (told -> last verified copy); ``end_to_end_seconds`` is null until ``fill_end_to_end`` sets it
+    from bench_end_to_end.py's run of the same method, engine and N."""
     median = statistics.median([max(x.host_seconds.values()) for x in results])
-    ends = [x.end_to_end for x in results]
     return {
         "method": method,
         "engine": engine,
         "n": n,
         "seconds": round(median, 3),
-        "end_to_end_seconds": None if None in ends else round(statistics.median(ends), 3),
+        "end_to_end_seconds": None,
         "bound_seconds": round(bound, 3),
         "ratio_to_bound": round(median / bound, 3),
         "origin_bytes": int(statistics.median([x.origin_bytes for x in results])),

@@ -234,8 +234,8 @@ def test_timings_say_how_long_each_round_sent_and_promoted():
                                {"pairs": 0, "send_seconds": 0.0, "promote_seconds": 1.0}]
 
 
-def run_of(last, origin, end_to_end=None):
-    return bench.MethodRun({"hv01": last / 2, "hv02": last}, origin, {"hv01": 0, "hv02": 0}, end_to_end=end_to_end)
+def run_of(last, origin):
+    return bench.MethodRun({"hv01": last / 2, "hv02": last}, origin, {"hv01": 0, "hv02": 0})
 
 
 def test_summary_row_is_the_issues_schema_with_medians():
@@ -244,16 +244,10 @@ def test_summary_row_is_the_issues_schema_with_medians():
                    "bound_seconds": 10.0, "ratio_to_bound": 2.0, "origin_bytes": 200, "cpu_busy_share": None}
 
 
-def test_end_to_end_is_a_median_only_when_every_repetition_measured_it():
-    measured = [run_of(10.0, 1, 15.0), run_of(10.0, 1, 17.0), run_of(10.0, 1, 16.0)]
-    assert bench.summary_row("http", "none", 2, measured, 5.0)["end_to_end_seconds"] == 16.0
-    partly = [run_of(10.0, 1, 15.0), run_of(10.0, 1)]
-    assert bench.summary_row("http", "none", 2, partly, 5.0)["end_to_end_seconds"] is None
-
-
 def test_table_prints_every_row_and_a_dash_for_no_end_to_end():
     rows = [bench.summary_row("http", "none", 2, [run_of(10.0, 100)], 5.0),
-            bench.summary_row("scp_tsunami", "none", 16, [run_of(12.5, 150, 20.0)], 5.0)]
+            bench.summary_row("scp_tsunami", "none", 16, [run_of(12.5, 150)], 5.0)]
+    bench.fill_end_to_end(rows, [{"method": "scp_tsunami", "engine": None, "n": 16, "end_to_end_seconds": 20.0}])
     lines = bench.table(rows, 100).splitlines()
     assert len(lines) == 3
     assert lines[1].split() == ["http", "none", "2", "10.0", "2.00", "-", "100", "1.00", "-"]
