@@ -1,10 +1,11 @@
 """Benchmark testbeds: containers from the lab image on a benchmark's own Podman network.
 
-Private to benchmarks/ (bench_distribution.py, bench_control_plane.py). A testbed owns exactly
-what carries its label (containers and network), so `down` removes nothing else: never the lab's
-(`lab/lab`) or molecule's containers. The steps are those of `lab/lab up`: an internal network
-(nothing leaves it), containers with systemd as PID 1 booted side by side, then, when SSH is
-wanted, the lab's key (.lab/ssh/id_ed25519, made by lab/setup) let in for root.
+Private to benchmarks/ (bench_distribution.py, _fleet.py, bench_control_plane.py, bench_end_to_end.py).
+A testbed owns exactly what carries its label (containers and network), so `down` removes nothing else:
+never the lab's (`lab/lab`) or molecule's containers. The steps are those of `lab/lab up`: an internal
+network (nothing leaves it), containers with systemd as PID 1 booted side by side, then, when SSH is
+wanted, the lab's key (.lab/ssh/id_ed25519, made by lab/setup) let in for root. Also what the
+benchmarks read of the collection's roles: role_defaults, and STORE from it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import subprocess
 import time
 from typing import Callable, Iterable
 
+import yaml
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.environ.get("VMCLOUD_LAB_IMAGE", "localhost/vmcloud-lab:bookworm")
 LAB_KEY = os.path.join(ROOT, ".lab", "ssh", "id_ed25519")
@@ -24,6 +27,16 @@ SSH_OPTIONS = [
     "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=3",
     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
 ]  # fmt: skip
+
+
+def role_defaults(role: str) -> dict:
+    """roles/<role>/defaults/main.yml as written (expressions in it are left unrendered)."""
+    with open(os.path.join(ROOT, "roles", role, "defaults", "main.yml")) as handle:
+        return yaml.safe_load(handle)
+
+
+# A hypervisor's image store: the collection's site-wide default (roles/vmcloud), where the roles put it.
+STORE = role_defaults("vmcloud")["vmcloud_store_dir"]
 
 
 def run(cmd: list[str], check: bool = True, input: bytes | None = None) -> str:

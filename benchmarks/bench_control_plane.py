@@ -36,6 +36,7 @@ from benchmarks._containers import log, prepare_host  # noqa: E402
 from benchmarks._fleet import (  # noqa: E402
     MAX_HYPERVISORS,
     PROFILE,
+    SAMPLES,
     Fleet,
     add_fleet_arguments,
     ansible,
@@ -48,14 +49,6 @@ from benchmarks._fleet import (  # noqa: E402
 
 FLEET = Fleet(prefix="cp", network="vmcloud-cp", net="10.89.221", state=os.path.join(ROOT, ".cache", "control-plane"),
               label="vmcloud.bench.control-plane=1")
-# The demo's two images (one gzip-compressed, one targeted at subcluster sc-b), a few MiB each:
-# the control plane's cost does not grow with image size once nothing is copied or hashed again.
-SAMPLES = [
-    {"file": "cernvm_demo.img.gz", "name": "cernvm_demo-img", "version": 1, "compressed": True,
-     "random_mib": 4, "zero_mib": 8},
-    {"file": "slc5_demo.img", "name": "slc5_demo-img", "version": 1, "compressed": False,
-     "random_mib": 6, "zero_mib": 0, "targets": {"hosts": [], "subclusters": ["sc-b"], "clusters": []}},
-]  # fmt: skip
 PLAYBOOKS = {"site.yml": "site.yml", "reconcile.yml": os.path.join("playbooks", "reconcile.yml")}
 NOT_NOOP: dict[str, list] = {}
 

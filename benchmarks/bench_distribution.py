@@ -66,12 +66,14 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._tsunami import (  #
 )
 from benchmarks._containers import (  # noqa: E402
     IMAGE,
+    STORE,
     CpuReading,
     Testbed,
     container_pid,
     log,
     parallel,
     pexec,
+    role_defaults,
     run,
     shape_upload,
 )
@@ -90,9 +92,8 @@ SOCKET = "/run/rtorrent/rpc.socket"
 SEEDER_CONFIG = "/etc/vmcloud/seeder.json"
 SEEDER_STATE = "/var/lib/vmcloud-seeder"
 SEEDER_MODULE = "ansible_collections.vmcloud.fleet.plugins.module_utils._seeder"
-# The product's defaults (roles/vmcloud, roles/hypervisor, roles/image_catalogue): where the store, the push
-# area and the catalogue's images are, and who the push receiver is.
-STORE = "/var/lib/vmcloud/images"
+# The product's defaults (roles/vmcloud, roles/hypervisor, roles/image_catalogue): where the push area and the
+# catalogue's images are, and who the push receiver is (the store, STORE, is read from roles/vmcloud).
 PUSH_DIR = "/var/lib/vmcloud/push"
 PUSH_USER = "vmcloud-push"
 PUSH_KEY_DIR = "/etc/vmcloud/push"
@@ -140,10 +141,8 @@ def render_rtorrent_rc(overrides: dict) -> str:
 
 def role_values(role: str) -> dict:
     """A role's defaults and its plain (untemplated) vars."""
-    path = os.path.join(ROOT, "roles", role)
-    with open(os.path.join(path, "defaults", "main.yml")) as handle:
-        values = yaml.safe_load(handle)
-    with open(os.path.join(path, "vars", "main.yml")) as handle:
+    values = role_defaults(role)
+    with open(os.path.join(ROOT, "roles", role, "vars", "main.yml")) as handle:
         values.update({k: v for k, v in yaml.safe_load(handle).items() if "{{" not in str(v)})
     return values
 

@@ -36,6 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT]
 
 from benchmarks._containers import (  # noqa: E402
+    STORE,
     container_pid,
     log,
     parallel,
@@ -47,9 +48,11 @@ from benchmarks._containers import (  # noqa: E402
 from benchmarks._fleet import (  # noqa: E402
     MAX_HYPERVISORS,
     PROFILE,
+    SAMPLES,
     Fleet,
     add_fleet_arguments,
     changed_hosts,
+    lab_group_vars,
     machine,
     results_base,
     write_result,
@@ -58,13 +61,6 @@ from benchmarks._fleet import (  # noqa: E402
 FLEET = Fleet(prefix="e2e", network="vmcloud-e2e", net="10.89.222", state=os.path.join(ROOT, ".cache", "end-to-end"),
               label="vmcloud.bench.end-to-end=1")  # fmt: skip
 PUBLISHED = os.path.join(ROOT, "benchmarks", "published")
-STORE = "/var/lib/vmcloud/images"  # roles/vmcloud's vmcloud_store_dir
-SAMPLES = [
-    {"file": "cernvm_demo.img.gz", "name": "cernvm_demo-img", "version": 1, "compressed": True,
-     "random_mib": 4, "zero_mib": 8},
-    {"file": "slc5_demo.img", "name": "slc5_demo-img", "version": 1, "compressed": False,
-     "random_mib": 6, "zero_mib": 0, "targets": {"hosts": [], "subclusters": ["sc-b"], "clusters": []}},
-]  # fmt: skip
 BENCH_IMAGE = "e2e_bench-img"
 METHODS = ("bittorrent", "scp_wave", "scp_tsunami", "http")
 PUSHED = ("scp_wave", "scp_tsunami")
@@ -77,9 +73,9 @@ def bench_image(version: int, file_mib: int) -> dict:
 
 
 def lxcloud_vars(method: str, engine: str) -> dict:
-    """The lab's approvals plus the benchmark's image (latest version), and the method and engine measured."""
-    approved = [{"name": "cernvm_demo-img", "version": "latest"}, {"name": "slc5_demo-img", "version": "latest"},
-                {"name": BENCH_IMAGE, "version": "latest"}]  # fmt: skip
+    """The lab's approvals (inventories/lab/group_vars/lxcloud) plus the benchmark's image (latest version), and
+    the method and engine measured."""
+    approved = [*lab_group_vars()["lxcloud"]["vmcloud_approved_images"], {"name": BENCH_IMAGE, "version": "latest"}]
     return {"vmcloud_approved_images": approved, "vmcloud_distribution_method": method, "vmcloud_engine": engine}
 
 

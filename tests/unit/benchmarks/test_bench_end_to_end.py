@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import yaml
 
+from benchmarks import bench_control_plane as control_plane
 from benchmarks import bench_distribution as distribution
 from benchmarks import bench_end_to_end as end_to_end
-from benchmarks._fleet import Fleet
+from benchmarks._containers import ROOT
+from benchmarks._fleet import Fleet, lab_group_vars
+
+BENCH_APPROVAL = {"name": end_to_end.BENCH_IMAGE, "version": "latest"}
 
 
 def fleet(tmp_path) -> Fleet:
@@ -28,8 +32,35 @@ def test_inventory_is_the_labs_shape_with_this_fleets_hosts_and_the_measured_set
     assert lxcloud["children"]["sc_b"]["hosts"] == {"tt-hv02": {"ansible_host": "10.89.250.12"}}
     assert lxcloud["vars"]["vmcloud_distribution_method"] == "scp_wave"
     assert lxcloud["vars"]["vmcloud_engine"] == "libtorrent"
-    approved = {image["name"] for image in lxcloud["vars"]["vmcloud_approved_images"]}
-    assert approved == {"cernvm_demo-img", "slc5_demo-img", end_to_end.BENCH_IMAGE}
+    approved = end_to_end.lxcloud_vars("scp_wave", "libtorrent")["vmcloud_approved_images"]
+    assert lxcloud["vars"]["vmcloud_approved_images"] == approved
+
+
+def test_the_end_to_end_approves_what_the_lab_approves_and_the_bench_image():
+    lab_approvals = lab_group_vars()["lxcloud"]["vmcloud_approved_images"]
+    assert lab_approvals, "inventories/lab approves no image: nothing for the end to end to converge with"
+    approved = end_to_end.lxcloud_vars("bittorrent", "libtorrent")["vmcloud_approved_images"]
+    assert approved == [*lab_approvals, BENCH_APPROVAL]
+
+
+def test_a_change_of_the_labs_approvals_follows_into_the_end_to_end(monkeypatch):
+    lab = lab_group_vars()
+    lab["lxcloud"]["vmcloud_approved_images"] = [{"name": "other_demo-img", "version": 3}]
+    monkeypatch.setattr(end_to_end, "lab_group_vars", lambda: lab)
+    approved = end_to_end.lxcloud_vars("bittorrent", "libtorrent")["vmcloud_approved_images"]
+    assert approved == [{"name": "other_demo-img", "version": 3}, BENCH_APPROVAL]
+
+
+def test_the_fleet_benchmarks_converge_with_the_same_samples_and_the_lab_approves_them():
+    assert control_plane.SAMPLES is end_to_end.SAMPLES
+    lab_approvals = lab_group_vars()["lxcloud"]["vmcloud_approved_images"]
+    assert {image["name"] for image in end_to_end.SAMPLES} <= {image["name"] for image in lab_approvals}
+
+
+def test_the_benchmarks_look_for_images_in_the_collections_default_store():
+    with open(f"{ROOT}/roles/vmcloud/defaults/main.yml") as handle:
+        store = yaml.safe_load(handle)["vmcloud_store_dir"]
+    assert end_to_end.STORE == distribution.STORE == store
 
 
 def test_each_version_of_the_bench_image_is_a_new_file_of_random_bytes():
