@@ -19,10 +19,11 @@ import platform
 import re
 import subprocess
 import time
+from typing import Callable
 
 import yaml
 
-from benchmarks._containers import LAB_KEY, Testbed, log
+from benchmarks._containers import LAB_KEY, Testbed, log, prepare_host
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".venv", "bin")
@@ -248,3 +249,25 @@ class Fleet:
     def down(self) -> None:
         self.testbed.down()
         log(f"fleet {self.prefix} removed")
+
+    def run_benchmark(self, parser: argparse.ArgumentParser, args: argparse.Namespace, kind: str,
+                      measure: Callable[[int, str], list[dict]]) -> tuple[str, list[dict]] | None:
+        """What each fleet benchmark's main does with the options of add_fleet_arguments: with --down only remove
+        the fleet (None); else prepare the host, measure each N ascending (`measure(n, base)`: its rows, each run's
+        output under `base`, results_base(kind, --tag)) and remove the fleet unless --keep; (base, rows)."""
+        if args.down:
+            self.down()
+            return None
+        if max(args.n) > MAX_HYPERVISORS:
+            last = self.host_name(MAX_HYPERVISORS)
+            parser.error(f"at most {MAX_HYPERVISORS} hypervisors ({self.host_name(1)}..{last})")
+        prepare_host()
+        base = results_base(kind, args.tag)
+        rows: list[dict] = []
+        try:
+            for n in sorted(args.n):
+                rows += measure(n, base)
+        finally:
+            if not args.keep:
+                self.down()
+        return base, rows

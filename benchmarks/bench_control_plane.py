@@ -32,9 +32,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT]
 
-from benchmarks._containers import log, prepare_host  # noqa: E402
+from benchmarks._containers import log  # noqa: E402
 from benchmarks._fleet import (  # noqa: E402
-    MAX_HYPERVISORS,
     PROFILE,
     SAMPLES,
     Fleet,
@@ -42,7 +41,6 @@ from benchmarks._fleet import (  # noqa: E402
     ansible,
     changed_hosts,
     machine,
-    results_base,
     task_counts,
     write_result,
 )
@@ -115,21 +113,15 @@ def main() -> int:
     parser.add_argument("--no-converge", action="store_true",
                         help="do not converge hosts kept from an earlier run with the same tree again")
     args = parser.parse_args()
-    if args.down:
-        FLEET.down()
+
+    def converge_and_measure(n: int, base: str) -> list[dict]:
+        converge(n, again=not args.no_converge)
+        return measure(n, args.repeat, base)
+
+    ran = FLEET.run_benchmark(parser, args, "control-plane", converge_and_measure)
+    if ran is None:  # --down
         return 0
-    if max(args.n) > MAX_HYPERVISORS:
-        parser.error(f"at most {MAX_HYPERVISORS} hypervisors (cp-hv01..cp-hv{MAX_HYPERVISORS})")
-    prepare_host()
-    base = results_base("control-plane", args.tag)
-    rows: list[dict] = []
-    try:
-        for n in sorted(args.n):
-            converge(n, again=not args.no_converge)
-            rows += measure(n, args.repeat, base)
-    finally:
-        if not args.keep:
-            FLEET.down()
+    base, rows = ran
     result = {"machine": machine(), "repeat": args.repeat, "rows": rows, "not_noop": NOT_NOOP}
     write_result(base, result)
     print(table(rows))

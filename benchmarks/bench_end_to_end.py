@@ -41,12 +41,10 @@ from benchmarks._containers import (  # noqa: E402
     log,
     parallel,
     pexec,
-    prepare_host,
     shape_upload,
     unshape_upload,
 )
 from benchmarks._fleet import (  # noqa: E402
-    MAX_HYPERVISORS,
     PROFILE,
     SAMPLES,
     Fleet,
@@ -54,7 +52,6 @@ from benchmarks._fleet import (  # noqa: E402
     changed_hosts,
     lab_group_vars,
     machine,
-    results_base,
     write_result,
 )
 
@@ -158,22 +155,15 @@ def main() -> int:
     parser.add_argument("--upload-mbit", type=int, default=100)
     parser.add_argument("--publish", action="store_true", help="also copy the result to benchmarks/published/")
     args = parser.parse_args()
-    if args.down:
-        FLEET.down()
-        return 0
-    if max(args.n) > MAX_HYPERVISORS:
-        parser.error(f"at most {MAX_HYPERVISORS} hypervisors")
-    prepare_host()
-    base = results_base("end-to-end", args.tag)
     bits_per_s = args.upload_mbit * 1_000_000
-    rows: list[dict] = []
-    try:
-        for n in sorted(args.n):
-            for method in args.methods:
-                rows.append(measure(n, args.repeat, args.file_mib, bits_per_s, method, args.engine, base))
-    finally:
-        if not args.keep:
-            FLEET.down()
+
+    def each_method(n: int, base: str) -> list[dict]:
+        return [measure(n, args.repeat, args.file_mib, bits_per_s, m, args.engine, base) for m in args.methods]
+
+    ran = FLEET.run_benchmark(parser, args, "end-to-end", each_method)
+    if ran is None:  # --down
+        return 0
+    base, rows = ran
     result = {"machine": machine(), "file_bytes": args.file_mib << 20, "upload_bits_per_s": bits_per_s,
               "repeat": args.repeat, "rows": rows}  # fmt: skip
     write_result(base, result)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+
+import pytest
 import yaml
 
 from benchmarks import bench_control_plane as control_plane
 from benchmarks import bench_distribution as distribution
 from benchmarks import bench_end_to_end as end_to_end
 from benchmarks._containers import ROOT
-from benchmarks._fleet import Fleet, lab_group_vars
+from benchmarks._fleet import MAX_HYPERVISORS, Fleet, add_fleet_arguments, lab_group_vars
 
 BENCH_APPROVAL = {"name": end_to_end.BENCH_IMAGE, "version": "latest"}
 
@@ -61,6 +64,17 @@ def test_the_benchmarks_look_for_images_in_the_collections_default_store():
     with open(f"{ROOT}/roles/vmcloud/defaults/main.yml") as handle:
         store = yaml.safe_load(handle)["vmcloud_store_dir"]
     assert end_to_end.STORE == distribution.STORE == store
+
+
+def test_a_fleet_benchmark_refuses_more_hypervisors_than_a_fleet_has_before_it_starts_anything(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_fleet_arguments(parser, repeat=1)
+    args = parser.parse_args(["--n", "4", str(MAX_HYPERVISORS + 1)])
+    measured = []
+    with pytest.raises(SystemExit) as refused:
+        fleet(tmp_path).run_benchmark(parser, args, "test", lambda n, base: measured.append(n) or [])
+    assert refused.value.code == 2 and measured == []
+    assert f"at most {MAX_HYPERVISORS} hypervisors (tt-hv01..tt-hv{MAX_HYPERVISORS})" in capsys.readouterr().err
 
 
 def test_each_version_of_the_bench_image_is_a_new_file_of_random_bytes():
