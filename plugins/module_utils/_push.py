@@ -16,8 +16,10 @@ on hypervisors as the forced command of the fleet-internal key.
   the next.
 - ``receive(root, command, stdin)``: the forced command (``restrict,command="vmcloud-push-receive
   <root>"``): ``put <info_hash> <file> <size>`` writes stdin as ``<root>/<info_hash>/<file>``;
-  ``chunk <info_hash> <file> <size> <chunk_size> <index> <sha256>`` writes one chunk whose SHA-256
-  matches into ``.<file>.part`` and renames it to ``<file>`` once every chunk is held. Nothing outside
+  ``chunk <info_hash> <file> <size> <chunk_size> <index> <sha256>`` writes one chunk straight into
+  ``.<file>.part`` at its offset while hashing it, marks it held (``.<file>.have/<index>``) only once its
+  SHA-256 matched and the part file was fsynced, never writes a held chunk again, and renames the part
+  file to ``<file>`` once every chunk is held (the staging's disk is the part file only). Nothing outside
   ``<root>`` can be named (a 40-hex info-hash, a plain file name: no ``/``, no ``..``, no leading dot),
   nothing below it is followed through a symlink (every open is relative to a directory descriptor
   with ``O_NOFOLLOW``), at most ``size`` bytes are written. It verifies the chunks only; the image is
@@ -33,6 +35,7 @@ import math
 import os
 import random
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -58,7 +61,7 @@ class PushRefused(VmcloudError):
 
 
 class ChunkMismatch(PushRefused):
-    """A chunk arrived in full but its SHA-256 is not the announced one; nothing of it was kept."""
+    """A chunk arrived in full but its SHA-256 is not the announced one; it is not marked held."""
 
 
 # --------------------------------------------------------------------------- planners
@@ -193,20 +196,27 @@ def _open_image_dir(root: str, info_hash: str) -> int:
         os.close(root_fd)
 
 
-def _copy_in(stdin: BinaryIO, fd: int, length: int, digest=None, exact_end: bool = True) -> None:
+def _copy_in(stdin: BinaryIO, fd: Optional[int], length: int, digest=None, exact_end: bool = True,
+             offset: Optional[int] = None, sync: bool = True) -> None:
+    """Read exactly ``length`` bytes of ``stdin``, hashing them into ``digest``: written to ``fd`` (at
+    ``offset`` when given, else where it stands), or only read and dropped when ``fd`` is None."""
     left = length
     while left:
         data = stdin.read(min(BLOCK, left))
         if not data:
             raise PushRefused("push-refused", f"the sender stopped after {length - left} of {length} bytes; "
-                              "nothing was kept")
-        os.write(fd, data)
+                              "nothing of it counts as received")
+        if fd is not None and offset is None:
+            os.write(fd, data)
+        elif fd is not None:
+            os.pwrite(fd, data, offset + length - left)
         if digest is not None:
             digest.update(data)
         left -= len(data)
     if exact_end and stdin.read(1):
         raise _refuse(f"the sender sent more than the {length} bytes it announced")
-    os.fsync(fd)
+    if fd is not None and sync:
+        os.fsync(fd)
 
 
 def _new_file(name: str, dir_fd: int) -> int:
@@ -250,8 +260,8 @@ def _receive_stream(dir_fd: int, info_hash: str, name: str, size: int, chunk_siz
                     answer: Callable[[str], None]) -> str:
     """Many chunks over one session: each is a line ``<index> <sha256>`` then exactly its bytes, handled as
     a ``chunk`` request (same checks, same staging) and answered with one line, ``ok <what was done>`` or
-    ``refused <rule>: <why>`` (a chunk whose SHA-256 differs is not kept; the stream goes on). It ends at
-    the end of the input between two chunks; a chunk cut short ends it with nothing of that chunk kept."""
+    ``refused <rule>: <why>`` (a chunk whose SHA-256 differs is not marked held; the stream goes on). It ends
+    at the end of the input between two chunks; a chunk cut short ends it, that chunk not marked held."""
     received = refused = 0
     while True:
         header = stdin.readline(_STREAM_HEADER)
@@ -270,8 +280,66 @@ def _receive_stream(dir_fd: int, info_hash: str, name: str, size: int, chunk_siz
         answer(f"ok {message}")
 
 
+def _is_complete(dir_fd: int, name: str) -> bool:
+    """Whether the staging holds the assembled image ``<file>`` (a regular file; a planted link is not)."""
+    try:
+        return stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _locked_part(dir_fd: int, name: str) -> Optional[int]:
+    """The image's ``.<file>.part``, open and locked (exclusive ``flock``); None once the image is complete.
+
+    The lock is on the file the name ``.<file>.part`` still names once the lock is held: a request that
+    waited for it while another completed the image (renaming the part file to ``<file>``) opens the name
+    again, and must never write into what is now the complete image."""
+    part = f".{name}.part"
+    while not _is_complete(dir_fd, name):
+        part_fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
+        try:
+            fcntl.flock(part_fd, fcntl.LOCK_EX)
+            opened = os.fstat(part_fd)
+            try:
+                named = os.stat(part, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                named = None
+        except BaseException:
+            os.close(part_fd)
+            raise
+        if named is not None and (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino):
+            return part_fd
+        os.close(part_fd)
+    return None
+
+
+def _marked_held(have_fd: Optional[int], index: int) -> bool:
+    if have_fd is None:
+        return False
+    try:
+        os.stat(str(index), dir_fd=have_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _open_markers(dir_fd: int, have: str, create: bool) -> Optional[int]:
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(have, 0o750, dir_fd=dir_fd)
+    try:
+        return os.open(have, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+
+
 def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List[str], stdin: BinaryIO,
                    exact_end: bool = True) -> str:
+    """One chunk: written once, straight into ``.<file>.part`` at its offset while it is hashed; held (its
+    marker ``.<file>.have/<index>``, what ``held_chunks`` and relaying senders read) only once its SHA-256
+    matched and the part file was fsynced. A chunk held already is read and dropped, never written again."""
     chunk_size = _number(rest[0], "chunk size", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
     total = chunk_count(size, chunk_size)
     index = _number(rest[1], "chunk", 0, total - 1)
@@ -279,42 +347,41 @@ def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List
     if not _SHA256.match(expected):
         raise _refuse(f"{expected[:80]!r} is not a SHA-256 (64 lower-case hex digits)")
     length = min(chunk_size, size - index * chunk_size)
-    part = f".{name}.part"
     have = f".{name}.have"
-    part_fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
+    digest = hashlib.sha256()
+
+    def check(what: str) -> None:
+        if digest.hexdigest() != expected:
+            raise ChunkMismatch("push-refused", f"chunk {index} of {info_hash}/{name} has SHA-256 "
+                                f"{digest.hexdigest()}, the sender announced {expected}; {what}")
+
+    def already(state: str) -> str:
+        _copy_in(stdin, None, length, digest, exact_end)
+        check("not held from this copy")
+        return f"chunk {index} of {info_hash}/{name} already held ({state}); not written again"
+
+    part_fd = _locked_part(dir_fd, name)
+    if part_fd is None:
+        return already("the image is complete")
     try:
-        fcntl.flock(part_fd, fcntl.LOCK_EX)
-        chunk_name = f".{name}.chunk"
-        chunk_fd = _new_file(chunk_name, dir_fd)  # one chunk of extra disk, verified before it lands
+        have_fd = _open_markers(dir_fd, have, create=False)
         try:
-            digest = hashlib.sha256()
-            try:
-                _copy_in(stdin, chunk_fd, length, digest, exact_end)
-            finally:
-                os.close(chunk_fd)
-            if digest.hexdigest() != expected:
-                raise ChunkMismatch("push-refused", f"chunk {index} of {info_hash}/{name} has SHA-256 "
-                                    f"{digest.hexdigest()}, the sender announced {expected}; not kept")
-            chunk_fd = os.open(chunk_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            # The staging's peak for this chunk: the (sparse) part file and the verified chunk, not merged yet.
-            disk = (os.fstat(part_fd).st_blocks + os.fstat(chunk_fd).st_blocks) * 512
-            try:
-                offset = index * chunk_size
-                while True:
-                    data = os.read(chunk_fd, BLOCK)
-                    if not data:
-                        break
-                    os.pwrite(part_fd, data, offset)
-                    offset += len(data)
-            finally:
-                os.close(chunk_fd)
-            os.fsync(part_fd)
+            if _marked_held(have_fd, index):
+                return already("checked before")
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(chunk_name, dir_fd=dir_fd)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(have, 0o750, dir_fd=dir_fd)
-        have_fd = os.open(have, _DIR_FLAGS, dir_fd=dir_fd)
+            if have_fd is not None:
+                os.close(have_fd)
+        # Written once, at its offset, as it arrives. Until its SHA-256 matched and the part file was
+        # fsynced the chunk is not marked held: the bytes of a chunk cut short or with another SHA-256 stay
+        # in the part file as space that is not valid yet (nobody reads them: held_chunks and the relays
+        # go by the markers, and the image is renamed only once every chunk is marked), and the next copy
+        # of the chunk overwrites them. Only this chunk's range is written: held chunks are never touched.
+        _copy_in(stdin, part_fd, length, digest, exact_end, offset=index * chunk_size, sync=False)
+        check("not marked held")
+        os.fsync(part_fd)
+        # The staging's peak for this chunk: the (sparse) part file, this chunk included; nothing beside it.
+        disk = os.fstat(part_fd).st_blocks * 512
+        have_fd = _open_markers(dir_fd, have, create=True)
         try:
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(str(index), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640,
@@ -323,7 +390,7 @@ def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List
             if held >= set(range(total)):
                 os.ftruncate(part_fd, size)
                 os.fsync(part_fd)
-                os.replace(part, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                os.replace(f".{name}.part", name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
                 for entry in os.listdir(have_fd):
                     os.unlink(entry, dir_fd=have_fd)
                 os.rmdir(have, dir_fd=dir_fd)

@@ -409,9 +409,9 @@ def test_receiver_main_logs_each_request_with_its_sender(root):
     assert logged[1].startswith("from 10.0.0.7: push-refused: ")
 
 
-def test_a_chunk_needs_one_chunk_of_disk_beyond_what_arrived(root):
-    # The answer says what the image's staging held on disk at the chunk's peak (the part file, sparse,
-    # plus the verified chunk before it is merged): never more than the chunks held plus one.
+def test_a_chunk_needs_no_disk_beyond_the_part_file(root):
+    # The answer says what the image's staging held on disk at the chunk's peak: the part file (sparse),
+    # the chunk written into it, so never more than the chunks held, this one included.
     data = os.urandom(3 * MIN_CHUNK_SIZE)
     pieces = [data[i:i + MIN_CHUNK_SIZE] for i in range(0, len(data), MIN_CHUNK_SIZE)]
     request = f"chunk {IH} big.img {len(data)} {MIN_CHUNK_SIZE}"
@@ -421,6 +421,118 @@ def test_a_chunk_needs_one_chunk_of_disk_beyond_what_arrived(root):
         disk = int(re.search(r"staging held (\d+) bytes", answer).group(1))
         assert MIN_CHUNK_SIZE <= disk <= (held + 1) * MIN_CHUNK_SIZE + 65536, answer
 
+
+class _Watched(io.BytesIO):
+    """A sender's bytes that note, at every read, which files the image's staging holds."""
+
+    def __init__(self, data, directory):
+        super().__init__(data)
+        self.directory, self.seen = directory, []
+
+    def read(self, size=-1):
+        if self.directory.exists():
+            self.seen.append({entry: (self.directory / entry).stat().st_blocks * 512
+                              for entry in os.listdir(self.directory)})
+        return super().read(size)
+
+
+def test_a_chunk_is_written_into_the_part_file_as_it_arrives(root):
+    # One write per chunk: the bytes go straight to their offset in the part file while they are hashed,
+    # with no second copy of the chunk beside it; the staging's peak is the part file only.
+    data = os.urandom(3 * MIN_CHUNK_SIZE)
+    piece = data[MIN_CHUNK_SIZE:2 * MIN_CHUNK_SIZE]
+    stdin = _Watched(piece, root / IH)
+    answer = receive(str(root), f"chunk {IH} w.img {len(data)} {MIN_CHUNK_SIZE} 1 {hashlib.sha256(piece).hexdigest()}",
+                     stdin)
+    assert stdin.seen and all(set(seen) <= {".w.img.part", ".w.img.have"} for seen in stdin.seen), stdin.seen
+    assert max(seen.get(".w.img.part", 0) for seen in stdin.seen) >= MIN_CHUNK_SIZE // 2  # filled while it arrived
+    disk = int(re.search(r"staging held (\d+) bytes", answer).group(1))
+    assert disk == (root / IH / ".w.img.part").stat().st_blocks * 512
+    with open(root / IH / ".w.img.part", "rb") as part:
+        part.seek(MIN_CHUNK_SIZE)
+        assert part.read(MIN_CHUNK_SIZE) == piece
+
+
+def _chunk_request(name, size, index, piece):
+    return f"chunk {IH} {name} {size} {MIN_CHUNK_SIZE} {index} {hashlib.sha256(piece).hexdigest()}"
+
+
+def test_a_held_chunk_is_never_written_again(root):
+    # A chunk the receiver holds (checked, fsynced, marked) is not overwritten by a later copy, whatever its
+    # bytes: the later bytes are read and dropped. Same bytes or other bytes with their own SHA-256, the answer
+    # is a success (the receiver does hold the chunk, which is what the sender's scheduler counts); bytes whose
+    # SHA-256 is not the announced one are refused, as for any chunk.
+    data = os.urandom(2 * MIN_CHUNK_SIZE + 9)
+    first = data[:MIN_CHUNK_SIZE]
+    other = os.urandom(MIN_CHUNK_SIZE)
+    receive(str(root), _chunk_request("h.img", len(data), 0, first), io.BytesIO(first))
+    part = root / IH / ".h.img.part"
+    answer = receive(str(root), _chunk_request("h.img", len(data), 0, other), io.BytesIO(other))
+    assert "already held" in answer and "not written again" in answer
+    assert part.read_bytes()[:MIN_CHUNK_SIZE] == first
+    with pytest.raises(VmcloudError) as caught:
+        receive(str(root), f"chunk {IH} h.img {len(data)} {MIN_CHUNK_SIZE} 0 {'0' * 64}", io.BytesIO(other))
+    assert caught.value.rule == "push-refused"
+    assert part.read_bytes()[:MIN_CHUNK_SIZE] == first
+    answers = []
+    body = f"0 {hashlib.sha256(other).hexdigest()}\n".encode() + other
+    body += f"1 {hashlib.sha256(data[MIN_CHUNK_SIZE:2 * MIN_CHUNK_SIZE]).hexdigest()}\n".encode()
+    body += data[MIN_CHUNK_SIZE:2 * MIN_CHUNK_SIZE]
+    receive(str(root), f"stream {IH} h.img {len(data)} {MIN_CHUNK_SIZE}", io.BytesIO(body), answer=answers.append)
+    assert [a.split()[0] for a in answers] == ["ok", "ok"] and "already held" in answers[0]
+    assert part.read_bytes()[:2 * MIN_CHUNK_SIZE] == data[:2 * MIN_CHUNK_SIZE]
+    assert held_chunks(str(root), IH, "h.img", len(data), MIN_CHUNK_SIZE) == [0, 1]
+
+
+def test_a_complete_image_takes_no_more_chunks(root):
+    data = os.urandom(MIN_CHUNK_SIZE + 3)
+    pieces = [data[:MIN_CHUNK_SIZE], data[MIN_CHUNK_SIZE:]]
+    for index, piece in enumerate(pieces):
+        receive(str(root), _chunk_request("c.img", len(data), index, piece), io.BytesIO(piece))
+    other = os.urandom(MIN_CHUNK_SIZE)
+    answer = receive(str(root), _chunk_request("c.img", len(data), 0, other), io.BytesIO(other))
+    assert "already held" in answer
+    assert os.listdir(root / IH) == ["c.img"]  # no new part file, no marker
+    assert (root / IH / "c.img").read_bytes() == data
+
+
+def test_a_chunk_that_waited_while_the_image_completed_does_not_write_into_it(root, monkeypatch):
+    # Two requests for the last chunk: the second opened the part file, then waited for its lock while the
+    # first completed the image (renaming the part file to the image). It must not write into the inode it
+    # opened, which is now the complete image.
+    data = os.urandom(MIN_CHUNK_SIZE + 3)
+    pieces = [data[:MIN_CHUNK_SIZE], data[MIN_CHUNK_SIZE:]]
+    receive(str(root), _chunk_request("r.img", len(data), 0, pieces[0]), io.BytesIO(pieces[0]))
+    real_flock = _push.fcntl.flock
+    raced = []
+
+    def flock_after_the_other_request(fd, operation):
+        if not raced:
+            raced.append(True)
+            receive(str(root), _chunk_request("r.img", len(data), 1, pieces[1]), io.BytesIO(pieces[1]))
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(_push.fcntl, "flock", flock_after_the_other_request)
+    late = os.urandom(3)
+    answer = receive(str(root), _chunk_request("r.img", len(data), 1, late), io.BytesIO(late))
+    assert raced and "already held" in answer
+    assert os.listdir(root / IH) == ["r.img"]
+    assert (root / IH / "r.img").read_bytes() == data
+
+
+def test_a_wrong_or_cut_chunk_is_not_held_and_is_written_again(root):
+    # Its bytes landed in the part file but it is not marked held: that space is not valid yet, and the next
+    # copy of the chunk overwrites it.
+    data = os.urandom(2 * MIN_CHUNK_SIZE)
+    pieces = [data[:MIN_CHUNK_SIZE], data[MIN_CHUNK_SIZE:]]
+    with pytest.raises(VmcloudError):
+        receive(str(root), _chunk_request("x.img", len(data), 1, pieces[1]), io.BytesIO(pieces[0]))
+    with pytest.raises(VmcloudError):
+        receive(str(root), _chunk_request("x.img", len(data), 1, pieces[1]), io.BytesIO(pieces[1][:1000]))
+    assert held_chunks(str(root), IH, "x.img", len(data), MIN_CHUNK_SIZE) == []
+    receive(str(root), _chunk_request("x.img", len(data), 1, pieces[1]), io.BytesIO(pieces[1]))
+    receive(str(root), _chunk_request("x.img", len(data), 0, pieces[0]), io.BytesIO(pieces[0]))
+    assert (root / IH / "x.img").read_bytes() == data
 
 def test_a_stream_carries_many_chunks_and_answers_each(tmp_path):
     chunk = MIN_CHUNK_SIZE
