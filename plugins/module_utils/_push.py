@@ -1,6 +1,6 @@
 # Copyright: vmcloud developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The push methods (scp_wave, scp_tsunami): round planners, the restricted receiver, the sender.
+"""The push methods (scp_wave, scp_tsunami): the wave's planner, the restricted receiver, the sender.
 
 Private to the collection; not a public API. Plain Python, standard library only: the receiver runs
 on hypervisors as the forced command of the fleet-internal key.
@@ -10,10 +10,8 @@ on hypervisors as the forced command of the fleet-internal key.
   from one origin). A destination becomes a holder only for the rounds after it, and only when the
   caller says it verified what it received: the playbook replans after every round from the hosts
   whose promotion succeeded.
-- ``plan_tsunami(n_chunks, holders, lackers)``: rounds of (source, destination, chunk); each host sends
-  at most one chunk and receives at most one chunk per round, and sends only chunks it held before
-  the round; the rarest chunk first, so a chunk that reached one host spreads while the origin sends
-  the next.
+- scp_tsunami is pipelined, without rounds: its scheduler is ``_tsunami`` (``pass_queues`` and
+  ``record_pass`` below carry its state from pass to pass); ``serve_queue`` is one sender's part of a pass.
 - ``receive(root, command, stdin)``: the forced command (``restrict,command="vmcloud-push-receive
   <root>"``): ``put <info_hash> <file> <size>`` writes stdin as ``<root>/<info_hash>/<file>``;
   ``chunk <info_hash> <file> <size> <chunk_size> <index> <sha256>`` writes one chunk straight into
@@ -39,7 +37,7 @@ import stat
 import subprocess
 import sys
 import time
-from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import BinaryIO, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ._errors import VmcloudError
 
@@ -93,47 +91,6 @@ def plan_wave(holders: Sequence[str], lackers: Sequence[str]) -> List[List[Tuple
 
 def chunk_count(size: int, chunk_size: int) -> int:
     return max(1, -(-size // chunk_size))
-
-
-def plan_tsunami(n_chunks: int, holders: Sequence[str], lackers: Sequence[str],
-                 held: Optional[Dict[str, Iterable[int]]] = None) -> List[List[Tuple[str, str, int]]]:
-    """Rounds of (source, destination, chunk); see the module docstring. ``held``: chunks lackers
-    already hold (an interrupted push resumes). Every lacker ends with every chunk, once each."""
-    everything = set(range(n_chunks))
-    has: Dict[str, Set[int]] = {host: set(everything) for host in dict.fromkeys(holders)}
-    waiting = [host for host in dict.fromkeys(lackers) if host not in has]
-    if waiting and not has:
-        raise VmcloudError("push-no-source", "no host holds the verified image; obtain it on one host first")
-    for host in waiting:
-        has[host] = set((held or {}).get(host, ())) & everything
-    order = list(has)
-    rounds = []
-    while any(has[host] != everything for host in waiting):
-        before = {host: set(chunks) for host, chunks in has.items()}
-        copies = {chunk: sum(chunk in chunks for chunks in before.values()) for chunk in everything}
-        busy_senders: Set[str] = set()
-        pairs = []
-        # Destinations that lack the most first; each takes the rarest chunk a free sender holds.
-        for destination in sorted(waiting, key=lambda host: (len(before[host]), order.index(host))):
-            missing = everything - before[destination]
-            if not missing:
-                continue
-            best = None
-            for chunk in sorted(missing, key=lambda c: (copies[c], c)):
-                sender = next((host for host in order if host not in busy_senders and host != destination
-                               and chunk in before[host]), None)
-                if sender is not None:
-                    best = (sender, destination, chunk)
-                    break
-            if best:
-                busy_senders.add(best[0])
-                has[destination].add(best[2])
-                copies[best[2]] += 1
-                pairs.append(best)
-        if not pairs:  # cannot happen while a holder exists; a guard against looping forever
-            raise VmcloudError("push-no-source", "no host can send a missing chunk")
-        rounds.append(pairs)
-    return rounds
 
 
 def chunk_hashes(path: str, chunk_size: int) -> List[str]:
@@ -711,35 +668,32 @@ def record_pass(state: Dict[str, object], held: Dict[str, Sequence[int]],
     return {**state, "held": {**dict(state["held"]), **now}, "dead": sorted(set(state.get("dead", [])) | set(dead))}
 
 
+def _wave_only(state: Dict[str, object], what: str) -> None:
+    if state["method"] != "scp_wave":
+        raise VmcloudError("option-invalid", f"{what} plans the rounds of scp_wave; {state['method']} is pipelined "
+                           "(its passes: push_queues and push_record)")
+
+
 def next_round(state: Dict[str, object]) -> List[Dict[str, object]]:
-    """The pairs of the next round, planned from what the hosts hold now; [] when nobody lacks anything."""
-    if state["method"] == "scp_wave":
-        rounds = plan_wave(state["holders"], state["lackers"])
-        return [{"source": src, "destination": dst} for src, dst in (rounds[0] if rounds else [])]
-    rounds = plan_tsunami(int(state["chunks"]), state["holders"], state["lackers"], held=state["held"])
-    return [{"source": src, "destination": dst, "chunk": chunk} for src, dst, chunk in (rounds[0] if rounds else [])]
+    """The pairs of a wave's next round, planned from who holds the image now; [] when nobody lacks it."""
+    _wave_only(state, "push_round")
+    rounds = plan_wave(state["holders"], state["lackers"])
+    return [{"source": src, "destination": dst} for src, dst in (rounds[0] if rounds else [])]
 
 
 def advance(state: Dict[str, object], pairs: Sequence[Dict[str, object]], delivered: Dict[str, bool],
             verified: Dict[str, bool]) -> Dict[str, object]:
-    """The state after a round. ``delivered``: by destination, whether its push succeeded; ``verified``: by
-    host, whether its store holds the image now (the promotion checked it against the signed index).
-    A wave receiver becomes a holder only when verified; a tsunami receiver holds a chunk once the
-    receiver accepted it (its SHA-256 checked), and the whole image only after the final promotion."""
-    state = {**state, "holders": list(state["holders"]), "lackers": list(state["lackers"]),
-             "held": {host: sorted(chunks) for host, chunks in dict(state["held"]).items()}}
-    if state["method"] == "scp_wave":
-        done = [pair["destination"] for pair in pairs if delivered.get(pair["destination"])
-                and verified.get(pair["destination"])]
-        state["holders"] += [host for host in done if host not in state["holders"]]
-        # A receiver that failed this round goes to the back of the queue: planned first again, it would
-        # take a source every round while the hosts behind it never get one.
-        failed = [pair["destination"] for pair in pairs if pair["destination"] not in done]
-        state["lackers"] = [host for host in state["lackers"] if host not in done and host not in failed] + [
-            host for host in state["lackers"] if host in failed]
-        return state
-    for pair in pairs:
-        destination = pair["destination"]
-        if delivered.get(destination):
-            state["held"][destination] = sorted(set(state["held"].get(destination, [])) | {int(pair["chunk"])})
+    """A wave's state after a round. ``delivered``: by destination, whether its push succeeded; ``verified``:
+    by host, whether its store holds the image now (the promotion checked it against the signed index).
+    A receiver becomes a holder only when verified."""
+    _wave_only(state, "push_advance")
+    state = {**state, "holders": list(state["holders"]), "lackers": list(state["lackers"])}
+    done = [pair["destination"] for pair in pairs if delivered.get(pair["destination"])
+            and verified.get(pair["destination"])]
+    state["holders"] += [host for host in done if host not in state["holders"]]
+    # A receiver that failed this round goes to the back of the queue: planned first again, it would
+    # take a source every round while the hosts behind it never get one.
+    failed = [pair["destination"] for pair in pairs if pair["destination"] not in done]
+    state["lackers"] = [host for host in state["lackers"] if host not in done and host not in failed] + [
+        host for host in state["lackers"] if host in failed]
     return state

@@ -1,6 +1,6 @@
 # Copyright: vmcloud developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The push methods: the wave and tsunami planners, and the restricted receiver (forced command)."""
+"""The push methods: the wave planner, the tsunami's push state, and the restricted receiver (forced command)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
     chunk_hashes,
     held_chunks,
     next_round,
-    plan_tsunami,
     plan_wave,
     push_image,
     push_state,
@@ -34,6 +33,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
     ssh_command,
     wave_rounds,
 )
+from ansible_collections.vmcloud.fleet.plugins.module_utils._tsunami import Scheduler
 from tests.unit.sync_world import snapshot
 
 IH = "ab" * 20
@@ -73,35 +73,7 @@ def test_wave_skips_hosts_that_already_hold_it_and_refuses_without_a_source():
     assert caught.value.rule == "push-no-source"
 
 
-# --------------------------------------------------------------------------- tsunami
-
-
-@pytest.mark.parametrize(("chunks", "n"), [(1, 1), (1, 5), (8, 1), (8, 4), (8, 16), (32, 16), (3, 30)])
-def test_tsunami_every_host_gets_every_chunk_once_from_a_host_that_held_it(chunks, n):
-    rounds = plan_tsunami(chunks, ["origin"], hosts(n))
-    has = {"origin": set(range(chunks))} | {host: set() for host in hosts(n)}
-    for pairs in rounds:
-        senders = [src for src, _dst, _c in pairs]
-        receivers = [dst for _src, dst, _c in pairs]
-        assert len(senders) == len(set(senders)) and len(receivers) == len(set(receivers))
-        for src, dst, chunk in pairs:
-            assert chunk in has[src]  # held before this round
-            assert chunk not in has[dst]  # never sent twice
-        for _src, dst, chunk in pairs:
-            has[dst].add(chunk)
-    assert all(has[host] == set(range(chunks)) for host in hosts(n))
-
-
-def test_tsunami_pipelines_rounds_close_to_chunks_plus_log2_hosts():
-    # 32 chunks to 16 hosts: a wave of whole files would take ceil(log2 17) = 5 file times (160 chunk
-    # times); the tsunami needs about 32 + log2(16).
-    rounds = plan_tsunami(32, ["origin"], hosts(16))
-    assert len(rounds) <= 32 + math.ceil(math.log2(17)) + 2
-
-
-def test_tsunami_resumes_from_the_chunks_receivers_hold():
-    rounds = plan_tsunami(4, ["origin"], ["a"], held={"a": [0, 1, 2]})
-    assert rounds == [[("origin", "a", 3)]]
+# --------------------------------------------------------------------------- chunks
 
 
 def test_chunk_count_and_hashes(tmp_path):
@@ -304,11 +276,14 @@ def test_a_tsunami_between_directories_relays_chunks_from_partial_holders(fleet,
         return [str(base / host / IH / "img.raw"), str(base / host / IH / ".img.raw.part")]
 
     relayed = 0
-    for pairs in plan_tsunami(chunk_count(size, MIN_CHUNK_SIZE), ["origin"], hosts(4)):
-        for src, dst, chunk in pairs:
-            result = push_image(sources(src), IH, "img.raw", size, ssh_command(dst, ssh=fake_ssh), chunk=chunk,
+    scheduler = Scheduler(chunk_count(size, MIN_CHUNK_SIZE), ["origin"], hosts(4))
+    while not scheduler.done:  # every transfer one time unit, one chunk request each
+        for transfer in scheduler.assign():
+            result = push_image(sources(transfer.sender), IH, "img.raw", size,
+                                ssh_command(transfer.receiver, ssh=fake_ssh), chunk=transfer.chunk,
                                 chunk_size=MIN_CHUNK_SIZE)
             relayed += result["source"].endswith(".part")
+            scheduler.finished(transfer, True)
     assert relayed > 0  # hosts passed on chunks before they had the whole image
     for host in hosts(4):
         assert sorted(os.listdir(base / host / IH)) == ["img.raw"]
@@ -383,12 +358,15 @@ def test_push_state_a_host_that_keeps_failing_does_not_starve_the_others():
     assert sorted(state["holders"]) == ["cat", "hv02", "hv03"] and state["lackers"] == ["hv01"]
 
 
-def test_push_state_tsunami_counts_chunks_and_ends_when_every_lacker_holds_all():
+def test_push_state_tsunami_counts_chunks_and_has_no_rounds():
+    # A tsunami is pipelined (pass_queues / record_pass, playbooks/tasks/push_pass.yml): the rounds of a wave
+    # refuse its state rather than plan lock-step rounds for it.
     state = push_state("scp_tsunami", ["cat"], hosts(4), 5 * MIN_CHUNK_SIZE + 1, MIN_CHUNK_SIZE)
-    assert state["chunks"] == 6
-    state, rounds = run_push(state, fail_once={"hv02"})
-    assert all(state["held"][host] == list(range(6)) for host in hosts(4))
-    assert rounds <= 6 + 3 + 2
+    assert state["chunks"] == 6 and state["held"] == {}
+    for call in (lambda: next_round(state), lambda: advance(state, [], {}, {})):
+        with pytest.raises(VmcloudError) as caught:
+            call()
+        assert caught.value.rule == "option-invalid" and "push_queues" in caught.value.message
 
 
 def test_push_state_refuses_another_method():
