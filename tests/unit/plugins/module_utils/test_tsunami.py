@@ -182,7 +182,7 @@ def test_queues_deliver_every_missing_chunk_once_and_relay_among_hosts():
 def test_chunk_size_gives_enough_chunks_for_the_pipeline_and_stays_in_bounds():
     assert choose_chunk_size(256 * MIB, 16) == 7 * MIB  # 40 chunks: log2(17) rounds up to 5, 8 x 5
     assert choose_chunk_size(256 * MIB, 8) == 8 * MIB  # 32 chunks
-    assert choose_chunk_size(10 * 1024 * MIB, 250) == 64 * MIB  # capped: the extra disk is one chunk
+    assert choose_chunk_size(10 * 1024 * MIB, 250) == 64 * MIB  # capped: a sender holds a chunk in memory
     assert choose_chunk_size(10 * MIB, 4) == 4 * MIB
     assert choose_chunk_size(0, 4) == 4 * MIB
 
