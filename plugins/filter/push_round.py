@@ -10,9 +10,9 @@ version_added: 0.1.0
 description:
   - Filters of C(playbooks/push.yml) over the collection's push library (C(_push)), which holds the logic
     (unit-tested there). C(push_state(method, holders, lackers, size, chunk_size)) starts a push;
-    C(push_round(state)) returns the pairs of a wave's next round (C(plan_wave): each holder sends to one lacker);
+    C(push_round(state)) returns the pairs of a wave's next round (C(plan_wave), where each holder sends to one lacker);
     C(push_advance(state, pairs, delivered, verified)) returns the state after the round. A scp_tsunami push has
-    no rounds (it is pipelined: C(push_queues) and C(push_record)); its state is refused here (C(option-invalid)).
+    no rounds (it is pipelined, see C(push_queues) and C(push_record)); its state is refused here (C(option-invalid)).
   - A wave receiver becomes a source only when C(verified) (its store holds the image, so the promotion checked
     it against the signed index); a failed push leaves the host a lacker, planned again next round.
 author:
