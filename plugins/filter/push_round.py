@@ -5,14 +5,14 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: push_round
-short_description: The next round of a push (scp_wave, scp_tsunami), planned from what the hosts hold now
+short_description: The next round of a wave push (scp_wave), planned from what the hosts hold now
 version_added: 0.1.0
 description:
   - Filters of C(playbooks/push.yml) over the collection's push library (C(_push)), which holds the logic
     (unit-tested there). C(push_state(method, holders, lackers, size, chunk_size)) starts a push;
-    C(push_round(state)) returns the pairs of the next round (C(plan_wave) or C(plan_tsunami), where each holder
-    sends to one lacker; tsunami pairs carry a C(chunk)); C(push_advance(state, pairs, delivered, verified))
-    returns the state after the round.
+    C(push_round(state)) returns the pairs of a wave's next round (C(plan_wave), where each holder sends to one lacker);
+    C(push_advance(state, pairs, delivered, verified)) returns the state after the round. A scp_tsunami push has
+    no rounds (it is pipelined, see C(push_queues) and C(push_record)); its state is refused here (C(option-invalid)).
   - A wave receiver becomes a source only when C(verified) (its store holds the image, so the promotion checked
     it against the signed index); a failed push leaves the host a lacker, planned again next round.
 author:
@@ -32,7 +32,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: The pairs of the next round (C(source), C(destination), C(chunk) for scp_tsunami); empty when done.
+  description: The pairs of the next round (C(source), C(destination)); empty when done.
   type: list
   elements: dict
 """

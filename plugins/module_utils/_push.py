@@ -1,6 +1,6 @@
 # Copyright: vmcloud developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The push methods (scp_wave, scp_tsunami): round planners, the restricted receiver, the sender.
+"""The push methods (scp_wave, scp_tsunami): the wave's planner, the restricted receiver, the sender.
 
 Private to the collection; not a public API. Plain Python, standard library only: the receiver runs
 on hypervisors as the forced command of the fleet-internal key.
@@ -10,14 +10,14 @@ on hypervisors as the forced command of the fleet-internal key.
   from one origin). A destination becomes a holder only for the rounds after it, and only when the
   caller says it verified what it received: the playbook replans after every round from the hosts
   whose promotion succeeded.
-- ``plan_tsunami(n_chunks, holders, lackers)``: rounds of (source, destination, chunk); each host sends
-  at most one chunk and receives at most one chunk per round, and sends only chunks it held before
-  the round; the rarest chunk first, so a chunk that reached one host spreads while the origin sends
-  the next.
+- scp_tsunami is pipelined, without rounds: its scheduler is ``_tsunami`` (``pass_queues`` and
+  ``record_pass`` below carry its state from pass to pass); ``serve_queue`` is one sender's part of a pass.
 - ``receive(root, command, stdin)``: the forced command (``restrict,command="vmcloud-push-receive
   <root>"``): ``put <info_hash> <file> <size>`` writes stdin as ``<root>/<info_hash>/<file>``;
-  ``chunk <info_hash> <file> <size> <chunk_size> <index> <sha256>`` writes one chunk whose SHA-256
-  matches into ``.<file>.part`` and renames it to ``<file>`` once every chunk is held. Nothing outside
+  ``chunk <info_hash> <file> <size> <chunk_size> <index> <sha256>`` writes one chunk straight into
+  ``.<file>.part`` at its offset while hashing it, marks it held (``.<file>.have/<index>``) only once its
+  SHA-256 matched and the part file was fsynced, never writes a held chunk again, and renames the part
+  file to ``<file>`` once every chunk is held (the staging's disk is the part file only). Nothing outside
   ``<root>`` can be named (a 40-hex info-hash, a plain file name: no ``/``, no ``..``, no leading dot),
   nothing below it is followed through a symlink (every open is relative to a directory descriptor
   with ``O_NOFOLLOW``), at most ``size`` bytes are written. It verifies the chunks only; the image is
@@ -33,10 +33,11 @@ import math
 import os
 import random
 import re
+import stat
 import subprocess
 import sys
 import time
-from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import BinaryIO, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ._errors import VmcloudError
 
@@ -58,7 +59,7 @@ class PushRefused(VmcloudError):
 
 
 class ChunkMismatch(PushRefused):
-    """A chunk arrived in full but its SHA-256 is not the announced one; nothing of it was kept."""
+    """A chunk arrived in full but its SHA-256 is not the announced one; it is not marked held."""
 
 
 # --------------------------------------------------------------------------- planners
@@ -90,47 +91,6 @@ def plan_wave(holders: Sequence[str], lackers: Sequence[str]) -> List[List[Tuple
 
 def chunk_count(size: int, chunk_size: int) -> int:
     return max(1, -(-size // chunk_size))
-
-
-def plan_tsunami(n_chunks: int, holders: Sequence[str], lackers: Sequence[str],
-                 held: Optional[Dict[str, Iterable[int]]] = None) -> List[List[Tuple[str, str, int]]]:
-    """Rounds of (source, destination, chunk); see the module docstring. ``held``: chunks lackers
-    already hold (an interrupted push resumes). Every lacker ends with every chunk, once each."""
-    everything = set(range(n_chunks))
-    has: Dict[str, Set[int]] = {host: set(everything) for host in dict.fromkeys(holders)}
-    waiting = [host for host in dict.fromkeys(lackers) if host not in has]
-    if waiting and not has:
-        raise VmcloudError("push-no-source", "no host holds the verified image; obtain it on one host first")
-    for host in waiting:
-        has[host] = set((held or {}).get(host, ())) & everything
-    order = list(has)
-    rounds = []
-    while any(has[host] != everything for host in waiting):
-        before = {host: set(chunks) for host, chunks in has.items()}
-        copies = {chunk: sum(chunk in chunks for chunks in before.values()) for chunk in everything}
-        busy_senders: Set[str] = set()
-        pairs = []
-        # Destinations that lack the most first; each takes the rarest chunk a free sender holds.
-        for destination in sorted(waiting, key=lambda host: (len(before[host]), order.index(host))):
-            missing = everything - before[destination]
-            if not missing:
-                continue
-            best = None
-            for chunk in sorted(missing, key=lambda c: (copies[c], c)):
-                sender = next((host for host in order if host not in busy_senders and host != destination
-                               and chunk in before[host]), None)
-                if sender is not None:
-                    best = (sender, destination, chunk)
-                    break
-            if best:
-                busy_senders.add(best[0])
-                has[destination].add(best[2])
-                copies[best[2]] += 1
-                pairs.append(best)
-        if not pairs:  # cannot happen while a holder exists; a guard against looping forever
-            raise VmcloudError("push-no-source", "no host can send a missing chunk")
-        rounds.append(pairs)
-    return rounds
 
 
 def chunk_hashes(path: str, chunk_size: int) -> List[str]:
@@ -193,20 +153,27 @@ def _open_image_dir(root: str, info_hash: str) -> int:
         os.close(root_fd)
 
 
-def _copy_in(stdin: BinaryIO, fd: int, length: int, digest=None, exact_end: bool = True) -> None:
+def _copy_in(stdin: BinaryIO, fd: Optional[int], length: int, digest=None, exact_end: bool = True,
+             offset: Optional[int] = None, sync: bool = True) -> None:
+    """Read exactly ``length`` bytes of ``stdin``, hashing them into ``digest``: written to ``fd`` (at
+    ``offset`` when given, else where it stands), or only read and dropped when ``fd`` is None."""
     left = length
     while left:
         data = stdin.read(min(BLOCK, left))
         if not data:
             raise PushRefused("push-refused", f"the sender stopped after {length - left} of {length} bytes; "
-                              "nothing was kept")
-        os.write(fd, data)
+                              "nothing of it counts as received")
+        if fd is not None and offset is None:
+            os.write(fd, data)
+        elif fd is not None:
+            os.pwrite(fd, data, offset + length - left)
         if digest is not None:
             digest.update(data)
         left -= len(data)
     if exact_end and stdin.read(1):
         raise _refuse(f"the sender sent more than the {length} bytes it announced")
-    os.fsync(fd)
+    if fd is not None and sync:
+        os.fsync(fd)
 
 
 def _new_file(name: str, dir_fd: int) -> int:
@@ -250,8 +217,8 @@ def _receive_stream(dir_fd: int, info_hash: str, name: str, size: int, chunk_siz
                     answer: Callable[[str], None]) -> str:
     """Many chunks over one session: each is a line ``<index> <sha256>`` then exactly its bytes, handled as
     a ``chunk`` request (same checks, same staging) and answered with one line, ``ok <what was done>`` or
-    ``refused <rule>: <why>`` (a chunk whose SHA-256 differs is not kept; the stream goes on). It ends at
-    the end of the input between two chunks; a chunk cut short ends it with nothing of that chunk kept."""
+    ``refused <rule>: <why>`` (a chunk whose SHA-256 differs is not marked held; the stream goes on). It ends
+    at the end of the input between two chunks; a chunk cut short ends it, that chunk not marked held."""
     received = refused = 0
     while True:
         header = stdin.readline(_STREAM_HEADER)
@@ -270,8 +237,66 @@ def _receive_stream(dir_fd: int, info_hash: str, name: str, size: int, chunk_siz
         answer(f"ok {message}")
 
 
+def _is_complete(dir_fd: int, name: str) -> bool:
+    """Whether the staging holds the assembled image ``<file>`` (a regular file; a planted link is not)."""
+    try:
+        return stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _locked_part(dir_fd: int, name: str) -> Optional[int]:
+    """The image's ``.<file>.part``, open and locked (exclusive ``flock``); None once the image is complete.
+
+    The lock is on the file the name ``.<file>.part`` still names once the lock is held: a request that
+    waited for it while another completed the image (renaming the part file to ``<file>``) opens the name
+    again, and must never write into what is now the complete image."""
+    part = f".{name}.part"
+    while not _is_complete(dir_fd, name):
+        part_fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
+        try:
+            fcntl.flock(part_fd, fcntl.LOCK_EX)
+            opened = os.fstat(part_fd)
+            try:
+                named = os.stat(part, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                named = None
+        except BaseException:
+            os.close(part_fd)
+            raise
+        if named is not None and (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino):
+            return part_fd
+        os.close(part_fd)
+    return None
+
+
+def _marked_held(have_fd: Optional[int], index: int) -> bool:
+    if have_fd is None:
+        return False
+    try:
+        os.stat(str(index), dir_fd=have_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _open_markers(dir_fd: int, have: str, create: bool) -> Optional[int]:
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(have, 0o750, dir_fd=dir_fd)
+    try:
+        return os.open(have, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+
+
 def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List[str], stdin: BinaryIO,
                    exact_end: bool = True) -> str:
+    """One chunk: written once, straight into ``.<file>.part`` at its offset while it is hashed; held (its
+    marker ``.<file>.have/<index>``, what ``held_chunks`` and relaying senders read) only once its SHA-256
+    matched and the part file was fsynced. A chunk held already is read and dropped, never written again."""
     chunk_size = _number(rest[0], "chunk size", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
     total = chunk_count(size, chunk_size)
     index = _number(rest[1], "chunk", 0, total - 1)
@@ -279,42 +304,41 @@ def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List
     if not _SHA256.match(expected):
         raise _refuse(f"{expected[:80]!r} is not a SHA-256 (64 lower-case hex digits)")
     length = min(chunk_size, size - index * chunk_size)
-    part = f".{name}.part"
     have = f".{name}.have"
-    part_fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
+    digest = hashlib.sha256()
+
+    def check(what: str) -> None:
+        if digest.hexdigest() != expected:
+            raise ChunkMismatch("push-refused", f"chunk {index} of {info_hash}/{name} has SHA-256 "
+                                f"{digest.hexdigest()}, the sender announced {expected}; {what}")
+
+    def already(state: str) -> str:
+        _copy_in(stdin, None, length, digest, exact_end)
+        check("not held from this copy")
+        return f"chunk {index} of {info_hash}/{name} already held ({state}); not written again"
+
+    part_fd = _locked_part(dir_fd, name)
+    if part_fd is None:
+        return already("the image is complete")
     try:
-        fcntl.flock(part_fd, fcntl.LOCK_EX)
-        chunk_name = f".{name}.chunk"
-        chunk_fd = _new_file(chunk_name, dir_fd)  # one chunk of extra disk, verified before it lands
+        have_fd = _open_markers(dir_fd, have, create=False)
         try:
-            digest = hashlib.sha256()
-            try:
-                _copy_in(stdin, chunk_fd, length, digest, exact_end)
-            finally:
-                os.close(chunk_fd)
-            if digest.hexdigest() != expected:
-                raise ChunkMismatch("push-refused", f"chunk {index} of {info_hash}/{name} has SHA-256 "
-                                    f"{digest.hexdigest()}, the sender announced {expected}; not kept")
-            chunk_fd = os.open(chunk_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            # The staging's peak for this chunk: the (sparse) part file and the verified chunk, not merged yet.
-            disk = (os.fstat(part_fd).st_blocks + os.fstat(chunk_fd).st_blocks) * 512
-            try:
-                offset = index * chunk_size
-                while True:
-                    data = os.read(chunk_fd, BLOCK)
-                    if not data:
-                        break
-                    os.pwrite(part_fd, data, offset)
-                    offset += len(data)
-            finally:
-                os.close(chunk_fd)
-            os.fsync(part_fd)
+            if _marked_held(have_fd, index):
+                return already("checked before")
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(chunk_name, dir_fd=dir_fd)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(have, 0o750, dir_fd=dir_fd)
-        have_fd = os.open(have, _DIR_FLAGS, dir_fd=dir_fd)
+            if have_fd is not None:
+                os.close(have_fd)
+        # Written once, at its offset, as it arrives. Until its SHA-256 matched and the part file was
+        # fsynced the chunk is not marked held: the bytes of a chunk cut short or with another SHA-256 stay
+        # in the part file as space that is not valid yet (nobody reads them: held_chunks and the relays
+        # go by the markers, and the image is renamed only once every chunk is marked), and the next copy
+        # of the chunk overwrites them. Only this chunk's range is written: held chunks are never touched.
+        _copy_in(stdin, part_fd, length, digest, exact_end, offset=index * chunk_size, sync=False)
+        check("not marked held")
+        os.fsync(part_fd)
+        # The staging's peak for this chunk: the (sparse) part file, this chunk included; nothing beside it.
+        disk = os.fstat(part_fd).st_blocks * 512
+        have_fd = _open_markers(dir_fd, have, create=True)
         try:
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(str(index), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640,
@@ -323,7 +347,7 @@ def _receive_chunk(dir_fd: int, info_hash: str, name: str, size: int, rest: List
             if held >= set(range(total)):
                 os.ftruncate(part_fd, size)
                 os.fsync(part_fd)
-                os.replace(part, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                os.replace(f".{name}.part", name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
                 for entry in os.listdir(have_fd):
                     os.unlink(entry, dir_fd=have_fd)
                 os.rmdir(have, dir_fd=dir_fd)
@@ -644,35 +668,32 @@ def record_pass(state: Dict[str, object], held: Dict[str, Sequence[int]],
     return {**state, "held": {**dict(state["held"]), **now}, "dead": sorted(set(state.get("dead", [])) | set(dead))}
 
 
+def _wave_only(state: Dict[str, object], what: str) -> None:
+    if state["method"] != "scp_wave":
+        raise VmcloudError("option-invalid", f"{what} plans the rounds of scp_wave; {state['method']} is pipelined "
+                           "(its passes: push_queues and push_record)")
+
+
 def next_round(state: Dict[str, object]) -> List[Dict[str, object]]:
-    """The pairs of the next round, planned from what the hosts hold now; [] when nobody lacks anything."""
-    if state["method"] == "scp_wave":
-        rounds = plan_wave(state["holders"], state["lackers"])
-        return [{"source": src, "destination": dst} for src, dst in (rounds[0] if rounds else [])]
-    rounds = plan_tsunami(int(state["chunks"]), state["holders"], state["lackers"], held=state["held"])
-    return [{"source": src, "destination": dst, "chunk": chunk} for src, dst, chunk in (rounds[0] if rounds else [])]
+    """The pairs of a wave's next round, planned from who holds the image now; [] when nobody lacks it."""
+    _wave_only(state, "push_round")
+    rounds = plan_wave(state["holders"], state["lackers"])
+    return [{"source": src, "destination": dst} for src, dst in (rounds[0] if rounds else [])]
 
 
 def advance(state: Dict[str, object], pairs: Sequence[Dict[str, object]], delivered: Dict[str, bool],
             verified: Dict[str, bool]) -> Dict[str, object]:
-    """The state after a round. ``delivered``: by destination, whether its push succeeded; ``verified``: by
-    host, whether its store holds the image now (the promotion checked it against the signed index).
-    A wave receiver becomes a holder only when verified; a tsunami receiver holds a chunk once the
-    receiver accepted it (its SHA-256 checked), and the whole image only after the final promotion."""
-    state = {**state, "holders": list(state["holders"]), "lackers": list(state["lackers"]),
-             "held": {host: sorted(chunks) for host, chunks in dict(state["held"]).items()}}
-    if state["method"] == "scp_wave":
-        done = [pair["destination"] for pair in pairs if delivered.get(pair["destination"])
-                and verified.get(pair["destination"])]
-        state["holders"] += [host for host in done if host not in state["holders"]]
-        # A receiver that failed this round goes to the back of the queue: planned first again, it would
-        # take a source every round while the hosts behind it never get one.
-        failed = [pair["destination"] for pair in pairs if pair["destination"] not in done]
-        state["lackers"] = [host for host in state["lackers"] if host not in done and host not in failed] + [
-            host for host in state["lackers"] if host in failed]
-        return state
-    for pair in pairs:
-        destination = pair["destination"]
-        if delivered.get(destination):
-            state["held"][destination] = sorted(set(state["held"].get(destination, [])) | {int(pair["chunk"])})
+    """A wave's state after a round. ``delivered``: by destination, whether its push succeeded; ``verified``:
+    by host, whether its store holds the image now (the promotion checked it against the signed index).
+    A receiver becomes a holder only when verified."""
+    _wave_only(state, "push_advance")
+    state = {**state, "holders": list(state["holders"]), "lackers": list(state["lackers"])}
+    done = [pair["destination"] for pair in pairs if delivered.get(pair["destination"])
+            and verified.get(pair["destination"])]
+    state["holders"] += [host for host in done if host not in state["holders"]]
+    # A receiver that failed this round goes to the back of the queue: planned first again, it would
+    # take a source every round while the hosts behind it never get one.
+    failed = [pair["destination"] for pair in pairs if pair["destination"] not in done]
+    state["lackers"] = [host for host in state["lackers"] if host not in done and host not in failed] + [
+        host for host in state["lackers"] if host in failed]
     return state

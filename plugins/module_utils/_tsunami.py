@@ -48,9 +48,22 @@ def choose_chunk_size(size: int, n_hosts: int) -> int:
     A pipelined tsunami ends about ``(chunks + log2(N + 1))`` chunk times after it starts: the last chunk
     leaves the origin after one copy time and then needs about log2(N + 1) relays to reach everybody. So the
     fill and drain cost ``log2(N + 1) / chunks`` of a copy time; with ``chunks >= 8 * log2(N + 1)`` that is at
-    most 1/8. Smaller chunks cost a header, a SHA-256 check and an fsync each (cheap over one kept session
-    per pair, but not free), so no more chunks than that; at least 4 MiB, at most 64 MiB (the extra disk of a
-    receiver is one chunk), in whole MiB."""
+    most 1/8. Smaller chunks cost a header, an answer and an fsync each (cheap over one kept session per
+    pair, but not free), so no more chunks than that; at least 4 MiB, at most 64 MiB, in whole MiB.
+
+    Bigger chunks, now that the receiver writes a chunk once (straight into the part file; it used to write
+    it twice and read it back, which cost per byte, not per chunk)? What a chunk costs beyond its bytes is a
+    fixed stop ``s``: the sender waits for each chunk's answer before the next (the receiver's fsync and
+    marker, one round trip). A pass takes about ``(F / C + L) * (C / U + s)`` for F bytes in chunks of C at
+    upload U, L = log2(N + 1): ``F / U`` plus ``F * s / C`` (the stops, fewer with bigger chunks) plus
+    ``L * C / U`` (the fill and drain, longer with bigger chunks), least at ``C = sqrt(F * s * U / L)``. For
+    F = 256 MiB, U = 100 Mbit/s, N = 16 that is about 4 MiB at s = 20 ms and 6 MiB at s = 50 ms: the 7 MiB
+    chosen here is already on the big side, and writing once makes ``s`` smaller, not bigger, so the count
+    rule stays. The single copy did remove what capped the size (a receiver's extra disk was one chunk; it
+    is none now); what still caps it at 64 MiB is that a sender holds a whole chunk in memory to hash it
+    before its header, and that a chunk cut short is sent again whole. Above the cap a big image gets more
+    chunks than the rule asks for (10 GB at N = 250: 160 instead of 64), which costs only stops (a few
+    seconds of a pass of minutes). Measured choices belong to the benchmark (``--chunk-mib``)."""
     if size <= 0:
         return MIN_AUTO_CHUNK
     wanted = 8 * math.ceil(math.log2(max(1, n_hosts) + 1))

@@ -23,13 +23,12 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
     MIN_CHUNK_SIZE,
     chunk_count,
     held_chunks,
-    plan_tsunami,
     plan_wave,
     push_image,
     serve_queue,
     ssh_command,
 )
-from ansible_collections.vmcloud.fleet.plugins.module_utils._tsunami import plan_queues
+from ansible_collections.vmcloud.fleet.plugins.module_utils._tsunami import Scheduler, plan_queues
 from tests.integration.conftest import free_port, port_open, require, start_daemon, stop_daemon, wait_until
 
 IH = "cd" * 20
@@ -117,9 +116,12 @@ def test_a_tsunami_over_sshd_relays_chunks(fleet, tmp_path):
             return [str(origin)]
         return [str(fleet["roots"][host] / IH / "t.img"), str(fleet["roots"][host] / IH / ".t.img.part")]
 
-    for pairs in plan_tsunami(chunk_count(size, MIN_CHUNK_SIZE), ["origin"], HOSTS):
-        for src, dst, chunk in pairs:
-            push_image(sources(src), IH, "t.img", size, ssh_to(fleet, dst), chunk=chunk, chunk_size=MIN_CHUNK_SIZE)
+    scheduler = Scheduler(chunk_count(size, MIN_CHUNK_SIZE), ["origin"], HOSTS)
+    while not scheduler.done:  # every transfer one time unit, one chunk request each
+        for transfer in scheduler.assign():
+            push_image(sources(transfer.sender), IH, "t.img", size, ssh_to(fleet, transfer.receiver),
+                       chunk=transfer.chunk, chunk_size=MIN_CHUNK_SIZE)
+            scheduler.finished(transfer, True)
     for host in HOSTS:
         assert (fleet["roots"][host] / IH / "t.img").read_bytes() == origin.read_bytes()
 
@@ -229,6 +231,23 @@ def test_a_stream_refuses_a_chunk_whose_hash_differs_and_goes_on(fleet, tmp_path
     assert process.wait(30) == 0
     assert held_chunks(str(fleet["roots"]["hv01"]), IH2, "r.img", len(data), MIN_CHUNK_SIZE) == [1]
 
+
+def test_a_chunk_sent_again_is_answered_as_held_and_not_written_again(fleet, tmp_path):
+    # A sender may send a chunk its receiver holds already (e.g. a repair pass planned from holdings read
+    # before the receiver's last answer): the receiver drops the copy and answers that it holds the chunk, so
+    # the sender counts it delivered and goes on with the session's next chunk.
+    origin = tmp_path / "origin.img"
+    origin.write_bytes(os.urandom(2 * MIN_CHUNK_SIZE + 5))
+    size = origin.stat().st_size
+    first = run_pass(fleet, origin, "a.img", size, {"origin": [("hv01", 0)]}, ["origin"])["origin"]
+    assert first["sent"] == [["hv01", 0]]
+    part = fleet["roots"]["hv01"] / IH2 / ".a.img.part"
+    held_bytes = part.read_bytes()[:MIN_CHUNK_SIZE]
+    again = run_pass(fleet, origin, "a.img", size, {"origin": [("hv01", 0), ("hv01", 1), ("hv01", 2)]},
+                     ["origin"])["origin"]
+    assert again["failed"] == [] and again["left"] == [] and again["sent"] == [["hv01", 0], ["hv01", 1], ["hv01", 2]]
+    assert (fleet["roots"]["hv01"] / IH2 / "a.img").read_bytes()[:MIN_CHUNK_SIZE] == held_bytes
+    assert (fleet["roots"]["hv01"] / IH2 / "a.img").read_bytes() == origin.read_bytes()
 
 def test_the_forced_command_refuses_paths_outside_staging(fleet, tmp_path):
     source = tmp_path / "x"

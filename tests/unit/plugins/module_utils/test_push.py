@@ -1,6 +1,6 @@
 # Copyright: vmcloud developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The push methods: the wave and tsunami planners, and the restricted receiver (forced command)."""
+"""The push methods: the wave planner, the tsunami's push state, and the restricted receiver (forced command)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
     chunk_hashes,
     held_chunks,
     next_round,
-    plan_tsunami,
     plan_wave,
     push_image,
     push_state,
@@ -34,6 +33,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
     ssh_command,
     wave_rounds,
 )
+from ansible_collections.vmcloud.fleet.plugins.module_utils._tsunami import Scheduler
 from tests.unit.sync_world import snapshot
 
 IH = "ab" * 20
@@ -73,35 +73,7 @@ def test_wave_skips_hosts_that_already_hold_it_and_refuses_without_a_source():
     assert caught.value.rule == "push-no-source"
 
 
-# --------------------------------------------------------------------------- tsunami
-
-
-@pytest.mark.parametrize(("chunks", "n"), [(1, 1), (1, 5), (8, 1), (8, 4), (8, 16), (32, 16), (3, 30)])
-def test_tsunami_every_host_gets_every_chunk_once_from_a_host_that_held_it(chunks, n):
-    rounds = plan_tsunami(chunks, ["origin"], hosts(n))
-    has = {"origin": set(range(chunks))} | {host: set() for host in hosts(n)}
-    for pairs in rounds:
-        senders = [src for src, _dst, _c in pairs]
-        receivers = [dst for _src, dst, _c in pairs]
-        assert len(senders) == len(set(senders)) and len(receivers) == len(set(receivers))
-        for src, dst, chunk in pairs:
-            assert chunk in has[src]  # held before this round
-            assert chunk not in has[dst]  # never sent twice
-        for _src, dst, chunk in pairs:
-            has[dst].add(chunk)
-    assert all(has[host] == set(range(chunks)) for host in hosts(n))
-
-
-def test_tsunami_pipelines_rounds_close_to_chunks_plus_log2_hosts():
-    # 32 chunks to 16 hosts: a wave of whole files would take ceil(log2 17) = 5 file times (160 chunk
-    # times); the tsunami needs about 32 + log2(16).
-    rounds = plan_tsunami(32, ["origin"], hosts(16))
-    assert len(rounds) <= 32 + math.ceil(math.log2(17)) + 2
-
-
-def test_tsunami_resumes_from_the_chunks_receivers_hold():
-    rounds = plan_tsunami(4, ["origin"], ["a"], held={"a": [0, 1, 2]})
-    assert rounds == [[("origin", "a", 3)]]
+# --------------------------------------------------------------------------- chunks
 
 
 def test_chunk_count_and_hashes(tmp_path):
@@ -304,11 +276,14 @@ def test_a_tsunami_between_directories_relays_chunks_from_partial_holders(fleet,
         return [str(base / host / IH / "img.raw"), str(base / host / IH / ".img.raw.part")]
 
     relayed = 0
-    for pairs in plan_tsunami(chunk_count(size, MIN_CHUNK_SIZE), ["origin"], hosts(4)):
-        for src, dst, chunk in pairs:
-            result = push_image(sources(src), IH, "img.raw", size, ssh_command(dst, ssh=fake_ssh), chunk=chunk,
+    scheduler = Scheduler(chunk_count(size, MIN_CHUNK_SIZE), ["origin"], hosts(4))
+    while not scheduler.done:  # every transfer one time unit, one chunk request each
+        for transfer in scheduler.assign():
+            result = push_image(sources(transfer.sender), IH, "img.raw", size,
+                                ssh_command(transfer.receiver, ssh=fake_ssh), chunk=transfer.chunk,
                                 chunk_size=MIN_CHUNK_SIZE)
             relayed += result["source"].endswith(".part")
+            scheduler.finished(transfer, True)
     assert relayed > 0  # hosts passed on chunks before they had the whole image
     for host in hosts(4):
         assert sorted(os.listdir(base / host / IH)) == ["img.raw"]
@@ -383,12 +358,15 @@ def test_push_state_a_host_that_keeps_failing_does_not_starve_the_others():
     assert sorted(state["holders"]) == ["cat", "hv02", "hv03"] and state["lackers"] == ["hv01"]
 
 
-def test_push_state_tsunami_counts_chunks_and_ends_when_every_lacker_holds_all():
+def test_push_state_tsunami_counts_chunks_and_has_no_rounds():
+    # A tsunami is pipelined (pass_queues / record_pass, playbooks/tasks/push_pass.yml): the rounds of a wave
+    # refuse its state rather than plan lock-step rounds for it.
     state = push_state("scp_tsunami", ["cat"], hosts(4), 5 * MIN_CHUNK_SIZE + 1, MIN_CHUNK_SIZE)
-    assert state["chunks"] == 6
-    state, rounds = run_push(state, fail_once={"hv02"})
-    assert all(state["held"][host] == list(range(6)) for host in hosts(4))
-    assert rounds <= 6 + 3 + 2
+    assert state["chunks"] == 6 and state["held"] == {}
+    for call in (lambda: next_round(state), lambda: advance(state, [], {}, {})):
+        with pytest.raises(VmcloudError) as caught:
+            call()
+        assert caught.value.rule == "option-invalid" and "push_queues" in caught.value.message
 
 
 def test_push_state_refuses_another_method():
@@ -409,9 +387,9 @@ def test_receiver_main_logs_each_request_with_its_sender(root):
     assert logged[1].startswith("from 10.0.0.7: push-refused: ")
 
 
-def test_a_chunk_needs_one_chunk_of_disk_beyond_what_arrived(root):
-    # The answer says what the image's staging held on disk at the chunk's peak (the part file, sparse,
-    # plus the verified chunk before it is merged): never more than the chunks held plus one.
+def test_a_chunk_needs_no_disk_beyond_the_part_file(root):
+    # The answer says what the image's staging held on disk at the chunk's peak: the part file (sparse),
+    # the chunk written into it, so never more than the chunks held, this one included.
     data = os.urandom(3 * MIN_CHUNK_SIZE)
     pieces = [data[i:i + MIN_CHUNK_SIZE] for i in range(0, len(data), MIN_CHUNK_SIZE)]
     request = f"chunk {IH} big.img {len(data)} {MIN_CHUNK_SIZE}"
@@ -421,6 +399,118 @@ def test_a_chunk_needs_one_chunk_of_disk_beyond_what_arrived(root):
         disk = int(re.search(r"staging held (\d+) bytes", answer).group(1))
         assert MIN_CHUNK_SIZE <= disk <= (held + 1) * MIN_CHUNK_SIZE + 65536, answer
 
+
+class _Watched(io.BytesIO):
+    """A sender's bytes that note, at every read, which files the image's staging holds."""
+
+    def __init__(self, data, directory):
+        super().__init__(data)
+        self.directory, self.seen = directory, []
+
+    def read(self, size=-1):
+        if self.directory.exists():
+            self.seen.append({entry: (self.directory / entry).stat().st_blocks * 512
+                              for entry in os.listdir(self.directory)})
+        return super().read(size)
+
+
+def test_a_chunk_is_written_into_the_part_file_as_it_arrives(root):
+    # One write per chunk: the bytes go straight to their offset in the part file while they are hashed,
+    # with no second copy of the chunk beside it; the staging's peak is the part file only.
+    data = os.urandom(3 * MIN_CHUNK_SIZE)
+    piece = data[MIN_CHUNK_SIZE:2 * MIN_CHUNK_SIZE]
+    stdin = _Watched(piece, root / IH)
+    answer = receive(str(root), f"chunk {IH} w.img {len(data)} {MIN_CHUNK_SIZE} 1 {hashlib.sha256(piece).hexdigest()}",
+                     stdin)
+    assert stdin.seen and all(set(seen) <= {".w.img.part", ".w.img.have"} for seen in stdin.seen), stdin.seen
+    assert max(seen.get(".w.img.part", 0) for seen in stdin.seen) >= MIN_CHUNK_SIZE // 2  # filled while it arrived
+    disk = int(re.search(r"staging held (\d+) bytes", answer).group(1))
+    assert disk == (root / IH / ".w.img.part").stat().st_blocks * 512
+    with open(root / IH / ".w.img.part", "rb") as part:
+        part.seek(MIN_CHUNK_SIZE)
+        assert part.read(MIN_CHUNK_SIZE) == piece
+
+
+def _chunk_request(name, size, index, piece):
+    return f"chunk {IH} {name} {size} {MIN_CHUNK_SIZE} {index} {hashlib.sha256(piece).hexdigest()}"
+
+
+def test_a_held_chunk_is_never_written_again(root):
+    # A chunk the receiver holds (checked, fsynced, marked) is not overwritten by a later copy, whatever its
+    # bytes: the later bytes are read and dropped. Same bytes or other bytes with their own SHA-256, the answer
+    # is a success (the receiver does hold the chunk, which is what the sender's scheduler counts); bytes whose
+    # SHA-256 is not the announced one are refused, as for any chunk.
+    data = os.urandom(2 * MIN_CHUNK_SIZE + 9)
+    first = data[:MIN_CHUNK_SIZE]
+    other = os.urandom(MIN_CHUNK_SIZE)
+    receive(str(root), _chunk_request("h.img", len(data), 0, first), io.BytesIO(first))
+    part = root / IH / ".h.img.part"
+    answer = receive(str(root), _chunk_request("h.img", len(data), 0, other), io.BytesIO(other))
+    assert "already held" in answer and "not written again" in answer
+    assert part.read_bytes()[:MIN_CHUNK_SIZE] == first
+    with pytest.raises(VmcloudError) as caught:
+        receive(str(root), f"chunk {IH} h.img {len(data)} {MIN_CHUNK_SIZE} 0 {'0' * 64}", io.BytesIO(other))
+    assert caught.value.rule == "push-refused"
+    assert part.read_bytes()[:MIN_CHUNK_SIZE] == first
+    answers = []
+    body = f"0 {hashlib.sha256(other).hexdigest()}\n".encode() + other
+    body += f"1 {hashlib.sha256(data[MIN_CHUNK_SIZE:2 * MIN_CHUNK_SIZE]).hexdigest()}\n".encode()
+    body += data[MIN_CHUNK_SIZE:2 * MIN_CHUNK_SIZE]
+    receive(str(root), f"stream {IH} h.img {len(data)} {MIN_CHUNK_SIZE}", io.BytesIO(body), answer=answers.append)
+    assert [a.split()[0] for a in answers] == ["ok", "ok"] and "already held" in answers[0]
+    assert part.read_bytes()[:2 * MIN_CHUNK_SIZE] == data[:2 * MIN_CHUNK_SIZE]
+    assert held_chunks(str(root), IH, "h.img", len(data), MIN_CHUNK_SIZE) == [0, 1]
+
+
+def test_a_complete_image_takes_no_more_chunks(root):
+    data = os.urandom(MIN_CHUNK_SIZE + 3)
+    pieces = [data[:MIN_CHUNK_SIZE], data[MIN_CHUNK_SIZE:]]
+    for index, piece in enumerate(pieces):
+        receive(str(root), _chunk_request("c.img", len(data), index, piece), io.BytesIO(piece))
+    other = os.urandom(MIN_CHUNK_SIZE)
+    answer = receive(str(root), _chunk_request("c.img", len(data), 0, other), io.BytesIO(other))
+    assert "already held" in answer
+    assert os.listdir(root / IH) == ["c.img"]  # no new part file, no marker
+    assert (root / IH / "c.img").read_bytes() == data
+
+
+def test_a_chunk_that_waited_while_the_image_completed_does_not_write_into_it(root, monkeypatch):
+    # Two requests for the last chunk: the second opened the part file, then waited for its lock while the
+    # first completed the image (renaming the part file to the image). It must not write into the inode it
+    # opened, which is now the complete image.
+    data = os.urandom(MIN_CHUNK_SIZE + 3)
+    pieces = [data[:MIN_CHUNK_SIZE], data[MIN_CHUNK_SIZE:]]
+    receive(str(root), _chunk_request("r.img", len(data), 0, pieces[0]), io.BytesIO(pieces[0]))
+    real_flock = _push.fcntl.flock
+    raced = []
+
+    def flock_after_the_other_request(fd, operation):
+        if not raced:
+            raced.append(True)
+            receive(str(root), _chunk_request("r.img", len(data), 1, pieces[1]), io.BytesIO(pieces[1]))
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(_push.fcntl, "flock", flock_after_the_other_request)
+    late = os.urandom(3)
+    answer = receive(str(root), _chunk_request("r.img", len(data), 1, late), io.BytesIO(late))
+    assert raced and "already held" in answer
+    assert os.listdir(root / IH) == ["r.img"]
+    assert (root / IH / "r.img").read_bytes() == data
+
+
+def test_a_wrong_or_cut_chunk_is_not_held_and_is_written_again(root):
+    # Its bytes landed in the part file but it is not marked held: that space is not valid yet, and the next
+    # copy of the chunk overwrites it.
+    data = os.urandom(2 * MIN_CHUNK_SIZE)
+    pieces = [data[:MIN_CHUNK_SIZE], data[MIN_CHUNK_SIZE:]]
+    with pytest.raises(VmcloudError):
+        receive(str(root), _chunk_request("x.img", len(data), 1, pieces[1]), io.BytesIO(pieces[0]))
+    with pytest.raises(VmcloudError):
+        receive(str(root), _chunk_request("x.img", len(data), 1, pieces[1]), io.BytesIO(pieces[1][:1000]))
+    assert held_chunks(str(root), IH, "x.img", len(data), MIN_CHUNK_SIZE) == []
+    receive(str(root), _chunk_request("x.img", len(data), 1, pieces[1]), io.BytesIO(pieces[1]))
+    receive(str(root), _chunk_request("x.img", len(data), 0, pieces[0]), io.BytesIO(pieces[0]))
+    assert (root / IH / "x.img").read_bytes() == data
 
 def test_a_stream_carries_many_chunks_and_answers_each(tmp_path):
     chunk = MIN_CHUNK_SIZE
