@@ -10,10 +10,19 @@ and the directory is fsynced so the rename itself survives a crash.
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
+import stat
 import sys
 import tempfile
 from typing import Any, Optional, TextIO
+
+from ._errors import StoreError
+
+# Reads never follow a symlink, never block on a FIFO and never take a terminal.
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_READ_CHUNK = 1 << 20
 
 
 def fsync_directory(path: str) -> None:
@@ -65,3 +74,23 @@ def write_line(value: Any, file: Optional[TextIO] = None) -> None:
     """``print(value, file=file)`` for the commands that live in module_utils (imgdist, the seeder
     service): their output is lines on a stream, while a module's is exit_json."""
     (sys.stdout if file is None else file).write(f"{value}\n")
+
+
+def sha256_file(path: str) -> str:
+    """SHA-256 of the regular file at ``path``; a symlink, FIFO or device is refused, never opened
+    for reading (``image-not-regular-file``), so nothing hangs on a FIFO."""
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StoreError("image-not-regular-file", f"{path} is a symlink, not a regular file") from exc
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError("image-not-regular-file", f"{path} is not a regular file")
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: os.read(fd, _READ_CHUNK), b""):
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)

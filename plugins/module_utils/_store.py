@@ -37,19 +37,18 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 from ._engine import DEFAULT_ENGINE, DEFAULT_USERS
 from ._errors import StoreError
 from ._inuse import Domains, libvirt_domains
-from ._io import fsync_directory, write_atomic
+from ._io import READ_FLAGS, fsync_directory, sha256_file, write_atomic  # sha256_file: re-exported for its callers
 from ._time import TIMESTAMP_FORMAT
 from ._torrent import TorrentError, bdecode, check_info_hash, parse_torrent
 
 META_DIR = ".vmcloud"
 MANIFEST = "manifest.json"
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # what one read or decompress step handles
 TEMP_PREFIX = ".promote-"  # _copy_verified's temporary files in the store
 TEMP_GRACE_SECONDS = 3600  # a temporary file older than this is an interrupted promotion's leftover
 DEFAULT_STORE_DIR = "/var/lib/vmcloud/images"
 DEFAULT_ENGINE_USER = DEFAULT_USERS[DEFAULT_ENGINE]  # who owns what the default engine downloads (its role's user)
 GIB = 1 << 30
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
 def stored_file_name(image: Dict[str, Any]) -> str:
@@ -64,26 +63,6 @@ def file_stat_key(path: str) -> Dict[str, int]:
     """(size, mtime, inode) of ``path`` itself: a symlink is never followed."""
     st = os.lstat(path)
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
-
-
-def sha256_file(path: str) -> str:
-    """SHA-256 of the regular file at ``path``; a symlink, FIFO or device is refused, never opened
-    for reading (``image-not-regular-file``), so nothing hangs on a FIFO."""
-    try:
-        fd = os.open(path, _READ_FLAGS)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise StoreError("image-not-regular-file", f"{path} is a symlink, not a regular file") from exc
-        raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StoreError("image-not-regular-file", f"{path} is not a regular file")
-        digest = hashlib.sha256()
-        for chunk in iter(lambda: os.read(fd, CHUNK), b""):
-            digest.update(chunk)
-        return digest.hexdigest()
-    finally:
-        os.close(fd)
 
 
 def open_files(proc: str = "/proc") -> Dict[Tuple[int, int], List[int]]:
@@ -232,7 +211,7 @@ def open_staged(path: str, staging_dir: Optional[str] = None, owner: None | int 
             os.close(dir_fd)
             dir_fd = next_fd
         try:
-            fd = os.open(parts[-1], _READ_FLAGS, dir_fd=dir_fd)
+            fd = os.open(parts[-1], READ_FLAGS, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise _unsafe(path, "is a symlink") from exc
@@ -388,7 +367,7 @@ class ImageStore:
 
     def manifest(self) -> Dict[str, Dict[str, Any]]:
         try:
-            fd = os.open(self.manifest_path, _READ_FLAGS)  # a symlink or FIFO there: refused, no hang
+            fd = os.open(self.manifest_path, READ_FLAGS)  # a symlink or FIFO there: refused, no hang
         except FileNotFoundError:
             return {}
         except OSError as exc:
