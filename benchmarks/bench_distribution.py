@@ -551,11 +551,10 @@ def image_entry(file_bytes: int, sha256: str, info_hash: str, file: str = "bench
     }
 
 
-def push_round_budget(method: str, n_lackers: int, chunks: int) -> int:
-    """How many rounds playbooks/tasks/push_image.yml runs: ceil(log2(N+1)), plus the chunks for a
-    tsunami, plus two spare rounds that retry failed pushes."""
-    rounds = wave_rounds(n_lackers) + 2
-    return rounds + (chunks if method == "scp_tsunami" else 0)
+def push_round_budget(n_lackers: int) -> int:
+    """How many rounds playbooks/tasks/push_image.yml runs for a wave: ceil(log2(N+1)), plus two spare
+    rounds that retry failed pushes (a tsunami has no rounds: drive_tsunami)."""
+    return wave_rounds(n_lackers) + 2
 
 
 @dataclasses.dataclass
@@ -578,16 +577,16 @@ def drive_push(
     promote: Callable[[list[str]], dict[str, float | None]],
     clock: Callable[[], float] = time.time,
 ) -> PushOutcome:
-    """playbooks/push.yml's rounds for one image and one method, over the product's planner (_push).
+    """playbooks/push.yml's rounds of a wave (scp_wave) for one image, over the product's planner (_push).
 
     Each round is planned from who holds the image now (``next_round``); ``send(pairs)`` runs the
-    round's pushes in parallel and says, by destination, whether each arrived; for a wave the receivers
-    then promote (``promote(hosts)``: by host, the time its store verified the image, or None), and only
-    the verified ones are sources next round (``advance``). A tsunami promotes every receiver once, after
-    the last round. As in the playbook, the rounds stop at the budget (two spare rounds for failures).
+    round's pushes in parallel and says, by destination, whether each arrived; the receivers then promote
+    (``promote(hosts)``: by host, the time its store verified the image, or None), and only the verified
+    ones are sources next round (``advance``). As in the playbook, the rounds stop at the budget (two spare
+    rounds for failures). A tsunami is drive_tsunami's.
     """
     state = push_state(method, [origin], hosts, size, chunk_size)
-    budget = push_round_budget(method, len(state["lackers"]), int(state["chunks"]))
+    budget = push_round_budget(len(state["lackers"]))
     verified_at: dict[str, float] = {}
     rounds: list[list[dict]] = []
     failed: list[dict] = []
@@ -601,19 +600,12 @@ def drive_push(
         delivered = send(pairs)
         sent = clock()
         failed += [pair for pair in pairs if not delivered.get(pair["destination"])]
-        verified: dict[str, bool] = {}
-        if method == "scp_wave":
-            arrived = [pair["destination"] for pair in pairs if delivered.get(pair["destination"])]
-            times = promote(arrived) if arrived else {}
-            verified_at.update({host: at for host, at in times.items() if at is not None})
-            verified = {host: at is not None for host, at in times.items()}
+        arrived = [pair["destination"] for pair in pairs if delivered.get(pair["destination"])]
+        times = promote(arrived) if arrived else {}
+        verified_at.update({host: at for host, at in times.items() if at is not None})
+        verified = {host: at is not None for host, at in times.items()}
         timings.append({"pairs": len(pairs), "send_seconds": sent - began, "promote_seconds": clock() - sent})
         state = advance(state, pairs, delivered, verified)
-    if method == "scp_tsunami":
-        began = clock()
-        times = promote(list(state["lackers"]))
-        verified_at.update({host: at for host, at in times.items() if at is not None})
-        timings.append({"pairs": 0, "send_seconds": 0.0, "promote_seconds": clock() - began})
     return PushOutcome(verified_at, rounds, failed, timings)
 
 

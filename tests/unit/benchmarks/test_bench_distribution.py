@@ -94,7 +94,7 @@ def test_wave_host_that_does_not_verify_is_never_a_source():
     assert "hv01" not in outcome.verified_at
     assert all(src != "hv01" for _r, src, _dst, _c in world.sent)
     # The budget (ceil(log2(N+1)) + 2 rounds) ends the retries, as in the playbook.
-    assert len(outcome.rounds) == bench.push_round_budget("scp_wave", 4, 1)
+    assert len(outcome.rounds) == bench.push_round_budget(4)
 
 
 class Pipeline:
@@ -192,14 +192,13 @@ def test_a_push_that_never_arrives_ends_at_the_budget_without_the_host():
     world = World(hosts, fail={(r, "hv02") for r in range(1, 20)})
     outcome = drive("scp_wave", world, 100, 100)
     assert "hv02" not in outcome.verified_at
-    assert len(outcome.rounds) == bench.push_round_budget("scp_wave", 2, 1)
+    assert len(outcome.rounds) == bench.push_round_budget(2)
 
 
 def test_round_budget_is_the_playbooks():
-    # playbooks/tasks/push_image.yml: range(ceil(log2(lackers + 1)) + 2 + chunks if tsunami).
-    assert bench.push_round_budget("scp_wave", 16, 8) == 5 + 2
-    assert bench.push_round_budget("scp_tsunami", 16, 8) == 5 + 2 + 8
-    assert bench.push_round_budget("scp_wave", 1, 1) == 1 + 2
+    # playbooks/tasks/push_image.yml's wave: range(ceil(log2(lackers + 1)) + 2).
+    assert bench.push_round_budget(16) == 5 + 2
+    assert bench.push_round_budget(1) == 1 + 2
 
 
 def test_no_push_method_is_refused():
