@@ -21,37 +21,17 @@ options:
     description: What the look found, keyed by path (V(host_state_info.files)).
     type: dict
     required: true
-  paths:
-    description: The paths the role keeps, all with the same O(mode), O(owner) and O(group).
+  kept:
+    description:
+      - What the role keeps, one entry per path or per group of paths kept alike. Each entry has C(path) (one)
+        or C(paths) (a list); C(mode) (four octal digits, required); C(type) (V(file), the default, or
+        V(directory)); C(owner) and C(group) (default V(root)); and, for files, the content's SHA-256 as
+        C(checksum) (C(checksums) for C(paths), in the same order), or the controller's file it is a copy of as
+        C(source) (C(sources)), hashed here.
+      - One call for all of a role's paths: the look is read once.
     type: list
-    elements: path
+    elements: dict
     required: true
-  type:
-    description: What each path is.
-    type: str
-    choices: [directory, file]
-    default: file
-  mode:
-    description: Permission bits as four octal digits.
-    type: str
-    required: true
-  owner:
-    description: Owner's name.
-    type: str
-    default: root
-  group:
-    description: Group's name.
-    type: str
-    default: root
-  sources:
-    description: For files, the controller's file each path is a copy of (as many as O(paths), in the same
-      order); its SHA-256 is what the host's file must have.
-    type: list
-    elements: path
-  checksums:
-    description: For files, the SHA-256 each path must have (as many as O(paths), in the same order).
-    type: list
-    elements: str
 """
 
 EXAMPLES = r"""
@@ -64,13 +44,15 @@ EXAMPLES = r"""
   when: ('/etc/vmcloud/trust/anchors/' ~ item | basename) in differing
   vars:
     differing: >-
-      {{ look.files | vmcloud.fleet.kept_differences(anchors | map('basename') | map('regex_replace', '^',
-         '/etc/vmcloud/trust/anchors/') | list, mode='0644', sources=anchors) }}
+      {{ look.files | vmcloud.fleet.kept_differences([
+           {'path': '/etc/vmcloud/trust/anchors', 'type': 'directory', 'mode': '0755'},
+           {'paths': anchors | map('basename') | map('regex_replace', '^', '/etc/vmcloud/trust/anchors/') | list,
+            'mode': '0644', 'sources': anchors}]) }}
 """
 
 RETURN = r"""
 _value:
-  description: The paths of O(paths) that differ on the host, in the order given.
+  description: The kept paths that differ on the host, in the order given.
   type: list
   elements: str
 """
@@ -91,23 +73,43 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def kept_differences(found, paths, mode, type="file", owner="root", group="root", sources=None, checksums=None):
+_ENTRY_KEYS = {"path", "paths", "type", "mode", "owner", "group", "checksum", "checksums", "source", "sources"}
+
+
+def _wanted(entry):
+    """(path, type, mode, owner, group, sha256 or None) for each path of one entry of kept."""
+    if not isinstance(entry, dict) or not set(entry) <= _ENTRY_KEYS or ("path" in entry) == ("paths" in entry):
+        raise AnsibleFilterError(f"kept_differences: each entry of kept has path or paths, and only keys of "
+                                 f"{sorted(_ENTRY_KEYS)}; got {entry!r}")
+    kind = entry.get("type", "file")
+    if kind not in ("file", "directory") or "mode" not in entry:
+        raise AnsibleFilterError(f"kept_differences: {entry!r} needs a mode and a type of file or directory")
+    paths = [entry["path"]] if "path" in entry else list(entry["paths"])
+    contents = [key for key in ("checksum", "checksums", "source", "sources") if key in entry]
+    if len(contents) > 1 or (contents and kind != "file"):
+        raise AnsibleFilterError(f"kept_differences: {entry!r}: a file's content is one checksum or one source")
+    sums = [None] * len(paths)
+    if contents:
+        key = contents[0]
+        values = [entry[key]] if key in ("checksum", "source") else list(entry[key])
+        if len(values) != len(paths) or (key in ("checksum", "source")) != ("path" in entry):
+            raise AnsibleFilterError(f"kept_differences: {entry!r}: one {key} for each path")
+        sums = [_sha256(value) for value in values] if key.startswith("source") else values
+    owner, group = entry.get("owner", "root"), entry.get("group", "root")
+    return [(path, kind, entry["mode"], owner, group, digest) for path, digest in zip(paths, sums, strict=True)]
+
+
+def kept_differences(found, kept):
     if not isinstance(found, dict):
         raise AnsibleFilterError("kept_differences: the input is host_state_info's files (a dict keyed by path)")
-    if sources is not None and checksums is not None:
-        raise AnsibleFilterError("kept_differences: give sources or checksums, not both")
-    wanted_sums = checksums
-    if sources is not None:
-        wanted_sums = [_sha256(source) for source in sources]
-    if wanted_sums is not None and (type != "file" or len(wanted_sums) != len(paths)):
-        raise AnsibleFilterError("kept_differences: sources or checksums are for files, one for each path")
     differing = []
-    for index, path in enumerate(paths):
-        entry = found.get(path)
-        if (entry is None or not entry.get("isdir" if type == "directory" else "isreg")
-                or entry.get("mode") != mode or entry.get("pw_name") != owner or entry.get("gr_name") != group
-                or (wanted_sums is not None and entry.get("checksum") != wanted_sums[index])):
-            differing.append(path)
+    for entry in kept:
+        for path, kind, mode, owner, group, digest in _wanted(entry):
+            have = found.get(path)
+            if (have is None or not have.get("isdir" if kind == "directory" else "isreg")
+                    or have.get("mode") != mode or have.get("pw_name") != owner or have.get("gr_name") != group
+                    or (digest is not None and have.get("checksum") != digest)):
+                differing.append(path)
     return differing
 
 

@@ -20,7 +20,10 @@ def entry(path, mode="0644", owner="root", group="root", kind="file", checksum=N
 
 def test_nothing_differs_on_a_host_as_kept():
     found = {path: entry(path, "0755", kind="directory") for path in ("/t/anchors", "/t/crl")}
-    assert kept_differences(found, ["/t/anchors", "/t/crl"], type="directory", mode="0755") == []
+    found["/t/anchors/a.pem"] = entry("/t/anchors/a.pem", checksum="aa")
+    kept = [{"paths": ["/t/anchors", "/t/crl"], "type": "directory", "mode": "0755"},
+            {"path": "/t/anchors/a.pem", "mode": "0644", "checksum": "aa"}]
+    assert kept_differences(found, kept) == []
 
 
 def test_missing_other_mode_owner_group_or_type_differ_in_the_order_given():
@@ -31,42 +34,53 @@ def test_missing_other_mode_owner_group_or_type_differ_in_the_order_given():
         "/k/dir": entry("/k/dir", kind="directory"),
         "/k/link": entry("/k/link", kind="link"),
         "/k/same": entry("/k/same"),
+        "/k/seeder": entry("/k/seeder", "0750", owner="seeder", group="seeder", kind="directory"),
     }
     paths = ["/k/missing", "/k/mode", "/k/owner", "/k/group", "/k/dir", "/k/link", "/k/same"]
-    assert kept_differences(found, paths, mode="0644") == paths[:-1]
+    kept = [{"paths": paths, "mode": "0644"},
+            {"path": "/k/seeder", "type": "directory", "mode": "0750", "owner": "seeder", "group": "seeder"}]
+    assert kept_differences(found, kept) == paths[:-1]
 
 
 def test_content_is_compared_with_the_controllers_source(tmp_path):
     source = tmp_path / "root.pem"
     source.write_bytes(b"anchor\n")
     digest = hashlib.sha256(b"anchor\n").hexdigest()
-    same = {"/t/anchors/root.pem": entry("/t/anchors/root.pem", checksum=digest)}
-    other = {"/t/anchors/root.pem": entry("/t/anchors/root.pem", checksum=hashlib.sha256(b"old").hexdigest())}
-    unhashed = {"/t/anchors/root.pem": entry("/t/anchors/root.pem")}
-    for found, expected in ((same, []), (other, ["/t/anchors/root.pem"]), (unhashed, ["/t/anchors/root.pem"])):
-        assert kept_differences(found, ["/t/anchors/root.pem"], mode="0644", sources=[str(source)]) == expected
+    path = "/t/anchors/root.pem"
+    same, other, unhashed = ({path: entry(path, checksum=digest)},
+                             {path: entry(path, checksum=hashlib.sha256(b"old").hexdigest())}, {path: entry(path)})
+    for found, expected in ((same, []), (other, [path]), (unhashed, [path])):
+        assert kept_differences(found, [{"path": path, "mode": "0644", "source": str(source)}]) == expected
+        assert kept_differences(found, [{"paths": [path], "mode": "0644", "sources": [str(source)]}]) == expected
 
 
 def test_content_is_compared_with_given_checksums():
     found = {"/etc/a": entry("/etc/a", checksum="aa"), "/etc/b": entry("/etc/b", checksum="bb")}
-    assert kept_differences(found, ["/etc/a", "/etc/b"], mode="0644", checksums=["aa", "cc"]) == ["/etc/b"]
+    kept = [{"paths": ["/etc/a", "/etc/b"], "mode": "0644", "checksums": ["aa", "cc"]}]
+    assert kept_differences(found, kept) == ["/etc/b"]
 
 
 def test_a_source_the_controller_cannot_read_is_an_error_naming_it(tmp_path):
     with pytest.raises(AnsibleFilterError, match="absent.pem"):
-        kept_differences({}, ["/t/x"], mode="0644", sources=[str(tmp_path / "absent.pem")])
+        kept_differences({}, [{"path": "/t/x", "mode": "0644", "source": str(tmp_path / "absent.pem")}])
 
 
-@pytest.mark.parametrize("arguments", [
-    {"sources": ["/a"], "checksums": ["aa"]},
-    {"checksums": ["aa", "bb"]},
-    {"checksums": ["aa"], "type": "directory"},
+@pytest.mark.parametrize("bad", [
+    {"mode": "0644"},  # neither path nor paths
+    {"path": "/a", "paths": ["/a"], "mode": "0644"},
+    {"path": "/a"},  # no mode
+    {"path": "/a", "mode": "0644", "type": "fifo"},
+    {"path": "/a", "mode": "0644", "checksum": "aa", "source": "/b"},
+    {"paths": ["/a", "/b"], "mode": "0644", "checksums": ["aa"]},
+    {"path": "/a", "mode": "0644", "checksums": ["aa"]},
+    {"path": "/a", "mode": "0755", "type": "directory", "checksum": "aa"},
+    {"path": "/a", "mode": "0644", "colour": "blue"},
 ])
-def test_contradictory_arguments_are_refused(arguments):
-    with pytest.raises(AnsibleFilterError):
-        kept_differences({}, ["/t/x"], mode="0644", **arguments)
+def test_a_malformed_entry_is_refused(bad):
+    with pytest.raises(AnsibleFilterError, match="kept_differences"):
+        kept_differences({}, [bad])
 
 
 def test_the_input_must_be_the_looks_files():
     with pytest.raises(AnsibleFilterError, match="host_state_info"):
-        kept_differences(["/t/x"], ["/t/x"], mode="0644")
+        kept_differences(["/t/x"], [{"path": "/t/x", "mode": "0644"}])
