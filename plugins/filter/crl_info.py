@@ -49,21 +49,25 @@ import datetime
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils import _crl
-from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import require
-from ansible_collections.vmcloud.fleet.plugins.module_utils._trust import load_pem_certificates
+# The collection's library (and cryptography) is imported where the filter runs, not when the plugin loads:
+# Ansible loads every filter file of a collection in each task's worker, whenever a task names any
+# vmcloud.fleet filter (filter fleet_report says more).
 
 
-def _read(path: str, what: str) -> bytes:
+def _read(path: str, what: str, limit: int) -> bytes:
     try:
         with open(path, "rb") as handle:
-            return handle.read(_crl.MAX_CRL_BYTES + 1)
+            return handle.read(limit + 1)
     except OSError as exc:
         raise AnsibleFilterError(f"crl_info: cannot read {what} {path}: {exc.strerror or exc}") from exc
 
 
 def crl_info(path, anchors=None):
+    from ansible_collections.vmcloud.fleet.plugins.module_utils import _crl
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import require
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._trust import load_pem_certificates
+
     if not isinstance(path, str) or not path:
         raise AnsibleFilterError("crl_info: the input must be the path of a CRL file on the controller")
     try:
@@ -71,10 +75,10 @@ def crl_info(path, anchors=None):
     except VmcloudError as exc:
         raise AnsibleFilterError(f"crl_info: {exc}") from exc
     now = datetime.datetime.now(datetime.UTC)
-    data = _read(path, "the CRL")
+    data = _read(path, "the CRL", _crl.MAX_CRL_BYTES)
     try:
         certificates = [cert for anchor in anchors or []
-                        for cert in load_pem_certificates(_read(anchor, "anchor"), anchor)]
+                        for cert in load_pem_certificates(_read(anchor, "anchor", _crl.MAX_CRL_BYTES), anchor)]
     except VmcloudError as exc:
         raise AnsibleFilterError(f"crl_info: {exc}") from exc
     try:

@@ -70,7 +70,10 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service import selection_for
+
+# The selection library (with the index's: cryptography, YAML) is imported where the filter runs, not when
+# the plugin loads: Ansible loads every filter file of a collection in each task's worker, whenever a task
+# names any vmcloud.fleet filter (filter fleet_report says more).
 
 
 def desired_images(images, approved, blocked=None, rules=None, host=None, subcluster=None, cluster=None,
@@ -79,6 +82,8 @@ def desired_images(images, approved, blocked=None, rules=None, host=None, subclu
         raise AnsibleFilterError("desired_images: the input must be the list of verified images")
     if not host:
         raise AnsibleFilterError("desired_images: 'host' is required (usually inventory_hostname)")
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._index_service import selection_for
+
     options = {"approved": approved, "blocked": blocked, "rules": rules, "host": host,
                "subcluster": subcluster, "cluster": cluster}
     try:

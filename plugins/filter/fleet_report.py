@@ -68,15 +68,9 @@ import json
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import (
-    EXIT_CONFIG,
-    EXIT_DISABLED,
-    EXIT_ERROR,
-    EXIT_IMAGES_FAILED,
-    EXIT_INDEX_REFUSED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-)
+# The collection's library is imported where a filter runs, not when the plugin loads: Ansible loads every
+# filter file of a collection in each task's worker process, for each host, whenever a task names any
+# vmcloud.fleet filter, and the library (imgdist's configuration, cryptography) costs about 0.1 s to import.
 
 # The legend, in the order shown: state -> (label, meaning).
 STATES = {
@@ -90,15 +84,24 @@ STATES = {
     "disabled": ("disabled", "the host is disabled (imgdist --disable); the detail says what it holds"),
     "none": ("not wanted", "the host does not want this image (not approved or targeted for it)"),
 }
-SYNC_EXIT_MEANING = {
-    EXIT_OK: "success",
-    EXIT_IMAGES_FAILED: "some image failed",
-    EXIT_INDEX_REFUSED: "the index was refused",
-    EXIT_DISABLED: "skipped: the host is disabled",
-    EXIT_CONFIG: "configuration error",
-    EXIT_ERROR: "error (index or engine unreachable, I/O)",
-    EXIT_INTERRUPTED: "interrupted",
-}
+
+
+def _sync_exit_meaning(status):
+    """What an `imgdist sync` exit status means, as the report says it."""
+    from ansible_collections.vmcloud.fleet.plugins.module_utils import _imgdist_config as config
+
+    meaning = {
+        config.EXIT_OK: "success",
+        config.EXIT_IMAGES_FAILED: "some image failed",
+        config.EXIT_INDEX_REFUSED: "the index was refused",
+        config.EXIT_DISABLED: "skipped: the host is disabled",
+        config.EXIT_CONFIG: "configuration error",
+        config.EXIT_ERROR: "error (index or engine unreachable, I/O)",
+        config.EXIT_INTERRUPTED: "interrupted",
+    }
+    return meaning.get(status, f"exit status {status}")
+
+
 DOWNLOADING = ("downloading", "checking", "downloaded")
 
 
@@ -195,7 +198,7 @@ def _last_sync(result):
     except (KeyError, ValueError):
         status = None
     meaning = "never ran" if not ended and not props.get("ExecMainStartTimestamp") else (
-        SYNC_EXIT_MEANING.get(status, f"exit status {status}") if status is not None else "running")
+        _sync_exit_meaning(status) if status is not None else "running")
     if ended and props.get("Result") not in (None, "", "success", "exit-code"):  # timeout, signal, core-dump...
         meaning += f" (systemd: {props['Result']})"
     return {"time": ended, "started": props.get("ExecMainStartTimestamp") or None, "result": props.get("Result"),
@@ -203,6 +206,7 @@ def _last_sync(result):
 
 
 def _host_row(entry, columns_seen):
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._imgdist_config import EXIT_DISABLED, EXIT_OK
     if not isinstance(entry, dict) or not entry.get("host"):
         raise AnsibleFilterError("fleet_report: each element of the input must be a mapping with 'host'")
     host = str(entry["host"])

@@ -28,7 +28,7 @@ options:
         V(directory)); C(owner) and C(group) (default V(root)); and, for files, the content's SHA-256 as
         C(checksum) (C(checksums) for C(paths), in the same order), or the controller's file it is a copy of as
         C(source) (C(sources)), hashed here.
-      - One call for all of a role's paths: the look is read once.
+      - One call for all of a role's paths, so that the look is read once.
     type: list
     elements: dict
     required: true

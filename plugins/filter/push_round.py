@@ -40,13 +40,14 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
-from ansible_collections.vmcloud.fleet.plugins.module_utils._push import (
-    advance,
-    next_round,
-    pass_queues,
-    push_state,
-    record_pass,
-)
+
+
+def _push():
+    """The push library, imported where a filter runs, not when the plugin loads: Ansible loads every filter
+    file of a collection in each task's worker, whenever a task names any vmcloud.fleet filter."""
+    from ansible_collections.vmcloud.fleet.plugins.module_utils import _push as push
+
+    return push
 
 
 def _wrapped(function):
@@ -59,16 +60,27 @@ def _wrapped(function):
 
 
 def _state(method, holders, lackers, size, chunk_size=0):
-    return push_state(method, list(holders), list(lackers), int(size), int(chunk_size))
+    return _push().push_state(method, list(holders), list(lackers), int(size), int(chunk_size))
 
 
 def _advance(state, pairs, delivered, verified):
-    return advance(dict(state), list(pairs), dict(delivered), dict(verified))
+    return _push().advance(dict(state), list(pairs), dict(delivered), dict(verified))
+
+
+def _queues(state, addresses=None):
+    return _push().pass_queues(dict(state), dict(addresses or {}))
+
+
+def _record(state, held, dead=()):
+    return _push().record_pass(dict(state), dict(held), list(dead))
 
 
 class FilterModule:
     def filters(self):
-        return {"push_state": _wrapped(_state), "push_round": _wrapped(lambda state: next_round(dict(state))),
-                "push_advance": _wrapped(_advance),
-                "push_queues": _wrapped(lambda state, addresses=None: pass_queues(dict(state), dict(addresses or {}))),
-                "push_record": _wrapped(lambda state, held, dead=(): record_pass(dict(state), dict(held), list(dead)))}
+        return {
+            "push_state": _wrapped(_state),
+            "push_round": _wrapped(lambda state: _push().next_round(dict(state))),
+            "push_advance": _wrapped(_advance),
+            "push_queues": _wrapped(_queues),
+            "push_record": _wrapped(_record),
+        }

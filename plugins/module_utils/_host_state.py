@@ -136,7 +136,7 @@ def packages(names: List[str], dpkg_query: str = "dpkg-query") -> Dict[str, str]
         return found
     # dpkg-query exits 1 when some package is unknown, and still lists the others.
     for line in result.stdout.splitlines():
-        package, _, status = line.partition("\t")
+        package, _tab, status = line.partition("\t")
         if package in found:
             found[package] = status
     return found
