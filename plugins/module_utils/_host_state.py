@@ -19,7 +19,7 @@ import os
 import pwd
 import stat
 import subprocess
-from typing import Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from ._errors import VmcloudError
 from ._io import sha256_file
@@ -71,31 +71,27 @@ def describe_tree(root: str, depth: int, checksum: bool = True) -> Dict[str, Dic
     return found
 
 
-def users(names: Iterable[str]) -> Dict[str, List[str]]:
-    """Each user's passwd entry as getent prints it, split on ':' ([] when there is none)."""
-    found = {}
+def _entries(names: Iterable[str], lookup: Callable[[str], Any], fields: Callable[[Any], List[str]]):
+    found: Dict[str, List[str]] = {}
     for name in names:
         try:
-            entry = pwd.getpwnam(name)
+            found[name] = fields(lookup(name))
         except KeyError:
             found[name] = []
-            continue
-        found[name] = [entry.pw_name, entry.pw_passwd, str(entry.pw_uid), str(entry.pw_gid), entry.pw_gecos,
-                       entry.pw_dir, entry.pw_shell]
     return found
+
+
+def users(names: Iterable[str]) -> Dict[str, List[str]]:
+    """Each user's passwd entry as getent prints it, split on ':' ([] when there is none)."""
+    return _entries(names, pwd.getpwnam, lambda entry: [
+        entry.pw_name, entry.pw_passwd, str(entry.pw_uid), str(entry.pw_gid), entry.pw_gecos, entry.pw_dir,
+        entry.pw_shell])
 
 
 def groups(names: Iterable[str]) -> Dict[str, List[str]]:
     """Each group's entry as getent prints it, split on ':' ([] when there is none)."""
-    found = {}
-    for name in names:
-        try:
-            entry = grp.getgrnam(name)
-        except KeyError:
-            found[name] = []
-            continue
-        found[name] = [entry.gr_name, entry.gr_passwd, str(entry.gr_gid), ",".join(entry.gr_mem)]
-    return found
+    return _entries(names, grp.getgrnam,
+                    lambda entry: [entry.gr_name, entry.gr_passwd, str(entry.gr_gid), ",".join(entry.gr_mem)])
 
 
 def units(names: List[str], systemctl: str = "systemctl") -> Dict[str, Dict[str, str]]:
