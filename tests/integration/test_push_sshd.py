@@ -249,6 +249,7 @@ def test_a_chunk_sent_again_is_answered_as_held_and_not_written_again(fleet, tmp
     assert (fleet["roots"]["hv01"] / IH2 / "a.img").read_bytes()[:MIN_CHUNK_SIZE] == held_bytes
     assert (fleet["roots"]["hv01"] / IH2 / "a.img").read_bytes() == origin.read_bytes()
 
+
 def test_the_forced_command_refuses_paths_outside_staging(fleet, tmp_path):
     source = tmp_path / "x"
     source.write_bytes(b"abc")

@@ -512,6 +512,7 @@ def test_a_wrong_or_cut_chunk_is_not_held_and_is_written_again(root):
     receive(str(root), _chunk_request("x.img", len(data), 0, pieces[0]), io.BytesIO(pieces[0]))
     assert (root / IH / "x.img").read_bytes() == data
 
+
 def test_a_stream_carries_many_chunks_and_answers_each(tmp_path):
     chunk = MIN_CHUNK_SIZE
     data = os.urandom(2 * chunk + 5)
