@@ -86,18 +86,19 @@ ORIGIN_IP = "10.89.210.10"
 LABEL = "vmcloud.bench=1"
 TRACKER_PORT = 6969
 HTTP_PORT = 8000
-STAGING = "/var/lib/vmcloud/staging"
 ORIGIN_DIR = "/srv/bench"
 SOCKET = "/run/rtorrent/rpc.socket"
 SEEDER_CONFIG = "/etc/vmcloud/seeder.json"
 SEEDER_STATE = "/var/lib/vmcloud-seeder"
 SEEDER_MODULE = "ansible_collections.vmcloud.fleet.plugins.module_utils._seeder"
-# The product's defaults (roles/vmcloud, roles/hypervisor, roles/image_catalogue): where the push area and the
-# catalogue's images are, and who the push receiver is (the store, STORE, is read from roles/vmcloud).
-PUSH_DIR = "/var/lib/vmcloud/push"
-PUSH_USER = "vmcloud-push"
-PUSH_KEY_DIR = "/etc/vmcloud/push"
-CATALOGUE_ROOT = "/srv/vmcloud/catalogue"
+# The product's defaults, read from the roles (roles/vmcloud, roles/hypervisor, roles/image_catalogue, as
+# STORE is): the staging and push areas, the push receiver's user and keys, the catalogue's images.
+_SITE = role_defaults("vmcloud")
+STAGING = _SITE["vmcloud_staging_dir"]
+PUSH_DIR = _SITE["vmcloud_push_dir"]
+PUSH_USER = _SITE["vmcloud_push_user"]
+PUSH_KEY_DIR = role_defaults("hypervisor")["hypervisor_push_key_dir"]
+CATALOGUE_ROOT = role_defaults("image_catalogue")["image_catalogue_root"]
 CATALOGUE_IMAGES = f"{CATALOGUE_ROOT}/images"
 CATALOGUE_PORT = 80
 IMAGE_JSON = "/opt/bd/image.json"

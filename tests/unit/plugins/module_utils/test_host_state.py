@@ -125,22 +125,24 @@ printf 'LoadState=loaded\\nActiveState=active\\nUnitFileState=enabled\\n\\n'
 printf 'LoadState=not-found\\nActiveState=inactive\\nUnitFileState=\\n\\n'
 printf 'LoadState=masked\\nActiveState=inactive\\nUnitFileState=masked\\n'
 """)
-    found = _host_state.units(["a.service", "missing.service", "masked.timer"], systemctl=systemctl)
+    found = _host_state.units(["a.service", "missing.service", "masked.timer"], systemctl=systemctl, booted=str(tmp_path))
     assert found == {"a.service": {"enabled": "enabled", "active": "active"},
                      "missing.service": {"enabled": "", "active": ""},
                      "masked.timer": {"enabled": "masked", "active": "inactive"}}
 
 
 def test_a_host_without_systemd_knows_no_unit(tmp_path):
-    systemctl = _stand_in(tmp_path, "echo 'System has not been booted with systemd as init system.' >&2; exit 1\n")
-    assert _host_state.units(["a.service"], systemctl=systemctl) == {"a.service": {"enabled": "", "active": ""}}
-    assert _host_state.units(["a.service"], systemctl="/nonexistent/systemctl") == {
-        "a.service": {"enabled": "", "active": ""}}
+    """Told by /run/systemd/system (what sd_booted asks), not by the words systemctl fails with, which any
+    systemd version or wrapper may put otherwise."""
+    systemctl = _stand_in(tmp_path, "echo 'Systemd ist hier nicht gestartet.' >&2; exit 1\n")
+    unknown = {"a.service": {"enabled": "", "active": ""}}
+    assert _host_state.units(["a.service"], systemctl=systemctl, booted=str(tmp_path / "no-systemd")) == unknown
+    assert _host_state.units(["a.service"], systemctl="/nonexistent/systemctl", booted=str(tmp_path)) == unknown
 
 
 def test_a_failing_systemctl_is_an_error_naming_its_rule(tmp_path):
     systemctl = _stand_in(tmp_path, "echo 'Access denied' >&2; exit 1\n")
     with pytest.raises(VmcloudError) as raised:
-        _host_state.units(["a.service"], systemctl=systemctl)
+        _host_state.units(["a.service"], systemctl=systemctl, booted=str(tmp_path))
     assert raised.value.rule == "host-look-failed"
     assert "Access denied" in str(raised.value)
