@@ -125,7 +125,8 @@ printf 'LoadState=loaded\\nActiveState=active\\nUnitFileState=enabled\\n\\n'
 printf 'LoadState=not-found\\nActiveState=inactive\\nUnitFileState=\\n\\n'
 printf 'LoadState=masked\\nActiveState=inactive\\nUnitFileState=masked\\n'
 """)
-    found = _host_state.units(["a.service", "missing.service", "masked.timer"], systemctl=systemctl, booted=str(tmp_path))
+    found = _host_state.units(["a.service", "missing.service", "masked.timer"], systemctl=systemctl,
+                              booted=str(tmp_path))
     assert found == {"a.service": {"enabled": "enabled", "active": "active"},
                      "missing.service": {"enabled": "", "active": ""},
                      "masked.timer": {"enabled": "masked", "active": "inactive"}}
