@@ -73,44 +73,37 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-_ENTRY_KEYS = {"path", "paths", "type", "mode", "owner", "group", "checksum", "checksums", "source", "sources"}
-
-
-def _wanted(entry):
-    """(path, type, mode, owner, group, sha256 or None) for each path of one entry of kept."""
-    if not isinstance(entry, dict) or not set(entry) <= _ENTRY_KEYS or ("path" in entry) == ("paths" in entry):
-        raise AnsibleFilterError(f"kept_differences: each entry of kept has path or paths, and only keys of "
-                                 f"{sorted(_ENTRY_KEYS)}; got {entry!r}")
-    kind = entry.get("type", "file")
-    if kind not in ("file", "directory") or "mode" not in entry:
-        raise AnsibleFilterError(f"kept_differences: {entry!r} needs a mode and a type of file or directory")
-    paths = [entry["path"]] if "path" in entry else list(entry["paths"])
-    contents = [key for key in ("checksum", "checksums", "source", "sources") if key in entry]
-    if len(contents) > 1 or (contents and kind != "file"):
-        raise AnsibleFilterError(f"kept_differences: {entry!r}: a file's content is one checksum or one source")
-    sums = [None] * len(paths)
-    if contents:
-        key = contents[0]
-        values = [entry[key]] if key in ("checksum", "source") else list(entry[key])
-        if len(values) != len(paths) or (key in ("checksum", "source")) != ("path" in entry):
-            raise AnsibleFilterError(f"kept_differences: {entry!r}: one {key} for each path")
-        sums = [_sha256(value) for value in values] if key.startswith("source") else values
-    owner, group = entry.get("owner", "root"), entry.get("group", "root")
-    return [(path, kind, entry["mode"], owner, group, digest) for path, digest in zip(paths, sums, strict=True)]
+def with_checksums(kept):
+    """kept with each C(source)/C(sources) replaced by the SHA-256 of the controller's file(s)."""
+    if not isinstance(kept, list):
+        raise AnsibleFilterError(f"kept_differences: kept is a list of entries, got {kept!r}")
+    hashed = []
+    for entry in kept:
+        contents = [key for key in ("checksum", "checksums", "source", "sources") if key in entry] \
+            if isinstance(entry, dict) else []
+        if len(contents) > 1:
+            raise AnsibleFilterError(f"kept_differences: {entry!r}: a file's content is one checksum or one source")
+        if contents == ["source"]:
+            entry = {**entry, "checksum": _sha256(entry["source"])}
+            del entry["source"]
+        elif contents == ["sources"]:
+            entry = {**entry, "checksums": [_sha256(path) for path in entry["sources"]]}
+            del entry["sources"]
+        hashed.append(entry)
+    return hashed
 
 
 def kept_differences(found, kept):
     if not isinstance(found, dict):
         raise AnsibleFilterError("kept_differences: the input is host_state_info's files (a dict keyed by path)")
-    differing = []
-    for entry in kept:
-        for path, kind, mode, owner, group, digest in _wanted(entry):
-            have = found.get(path)
-            if (have is None or not have.get("isdir" if kind == "directory" else "isreg")
-                    or have.get("mode") != mode or have.get("pw_name") != owner or have.get("gr_name") != group
-                    or (digest is not None and have.get("checksum") != digest)):
-                differing.append(path)
-    return differing
+    # Imported here, not at load: Ansible loads every filter file in each task's worker.
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._host_state import kept_differences as compare
+
+    try:
+        return compare(found, with_checksums(kept))
+    except VmcloudError as exc:
+        raise AnsibleFilterError(f"kept_differences: {exc}") from exc
 
 
 class FilterModule:

@@ -76,7 +76,7 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.vmcloud.fleet.plugins.filter.kept_differences import kept_differences
+from ansible_collections.vmcloud.fleet.plugins.filter.kept_differences import kept_differences, with_checksums
 
 _URL = re.compile(r"^https?://[^/\s]+")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(crl|pem)$")
@@ -92,22 +92,28 @@ def _fetched_names(crl_urls):
     return [entry["name"] for entry in crl_urls]
 
 
-def trust_store_changes(found, trust_dir, anchors, crls, crl_urls=()):
+def trust_store_layout(trust_dir, anchors, crls, crl_urls=()):
+    """What the trust_store role keeps: C(kept), entries in the shape of kept_differences with the controller's
+    files hashed, and C(only), the two directories whose regular files are the role's (any other is withdrawn)."""
     fetched = _fetched_names(crl_urls or [])
     anchors_dir, crl_dir = f"{trust_dir}/anchors", f"{trust_dir}/crl"
-    kept = [{"paths": [anchors_dir, crl_dir], "type": "directory", "mode": "0755"},
-            {"paths": [f"{anchors_dir}/{os.path.basename(a)}" for a in anchors], "mode": "0644",
-             "sources": list(anchors)},
-            {"paths": [f"{crl_dir}/{os.path.basename(c)}" for c in crls], "mode": "0644", "sources": list(crls)}]
-    names = {os.path.basename(path) for path in list(anchors) + list(crls)} | set(fetched)
-    withdrawn = [
-        path for path, have in found.items()
-        if have.get("isreg") and os.path.dirname(path) in (anchors_dir, crl_dir)
-        and os.path.basename(path) not in names
-    ]
-    return {"differing": kept_differences(found, kept), "withdrawn": sorted(withdrawn)}
+    kept = with_checksums([
+        {"paths": [anchors_dir, crl_dir], "type": "directory", "mode": "0755"},
+        {"paths": [f"{anchors_dir}/{os.path.basename(a)}" for a in anchors], "mode": "0644", "sources": list(anchors)},
+        {"paths": [f"{crl_dir}/{os.path.basename(c)}" for c in crls], "mode": "0644", "sources": list(crls)},
+    ])
+    # A name any option keeps is withdrawn from neither directory.
+    names = sorted({os.path.basename(path) for path in list(anchors) + list(crls)} | set(fetched))
+    return {"kept": kept, "only": [{"dir": anchors_dir, "names": names}, {"dir": crl_dir, "names": names}]}
+
+
+def trust_store_changes(found, trust_dir, anchors, crls, crl_urls=()):
+    from ansible_collections.vmcloud.fleet.plugins.module_utils._host_state import not_kept
+
+    layout = trust_store_layout(trust_dir, anchors, crls, crl_urls)
+    return {"differing": kept_differences(found, layout["kept"]), "withdrawn": not_kept(found, layout["only"])}
 
 
 class FilterModule:
     def filters(self):
-        return {"trust_store_changes": trust_store_changes}
+        return {"trust_store_changes": trust_store_changes, "trust_store_layout": trust_store_layout}

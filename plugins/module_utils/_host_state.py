@@ -171,3 +171,68 @@ def _group_name(gid: int) -> str:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return str(gid)
+
+
+# What a role keeps, compared with a look: the one comparison of the kept_differences and
+# trust_store_changes filters (on the controller) and of image_sync's layout guard (on the host).
+_KEPT_KEYS = {"path", "paths", "type", "mode", "owner", "group", "checksum", "checksums"}
+
+
+def kept_paths(entry: Dict[str, Any]) -> List[tuple]:
+    """(path, type, mode, owner, group, sha256 or None) for each path of one kept entry: C(path) or C(paths),
+    C(mode), C(type) (file or directory), C(owner) and C(group) (root), C(checksum) or C(checksums)."""
+    if not isinstance(entry, dict) or not set(entry) <= _KEPT_KEYS or ("path" in entry) == ("paths" in entry):
+        raise VmcloudError("option-invalid", f"each kept entry has path or paths, and only keys of "
+                           f"{sorted(_KEPT_KEYS)}; got {entry!r}")
+    kind = entry.get("type", "file")
+    if kind not in ("file", "directory") or "mode" not in entry:
+        raise VmcloudError("option-invalid", f"kept entry {entry!r} needs a mode and a type of file or directory")
+    paths = [entry["path"]] if "path" in entry else list(entry["paths"])
+    contents = [key for key in ("checksum", "checksums") if key in entry]
+    if len(contents) > 1 or (contents and kind != "file"):
+        raise VmcloudError("option-invalid", f"kept entry {entry!r}: a file's content is one checksum")
+    sums: List[Optional[str]] = [None] * len(paths)
+    if contents:
+        key = contents[0]
+        sums = [entry[key]] if key == "checksum" else list(entry[key])
+        if len(sums) != len(paths) or (key == "checksum") != ("path" in entry):
+            raise VmcloudError("option-invalid", f"kept entry {entry!r}: one {key} for each path")
+    owner, group = entry.get("owner", "root"), entry.get("group", "root")
+    return [(path, kind, entry["mode"], owner, group, digest) for path, digest in zip(paths, sums)]  # noqa: B905
+
+
+def kept_differences(found: Dict[str, Dict[str, Any]], kept: Iterable[Dict[str, Any]]) -> List[str]:
+    """The kept paths that are missing on the host or differ from what is kept (type, mode, owner, group, or a
+    regular file's SHA-256), in the order given."""
+    differing = []
+    for entry in kept:
+        for path, kind, mode, owner, group, digest in kept_paths(entry):
+            have = found.get(path)
+            if (have is None or not have.get("isdir" if kind == "directory" else "isreg")
+                    or have.get("mode") != mode or have.get("pw_name") != owner or have.get("gr_name") != group
+                    or (digest is not None and have.get("checksum") != digest)):
+                differing.append(path)
+    return differing
+
+
+def not_kept(found: Dict[str, Dict[str, Any]], only: Iterable[Dict[str, Any]]) -> List[str]:
+    """Regular files directly in each C(dir) of ``only`` whose name is not one of its C(names), sorted: what a
+    role that owns those directories withdraws."""
+    extra = []
+    for entry in only:
+        if not (isinstance(entry, dict) and set(entry) == {"dir", "names"} and isinstance(entry["names"], list)):
+            raise VmcloudError("option-invalid", f"each entry of only is {{dir, names}} (a list); got {entry!r}")
+        directory, names = str(entry["dir"]).rstrip("/"), set(entry["names"])
+        extra += [path for path, have in found.items()
+                  if have.get("isreg") and os.path.dirname(path) == directory and os.path.basename(path) not in names]
+    return sorted(extra)
+
+
+def look_at_layout(paths: Iterable[str] = (), trees: Iterable[str] = (), kept: Iterable[Dict[str, Any]] = (),
+                   only: Iterable[Dict[str, Any]] = (), absent: Iterable[str] = ()) -> Dict[str, Any]:
+    """image_sync's guard: one look at what a caller keeps, and how the host differs from it (``differing``
+    kept paths, ``withdrawn`` files in the ``only`` directories, ``present`` paths of ``absent``)."""
+    absent = list(absent)
+    files = look(paths=list(paths) + absent, trees=trees)["files"]
+    return {"files": files, "differing": kept_differences(files, kept), "withdrawn": not_kept(files, only),
+            "present": [path for path in absent if path in files]}

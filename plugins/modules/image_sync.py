@@ -146,6 +146,52 @@ options:
     type: str
     choices: [report, quarantine, remove]
     default: report
+  layout:
+    description:
+      - What the host must hold before this run syncs, looked at in this same round trip (the hypervisor role
+        passes its store directories, its trust store as filter C(vmcloud.fleet.trust_store_layout) describes
+        it, and the disabled flag). The paths and trees are described as M(vmcloud.fleet.host_state_info)
+        describes them and returned in RV(layout).
+      - When a kept path differs (RV(layout.differing)), a file nobody keeps is in one of the O(layout.only)
+        directories (RV(layout.withdrawn)), or a path of O(layout.absent) exists (RV(layout.present)), the
+        module changes nothing, does not sync (RV(synced) is V(false)) and returns the look, so that the
+        caller writes what differs and runs the module again without O(layout). A sync therefore never
+        verifies the index with trust material other than the controller's.
+      - Unset, the module syncs as it finds the host (RV(synced) V(true)).
+    type: dict
+    suboptions:
+      paths:
+        description: Paths to describe (each path itself).
+        type: list
+        elements: path
+        default: []
+      trees:
+        description: Directories to describe with everything under them, two levels down.
+        type: list
+        elements: path
+        default: []
+      kept:
+        description:
+          - What must be there, in the entries of filter C(vmcloud.fleet.kept_differences) with the content
+            as C(checksum)/C(checksums) (SHA-256), that is C(path) or C(paths), C(mode), C(type) (V(file) or
+            V(directory)), C(owner) and C(group).
+        type: list
+        elements: dict
+        default: []
+      only:
+        description: Directories (C(dir)) whose regular files may only be the given C(names).
+        type: list
+        elements: dict
+        default: []
+      absent:
+        description: Paths that must not exist (the disabled flag of C(imgdist --disable)).
+        type: list
+        elements: path
+        default: []
+      look_only:
+        description: Only look, even on a host as kept (a run whose tags leave the sync out).
+        type: bool
+        default: false
 notes:
   - Check mode verifies the index, reads (and verifies) the .torrent files it would fetch, and asks the
     engine and the store what they hold; it returns the same lists a real run would, and writes
@@ -186,6 +232,35 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+synced:
+  description:
+    - Whether the module synced; V(false) when O(layout) found the host other than kept, or with
+      O(layout.look_only) (only the look ran).
+  returned: always
+  type: bool
+  sample: true
+layout:
+  description: What O(layout) found on the host, and how it differs from what is kept.
+  returned: when O(layout) is given
+  type: dict
+  contains:
+    files:
+      description:
+        - The described paths, keyed by path (as M(vmcloud.fleet.host_state_info)'s
+          RV(vmcloud.fleet.host_state_info#module:files)).
+      type: dict
+    differing:
+      description: The kept paths missing or other than kept, in the order given.
+      type: list
+      elements: str
+    withdrawn:
+      description: Regular files in the O(layout.only) directories that nobody keeps.
+      type: list
+      elements: str
+    present:
+      description: The paths of O(layout.absent) that exist.
+      type: list
+      elements: str
 check_mode:
   description: Whether this was a check-mode run (every list then says what would be done).
   returned: success
@@ -389,6 +464,7 @@ from ansible_collections.vmcloud.fleet.plugins.module_utils._engine import (
     engine_for,
 )
 from ansible_collections.vmcloud.fleet.plugins.module_utils._errors import VmcloudError
+from ansible_collections.vmcloud.fleet.plugins.module_utils._host_state import look_at_layout
 from ansible_collections.vmcloud.fleet.plugins.module_utils._options import INDEX_CHECKS, SYNC_CHECKS, check_options
 from ansible_collections.vmcloud.fleet.plugins.module_utils._reconcile_plan import POLICIES
 from ansible_collections.vmcloud.fleet.plugins.module_utils._requirements import module_require
@@ -399,6 +475,14 @@ def main() -> None:
     argument_spec = dict(
         src=dict(type="str", required=True),
         unknown=dict(type="str", choices=list(POLICIES), default="report"),
+        layout=dict(type="dict", options=dict(
+            paths=dict(type="list", elements="path", default=[]),
+            trees=dict(type="list", elements="path", default=[]),
+            kept=dict(type="list", elements="dict", default=[]),
+            only=dict(type="list", elements="dict", default=[]),
+            absent=dict(type="list", elements="path", default=[]),
+            look_only=dict(type="bool", default=False),
+        )),
         **INDEX_TRUST_ARGSPEC,
         **SELECTION_ARGSPEC,
         **FETCH_ARGSPEC,
@@ -407,7 +491,14 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     module_require(module, "cryptography", "yaml", "fastbencode")
     params = module.params
+    layout = None
     try:
+        if params["layout"] is not None:
+            guard = dict(params["layout"])
+            look_only = guard.pop("look_only")
+            layout = look_at_layout(**guard)
+            if look_only or layout["differing"] or layout["withdrawn"] or layout["present"]:
+                module.exit_json(changed=False, synced=False, check_mode=module.check_mode, layout=layout)
         check_options(params, {**INDEX_CHECKS, **SYNC_CHECKS})
         engine = engine_for(params["engine"], timeout=params["rpc_timeout"],
                             socket=params["socket"] or default_socket(params["engine"]))
@@ -418,6 +509,9 @@ def main() -> None:
     except OSError as exc:
         module.fail_json(msg=f"io-error: {exc}", rule="io-error")
     result = report.to_dict()
+    result["synced"] = True
+    if layout is not None:
+        result["layout"] = layout
     quota = (result["store"] or {}).get("quota") or {}
     if quota.get("over_after"):
         module.warn(f"{params['store_dir']} stays over its quota after this run: only desired images, unknown "

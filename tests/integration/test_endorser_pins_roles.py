@@ -25,7 +25,7 @@ PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
 PINS = [{"subject": "CN=alice,O=CERN", "issuer": "CN=CERN Grid CA,O=CERN"}]
 # (task file, module, the role whose defaults it reads, the role's own variable)
 TASKS = [
-    ("roles/hypervisor/tasks/sync.yml", "vmcloud.fleet.image_sync", "hypervisor", "hypervisor_endorser_pins"),
+    ("roles/hypervisor/tasks/image_sync.yml", "vmcloud.fleet.image_sync", "hypervisor", "hypervisor_endorser_pins"),
     ("roles/opentracker/tasks/whitelist.yml", "vmcloud.fleet.image_index", "opentracker",
      "opentracker_endorser_pins"),
     ("roles/image_catalogue/tasks/seed.yml", "vmcloud.fleet.image_index", "image_catalogue",

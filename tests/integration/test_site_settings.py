@@ -6,7 +6,7 @@ setting for every role alike (issue 9).
 A real ansible-playbook on localhost (connection local) lists the roles in its play, so that Ansible
 loads their defaults and their dependency on vmcloud.fleet.vmcloud as in site.yml (their tasks are
 skipped), then renders what each role hands to the host: the arguments of the hypervisor role's
-image_sync task (read from roles/hypervisor/tasks/sync.yml), the VMIC agent's imgdist.yml (read back
+image_sync task (read from roles/hypervisor/tasks/image_sync.yml), the VMIC agent's imgdist.yml (read back
 with imgdist's own loader, as the timer reads it), its libvirt hook and sync unit, and the unit and
 rtorrent.rc of the rtorrent role and the unit of the libtorrent_seeder role.
 """
@@ -42,9 +42,9 @@ SHARED_OPTIONS = ("store_dir", "staging_dir", "torrent_dir", "state_dir", "engin
 
 def sync_task_arguments() -> dict:
     """The vmcloud.fleet.image_sync arguments of the hypervisor role, as written in its task file."""
-    tasks = yaml.safe_load((REPO / "roles" / "hypervisor" / "tasks" / "sync.yml").read_text())
+    tasks = yaml.safe_load((REPO / "roles" / "hypervisor" / "tasks" / "image_sync.yml").read_text())
     calls = [task["vmcloud.fleet.image_sync"] for task in tasks if "vmcloud.fleet.image_sync" in task]
-    assert len(calls) == 1, "roles/hypervisor/tasks/sync.yml should call vmcloud.fleet.image_sync once"
+    assert len(calls) == 1, "roles/hypervisor/tasks/image_sync.yml should call vmcloud.fleet.image_sync once"
     return calls[0]
 
 

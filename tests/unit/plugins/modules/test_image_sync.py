@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -107,3 +108,63 @@ def test_the_guard_fails_the_task_before_anything_changes(run_module, world):
     assert snapshot(world.root / "host") == before  # store, manifest, mark, kept index, .torrent files
     retired = run_module(image_sync, **module_args(world, approved=[], retire_confirm=True))["retired"]
     assert retired == ["alma-9", "slc-5"]
+
+
+def layout_as_kept(world: World, tmp_path) -> dict:
+    """A layout guard over a trust copy and the store directory, both as the guard keeps them."""
+    trust = tmp_path / "host-trust"
+    (trust / "anchors").mkdir(parents=True)
+    anchor = (world.root / "trust" / "ca.pem").read_bytes()
+    (trust / "anchors" / "ca.pem").write_bytes(anchor)
+    (trust / "anchors" / "ca.pem").chmod(0o644)
+    os.makedirs(world.host_path("images"), exist_ok=True)
+    os.chmod(world.host_path("images"), 0o755)  # noqa: S103 - the mode the layout keeps
+    os.chmod(trust / "anchors", 0o755)  # noqa: S103 - the mode the layout keeps
+    return {
+        "paths": [world.host_path("images")], "trees": [str(trust)],
+        "kept": [{"path": world.host_path("images"), "type": "directory", "mode": "0755"},
+                 {"path": str(trust / "anchors"), "type": "directory", "mode": "0755"},
+                 {"path": str(trust / "anchors" / "ca.pem"), "mode": "0644",
+                  "checksum": hashlib.sha256(anchor).hexdigest()}],
+        "only": [{"dir": str(trust / "anchors"), "names": ["ca.pem"]}],
+        "absent": [str(tmp_path / "disabled")],
+    }
+
+
+def test_a_host_as_the_layout_keeps_it_syncs_and_returns_the_look(run_module, world, tmp_path):
+    layout = layout_as_kept(world, tmp_path)
+    result = run_module(image_sync, **module_args(world, layout=layout))
+    assert result["synced"] is True and result["promoted"] == ["alma-9", "slc-5"]
+    assert result["layout"]["differing"] == result["layout"]["withdrawn"] == result["layout"]["present"] == []
+    assert str(tmp_path / "host-trust" / "anchors" / "ca.pem") in result["layout"]["files"]
+
+
+@pytest.mark.parametrize("drift", ["changed anchor", "withdrawn file", "disabled", "store mode"])
+def test_a_host_other_than_the_layout_keeps_it_is_not_synced_and_nothing_changes(
+        run_module, world, tmp_path, drift):
+    """The sync would verify with the host's trust material: other than the controller's, nothing runs."""
+    layout = layout_as_kept(world, tmp_path)
+    anchors = tmp_path / "host-trust" / "anchors"
+    if drift == "changed anchor":
+        (anchors / "ca.pem").write_bytes(b"an anchor the controller no longer has")
+    elif drift == "withdrawn file":
+        (anchors / "old.pem").write_bytes(b"withdrawn")
+    elif drift == "disabled":
+        (tmp_path / "disabled").write_bytes(b"")
+    else:
+        os.chmod(world.host_path("images"), 0o700)
+    before = snapshot(world.root / "host")
+    result = run_module(image_sync, _ansible_check_mode=False, **module_args(world, layout=layout))
+    assert result["synced"] is False and result["changed"] is False and "failed" not in result
+    found = {"changed anchor": ("differing", [str(anchors / "ca.pem")]),
+             "withdrawn file": ("withdrawn", [str(anchors / "old.pem")]),
+             "disabled": ("present", [str(tmp_path / "disabled")]),
+             "store mode": ("differing", [world.host_path("images")])}[drift]
+    assert result["layout"][found[0]] == found[1]
+    assert snapshot(world.root / "host") == before and world.engine.torrents == {}
+    assert not os.path.exists(world.host_path("index"))  # not even the lock: the index was not fetched
+
+
+def test_a_malformed_layout_entry_fails_naming_the_rule(run_module, world, tmp_path):
+    result = run_module(image_sync, **module_args(world, layout={"kept": [{"path": "/x"}]}))
+    assert result["failed"] is True and result["rule"] == "option-invalid" and "needs a mode" in result["msg"]
